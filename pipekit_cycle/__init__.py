@@ -1,0 +1,74 @@
+"""pipekit_cycle: backend-neutral specs, protocols, configs and data for learned variational DA.
+
+No import of jax or torch happens here, ever: backends (``vardax_jax``, ``vardax_torch``)
+map these specs onto their own native machinery.
+"""
+
+from . import adjoints, backends, config, errors, params, problems, protocols, validation
+from .adjoints import (
+    DYNAMICS,
+    INNER_SOLVE,
+    AbstractAdjointSpec,
+    AdjointSpec,
+    BacksolveAdjoint,
+    DirectAdjoint,
+    ImplicitAdjoint,
+    RecursiveCheckpointAdjoint,
+    TruncatedAdjoint,
+    adjoint_from_dict,
+    applicable_layers,
+    as_adjoint_spec,
+    check_layer,
+    parse_adjoint,
+)
+from .backends import BackendNotInstalledError, available_backends, load_backend
+from .errors import ConvergenceWarning
+from .config import FourDVarNetConfig, OptimizerConfig
+from .params import load_params, save_params, schema
+from .problems import Problem, lorenz63, lorenz96
+from .protocols import Backend, EvalStep, ForwardModel, GradModulator, InnerSolver, Prior, TrainStep
+
+
+__all__ = [
+    "adjoints",
+    "backends",
+    "config",
+    "errors",
+    "params",
+    "problems",
+    "protocols",
+    "validation",
+    "DYNAMICS",
+    "INNER_SOLVE",
+    "AbstractAdjointSpec",
+    "AdjointSpec",
+    "BacksolveAdjoint",
+    "DirectAdjoint",
+    "ImplicitAdjoint",
+    "RecursiveCheckpointAdjoint",
+    "TruncatedAdjoint",
+    "adjoint_from_dict",
+    "applicable_layers",
+    "as_adjoint_spec",
+    "check_layer",
+    "parse_adjoint",
+    "BackendNotInstalledError",
+    "available_backends",
+    "load_backend",
+    "FourDVarNetConfig",
+    "OptimizerConfig",
+    "load_params",
+    "save_params",
+    "schema",
+    "Problem",
+    "lorenz63",
+    "lorenz96",
+    "Backend",
+    "EvalStep",
+    "ForwardModel",
+    "GradModulator",
+    "InnerSolver",
+    "Prior",
+    "TrainStep",
+    "ConvergenceWarning",
+]

@@ -1,0 +1,333 @@
+"""Backend-neutral adjoint specifications.
+
+An adjoint spec says *how* a backend differentiates through an iterative computation: the
+learned inner solve of a 4DVarNet (layer ``"inner_solve"``) or the time integration of an ODE
+forward model (layer ``"dynamics"``). Specs are frozen, hashable, equal by value and carry no
+behaviour; each backend maps them onto its own native adjoint (``to_native_adjoint``).
+
+| spec                         | gradient     | memory in the number of steps K |
+|------------------------------|--------------|---------------------------------|
+| ``DirectAdjoint``            | exact        | O(K): every step is stored       |
+| ``RecursiveCheckpointAdjoint``| exact       | sublinear: recompute from checkpoints |
+| ``TruncatedAdjoint(k)``      | biased       | O(k): only the last ``k`` steps carry the gradient |
+| ``ImplicitAdjoint``          | exact at a fixed point | O(1): solve (I - dT/dx)^T lambda = dL/dx* |
+| ``BacksolveAdjoint``         | approximate  | O(1): integrate the continuous adjoint ODE backwards |
+
+Text form (``str(spec)`` and ``parse_adjoint`` are inverses)::
+
+    direct
+    checkpoint            checkpoint:8
+    truncated:3
+    implicit              implicit:gmres         implicit:dense:rtol=1e-08:max_steps=500
+    backsolve             backsolve:rtol=1e-06:atol=1e-08
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, Final, Literal, TypeAlias, Union
+
+__all__ = [
+    "INNER_SOLVE",
+    "DYNAMICS",
+    "LAYERS",
+    "LINEAR_SOLVERS",
+    "AbstractAdjointSpec",
+    "DirectAdjoint",
+    "RecursiveCheckpointAdjoint",
+    "TruncatedAdjoint",
+    "ImplicitAdjoint",
+    "BacksolveAdjoint",
+    "AdjointSpec",
+    "SPEC_TYPES",
+    "parse_adjoint",
+    "adjoint_from_dict",
+    "applicable_layers",
+    "as_adjoint_spec",
+    "check_layer",
+]
+
+INNER_SOLVE: Final = "inner_solve"
+DYNAMICS: Final = "dynamics"
+LAYERS: Final = (INNER_SOLVE, DYNAMICS)
+LINEAR_SOLVERS: Final = ("auto", "gmres", "neumann", "dense")
+
+LinearSolverName: TypeAlias = Literal["auto", "gmres", "neumann", "dense"]
+
+
+def _check_positive_int(owner: str, field: str, value: object, *, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    allowed = "an int >= 1" + (" or None" if allow_none else "")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{owner}.{field} must be {allowed}, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{owner}.{field} must be {allowed}, got {value!r}")
+
+
+def _check_tolerance(owner: str, field: str, value: object, *, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    allowed = "a finite float >= 0" + (" or None" if allow_none else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{owner}.{field} must be {allowed}, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{owner}.{field} must be {allowed}, got {value!r}")
+
+
+class AbstractAdjointSpec:
+    """Base of the adjoint specs: text form, dict form and the layers a spec applies to."""
+
+    tag: ClassVar[str]
+    layers: ClassVar[frozenset[str]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"type": class name, **fields}``: JSON-serialisable, inverse of `adjoint_from_dict`."""
+        return {"type": type(self).__name__, **dataclasses.asdict(self)}  # type: ignore[call-overload]
+
+    def _options(self) -> list[str]:
+        return []
+
+    def __str__(self) -> str:
+        return ":".join([self.tag, *self._options()])
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectAdjoint(AbstractAdjointSpec):
+    """Exact gradient by storing every step; memory linear in the number of steps.
+
+    Dynamics layer only: at the inner solve, plain unrolled backprop is
+    `RecursiveCheckpointAdjoint`'s exact gradient.
+    """
+
+    tag: ClassVar[str] = "direct"
+    layers: ClassVar[frozenset[str]] = frozenset({DYNAMICS})
+
+
+@dataclasses.dataclass(frozen=True)
+class RecursiveCheckpointAdjoint(AbstractAdjointSpec):
+    """Exact gradient; the backward recomputes steps from stored checkpoints.
+
+    ``checkpoints`` (>= 1) is the number of stored states; ``None`` lets the backend pick
+    (e.g. about sqrt(K) segments, or a binomial schedule). Memory grows sublinearly in K.
+    """
+
+    checkpoints: int | None = None
+
+    tag: ClassVar[str] = "checkpoint"
+    layers: ClassVar[frozenset[str]] = frozenset({INNER_SOLVE, DYNAMICS})
+
+    def __post_init__(self) -> None:
+        _check_positive_int(type(self).__name__, "checkpoints", self.checkpoints, allow_none=True)
+
+    def _options(self) -> list[str]:
+        return [] if self.checkpoints is None else [str(self.checkpoints)]
+
+
+@dataclasses.dataclass(frozen=True)
+class TruncatedAdjoint(AbstractAdjointSpec):
+    """Biased gradient through the last ``k`` steps only.
+
+    The first ``K - k`` steps run without gradient (state AND recurrent carry are cut from
+    the graph), the last ``k`` propagate it. The forward value is that of the full solve;
+    ``k >= K`` is the exact gradient.
+    """
+
+    k: int = 1
+
+    tag: ClassVar[str] = "truncated"
+    layers: ClassVar[frozenset[str]] = frozenset({INNER_SOLVE})
+
+    def __post_init__(self) -> None:
+        _check_positive_int(type(self).__name__, "k", self.k, allow_none=False)
+
+    def _options(self) -> list[str]:
+        return [str(self.k)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImplicitAdjoint(AbstractAdjointSpec):
+    r"""Implicit function theorem at a converged fixed point ``x* = T(x*, theta)``.
+
+    The backward solves ``(I - \partial T/\partial x)^T \lambda = \partial L/\partial x^*``
+    matrix-free with ``linear_solver`` (one of ``auto, gmres, neumann, dense``) and returns
+    ``\lambda^T \partial T/\partial \theta``. ``rtol``/``atol`` are the tolerances of both the
+    forward fixed-point iteration and the backward linear solve; ``max_steps`` bounds both
+    (``None``: the backend's default). Memory is independent of the iteration count.
+    """
+
+    linear_solver: LinearSolverName = "auto"
+    rtol: float = 1e-6
+    atol: float = 1e-6
+    max_steps: int | None = None
+
+    tag: ClassVar[str] = "implicit"
+    layers: ClassVar[frozenset[str]] = frozenset({INNER_SOLVE})
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        if self.linear_solver not in LINEAR_SOLVERS:
+            raise ValueError(
+                f"{name}.linear_solver must be one of {', '.join(LINEAR_SOLVERS)}; "
+                f"got {self.linear_solver!r}"
+            )
+        _check_tolerance(name, "rtol", self.rtol, allow_none=False)
+        _check_tolerance(name, "atol", self.atol, allow_none=False)
+        _check_positive_int(name, "max_steps", self.max_steps, allow_none=True)
+
+    def _options(self) -> list[str]:
+        options = [] if self.linear_solver == "auto" else [self.linear_solver]
+        defaults = ImplicitAdjoint()
+        for field in ("rtol", "atol", "max_steps"):
+            value = getattr(self, field)
+            if value != getattr(defaults, field):
+                options.append(f"{field}={value!r}")
+        return options
+
+
+@dataclasses.dataclass(frozen=True)
+class BacksolveAdjoint(AbstractAdjointSpec):
+    """Continuous adjoint of an ODE, integrated backwards in time; approximate.
+
+    ``rtol``/``atol`` are the tolerances of the backward solve (``None``: those of the
+    forward solve). Dynamics layer only.
+    """
+
+    rtol: float | None = None
+    atol: float | None = None
+
+    tag: ClassVar[str] = "backsolve"
+    layers: ClassVar[frozenset[str]] = frozenset({DYNAMICS})
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        _check_tolerance(name, "rtol", self.rtol, allow_none=True)
+        _check_tolerance(name, "atol", self.atol, allow_none=True)
+
+    def _options(self) -> list[str]:
+        return [f"{f}={getattr(self, f)!r}" for f in ("rtol", "atol") if getattr(self, f) is not None]
+
+
+AdjointSpec: TypeAlias = Union[
+    DirectAdjoint, RecursiveCheckpointAdjoint, TruncatedAdjoint, ImplicitAdjoint, BacksolveAdjoint
+]
+SPEC_TYPES: Final[tuple[type[AbstractAdjointSpec], ...]] = (
+    DirectAdjoint,
+    RecursiveCheckpointAdjoint,
+    TruncatedAdjoint,
+    ImplicitAdjoint,
+    BacksolveAdjoint,
+)
+_BY_TAG: Final = {cls.tag: cls for cls in SPEC_TYPES}
+_BY_NAME: Final = {cls.__name__: cls for cls in SPEC_TYPES}
+# The positional (unnamed) option of each text form, e.g. "truncated:3" -> k=3.
+_POSITIONAL: Final = {"checkpoint": "checkpoints", "truncated": "k", "implicit": "linear_solver"}
+_INT_FIELDS: Final = frozenset({"checkpoints", "k", "max_steps"})
+_FLOAT_FIELDS: Final = frozenset({"rtol", "atol"})
+
+
+def _convert_field(tag: str, field: str, text: str) -> object:
+    try:
+        if field in _INT_FIELDS:
+            return None if text == "None" else int(text)
+        if field in _FLOAT_FIELDS:
+            return None if text == "None" else float(text)
+    except ValueError:
+        kind = "an int" if field in _INT_FIELDS else "a float"
+        raise ValueError(f"adjoint {tag!r}: {field} must be {kind}, got {text!r}") from None
+    return text
+
+
+def parse_adjoint(text: str) -> AdjointSpec:
+    """Parse the text form of a spec (the inverse of ``str(spec)``).
+
+    ``name[:positional][:field=value]...`` with ``name`` one of ``direct, checkpoint,
+    truncated, implicit, backsolve``; e.g. ``"truncated:3"``, ``"implicit:gmres:rtol=1e-08"``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse_adjoint expects a str, got {type(text).__name__}")
+    tag, *options = [part.strip() for part in text.strip().split(":")]
+    tag = tag.lower()
+    if tag not in _BY_TAG:
+        raise ValueError(f"unknown adjoint {text!r}; expected one of {', '.join(_BY_TAG)}")
+    cls = _BY_TAG[tag]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, object] = {}
+    for option in options:
+        if "=" in option:
+            field, _, value = option.partition("=")
+            field = field.strip()
+        elif tag in _POSITIONAL and not kwargs:
+            field, value = _POSITIONAL[tag], option
+        else:
+            raise ValueError(f"adjoint {text!r}: cannot read option {option!r}")
+        if field not in fields:
+            allowed = ", ".join(sorted(fields)) or "none"
+            raise ValueError(f"adjoint {tag!r} has no option {field!r}; options: {allowed}")
+        kwargs[field] = _convert_field(tag, field, value.strip())
+    return cls(**kwargs)  # type: ignore[return-value]
+
+
+def adjoint_from_dict(data: dict[str, Any]) -> AdjointSpec:
+    """Inverse of ``spec.to_dict()``: ``{"type": "TruncatedAdjoint", "k": 3}`` -> spec."""
+    if not isinstance(data, dict) or "type" not in data:
+        raise ValueError(f"an adjoint dict needs a 'type' key, got {data!r}")
+    fields = dict(data)
+    name = fields.pop("type")
+    if name not in _BY_NAME:
+        raise ValueError(f"unknown adjoint type {name!r}; expected one of {', '.join(_BY_NAME)}")
+    return _BY_NAME[name](**fields)  # type: ignore[return-value]
+
+
+def as_adjoint_spec(obj: object) -> AdjointSpec | None:
+    """Duck-typed view of ``obj`` as one of our specs, or ``None`` if it is not spec-shaped.
+
+    Backends map specs by class NAME and fields, so an identically shaped spec from another
+    library maps too. Strings are parsed.
+    """
+    if isinstance(obj, SPEC_TYPES):
+        return obj  # type: ignore[return-value]
+    if isinstance(obj, str):
+        return parse_adjoint(obj)
+    cls = _BY_NAME.get(type(obj).__name__)
+    if cls is None:
+        return None
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not all(hasattr(obj, name) for name in names):
+        return None
+    return cls(**{name: getattr(obj, name) for name in names})  # type: ignore[return-value]
+
+
+def applicable_layers(spec: object) -> frozenset[str]:
+    """The layers (``"inner_solve"``, ``"dynamics"``) at which ``spec`` may be used."""
+    coerced = as_adjoint_spec(spec)
+    if coerced is None:
+        raise TypeError(f"not an adjoint spec: {spec!r}")
+    return type(coerced).layers
+
+
+def check_layer(spec: object, layer: str) -> AdjointSpec:
+    """Return ``spec`` as one of our specs, or raise ``ValueError`` if it is used at the wrong layer.
+
+    The message names the layer(s) the spec belongs to.
+    """
+    if layer not in LAYERS:
+        raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
+    coerced = as_adjoint_spec(spec)
+    if coerced is None:
+        raise TypeError(
+            f"expected an adjoint spec ({', '.join(_BY_NAME)}) or a native adjoint, got {spec!r}"
+        )
+    if layer not in type(coerced).layers:
+        belongs = " and ".join(repr(name) for name in LAYERS if name in type(coerced).layers)
+        hint = (
+            " (plain unrolled backprop is RecursiveCheckpointAdjoint's exact gradient)"
+            if isinstance(coerced, DirectAdjoint)
+            else ""
+        )
+        raise ValueError(
+            f"{type(coerced).__name__} does not apply at the {layer!r} layer; it belongs to the "
+            f"{belongs} layer{hint}"
+        )
+    return coerced

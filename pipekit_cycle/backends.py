@@ -1,0 +1,67 @@
+"""Finding backends: the entry-point group ``pipekit_cycle.backends`` and plain module names."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from types import ModuleType
+
+__all__ = ["ENTRY_POINT_GROUP", "available_backends", "load_backend", "BackendNotInstalledError"]
+
+ENTRY_POINT_GROUP = "pipekit_cycle.backends"
+# The framework each of our backends needs, and the extra that installs it.
+_REQUIREMENTS = {"vardax_jax": ("jax", "jax"), "vardax_torch": ("torch", "torch")}
+
+
+class BackendNotInstalledError(ImportError):
+    """A backend, or the framework it needs, is not installed."""
+
+
+def _entry_points() -> dict[str, str]:
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _is_installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def available_backends() -> list[str]:
+    """Names of the registered backends whose module and framework are importable, sorted."""
+    names = []
+    for name, target in _entry_points().items():
+        module = target.partition(":")[0]
+        framework = _REQUIREMENTS.get(name, (module, ""))[0]
+        if _is_installed(module) and _is_installed(framework):
+            names.append(name)
+    return sorted(names)
+
+
+def load_backend(name: str) -> ModuleType:
+    """The backend module registered as ``name`` (or importable under that module name).
+
+    Raises `BackendNotInstalledError` naming the extra to install when the backend or its
+    framework is missing, ``ValueError`` for a name that is neither registered nor a module.
+    """
+    if isinstance(name, ModuleType):
+        return name
+    target = _entry_points().get(name, name).partition(":")[0]
+    framework, extra = _REQUIREMENTS.get(name, (None, None))
+    if framework is not None and not _is_installed(framework):
+        raise BackendNotInstalledError(
+            f"backend {name!r} needs {framework}, which is not installed: pip install 'pipekit-cycle[{extra}]'"
+        )
+    if not _is_installed(target):
+        known = ", ".join(sorted(_entry_points())) or "none"
+        raise BackendNotInstalledError(
+            f"no backend {name!r}: it is neither registered in the entry-point group "
+            f"{ENTRY_POINT_GROUP!r} (registered: {known}) nor an importable module"
+        )
+    try:
+        return importlib.import_module(target)
+    except ImportError as error:
+        hint = f": pip install 'pipekit-cycle[{extra}]'" if extra else ""
+        raise BackendNotInstalledError(f"backend {name!r} failed to import ({error}){hint}") from error

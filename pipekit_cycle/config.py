@@ -1,0 +1,176 @@
+"""Neutral, JSON-serialisable configurations of a 4DVarNet model and of its optimizer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Literal
+
+from .adjoints import (
+    INNER_SOLVE,
+    AdjointSpec,
+    RecursiveCheckpointAdjoint,
+    adjoint_from_dict,
+    as_adjoint_spec,
+    check_layer,
+)
+
+__all__ = ["FourDVarNetConfig", "OptimizerConfig", "PADDINGS", "OPTIMIZERS"]
+
+PADDINGS = ("zeros", "circular")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _positive_int(owner: str, field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}.{field} must be an int >= 1, got {value!r}")
+
+
+def _finite_float(owner: str, field: str, value: object, *, positive: bool) -> None:
+    bound = "> 0" if positive else ">= 0"
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or (value <= 0 if positive else value < 0):  # type: ignore[operator]
+        raise ValueError(f"{owner}.{field} must be a finite float {bound}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FourDVarNetConfig:
+    """Everything that fixes a 4DVarNet model's architecture and its inner solve.
+
+    ``state_shape`` is ``(N,)`` (1D state, batches ``(B, T, N)``) or ``(H, W)`` (2D, batches
+    ``(B, T, H, W)``); ``n_time`` is T, the channel axis of every convolution.
+    ``hidden_dim`` is the ConvLSTM's channel count, ``prior_hidden_dim`` the prior's;
+    ``kernel_size`` (odd) is shared by every convolution, padded to keep the size
+    (``padding="zeros"`` or ``"circular"`` for periodic domains). The inner solve runs
+    ``n_solver_steps`` steps ``x <- x - alpha * u`` on the cost
+    ``obs_weight * sum(m (x - y)^2) + prior_weight * sum((x - phi(x))^2)`` and is
+    differentiated as ``solver_adjoint`` says.
+    """
+
+    state_shape: tuple[int, ...]
+    n_time: int
+    hidden_dim: int = 16
+    prior_hidden_dim: int = 16
+    kernel_size: int = 3
+    n_solver_steps: int = 10
+    alpha: float = 0.1
+    obs_weight: float = 1.0
+    prior_weight: float = 1.0
+    padding: Literal["zeros", "circular"] = "zeros"
+    solver_adjoint: AdjointSpec = dataclasses.field(default_factory=RecursiveCheckpointAdjoint)
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        shape = self.state_shape
+        if isinstance(shape, list):
+            shape = tuple(shape)
+            object.__setattr__(self, "state_shape", shape)
+        if not isinstance(shape, tuple) or len(shape) not in (1, 2):
+            raise ValueError(f"{name}.state_shape must be (N,) or (H, W), got {shape!r}")
+        for size in shape:
+            _positive_int(name, "state_shape", size)
+        for field in ("n_time", "hidden_dim", "prior_hidden_dim", "kernel_size", "n_solver_steps"):
+            _positive_int(name, field, getattr(self, field))
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"{name}.kernel_size must be odd, got {self.kernel_size}")
+        _finite_float(name, "alpha", self.alpha, positive=True)
+        _finite_float(name, "obs_weight", self.obs_weight, positive=False)
+        _finite_float(name, "prior_weight", self.prior_weight, positive=False)
+        if self.padding not in PADDINGS:
+            raise ValueError(f"{name}.padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
+        spec = as_adjoint_spec(self.solver_adjoint)
+        if spec is None:
+            raise ValueError(f"{name}.solver_adjoint must be an adjoint spec, got {self.solver_adjoint!r}")
+        object.__setattr__(self, "solver_adjoint", check_layer(spec, INNER_SOLVE))
+
+    @property
+    def ndim(self) -> int:
+        """1 for a 1D state ``(N,)``, 2 for a 2D state ``(H, W)``."""
+        return len(self.state_shape)
+
+    def replace(self, **changes: Any) -> FourDVarNetConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["state_shape"] = list(self.state_shape)
+        data["solver_adjoint"] = self.solver_adjoint.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FourDVarNetConfig:
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {unknown}; known: {sorted(known)}")
+        if "state_shape" in data:
+            data["state_shape"] = tuple(data["state_shape"])
+        if isinstance(data.get("solver_adjoint"), dict):
+            data["solver_adjoint"] = adjoint_from_dict(data["solver_adjoint"])
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FourDVarNetConfig:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """An optimizer both backends build identically (optax in JAX, ``torch.optim`` in torch).
+
+    ``name``: ``adam`` or ``sgd`` (no momentum). ``weight_decay`` is coupled L2, added to
+    the gradient before the update (``torch.optim``'s convention; ``optax.add_decayed_weights``
+    placed before the update in JAX). ``clip_norm`` clips the global gradient norm first:
+    ``g <- g * clip_norm / max(norm(g), clip_norm)`` (``optax.clip_by_global_norm``).
+    """
+
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"{owner}.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
+        _finite_float(owner, "lr", self.lr, positive=True)
+        betas = tuple(self.betas) if isinstance(self.betas, list) else self.betas
+        object.__setattr__(self, "betas", betas)
+        if not (
+            isinstance(betas, tuple)
+            and len(betas) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+        ):
+            raise ValueError(f"{owner}.betas must be two floats in [0, 1), got {self.betas!r}")
+        _finite_float(owner, "eps", self.eps, positive=True)
+        _finite_float(owner, "weight_decay", self.weight_decay, positive=False)
+        if self.clip_norm is not None:
+            _finite_float(owner, "clip_norm", self.clip_norm, positive=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OptimizerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> OptimizerConfig:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,1 @@
+"""vardax_jax (work in progress)."""

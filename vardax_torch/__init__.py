@@ -1,0 +1,1 @@
+"""vardax_torch (work in progress)."""
