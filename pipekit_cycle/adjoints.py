@@ -26,26 +26,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Final, Literal, TypeAlias, Union
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 __all__ = [
-    "INNER_SOLVE",
     "DYNAMICS",
+    "INNER_SOLVE",
     "LAYERS",
     "LINEAR_SOLVERS",
+    "SPEC_TYPES",
     "AbstractAdjointSpec",
+    "AdjointSpec",
+    "BacksolveAdjoint",
     "DirectAdjoint",
+    "ImplicitAdjoint",
     "RecursiveCheckpointAdjoint",
     "TruncatedAdjoint",
-    "ImplicitAdjoint",
-    "BacksolveAdjoint",
-    "AdjointSpec",
-    "SPEC_TYPES",
-    "parse_adjoint",
     "adjoint_from_dict",
     "applicable_layers",
     "as_adjoint_spec",
     "check_layer",
+    "parse_adjoint",
 ]
 
 INNER_SOLVE: Final = "inner_solve"
@@ -169,8 +169,7 @@ class ImplicitAdjoint(AbstractAdjointSpec):
         name = type(self).__name__
         if self.linear_solver not in LINEAR_SOLVERS:
             raise ValueError(
-                f"{name}.linear_solver must be one of {', '.join(LINEAR_SOLVERS)}; "
-                f"got {self.linear_solver!r}"
+                f"{name}.linear_solver must be one of {', '.join(LINEAR_SOLVERS)}; got {self.linear_solver!r}"
             )
         _check_tolerance(name, "rtol", self.rtol, allow_none=False)
         _check_tolerance(name, "atol", self.atol, allow_none=False)
@@ -209,9 +208,9 @@ class BacksolveAdjoint(AbstractAdjointSpec):
         return [f"{f}={getattr(self, f)!r}" for f in ("rtol", "atol") if getattr(self, f) is not None]
 
 
-AdjointSpec: TypeAlias = Union[
-    DirectAdjoint, RecursiveCheckpointAdjoint, TruncatedAdjoint, ImplicitAdjoint, BacksolveAdjoint
-]
+AdjointSpec: TypeAlias = (
+    DirectAdjoint | RecursiveCheckpointAdjoint | TruncatedAdjoint | ImplicitAdjoint | BacksolveAdjoint
+)
 SPEC_TYPES: Final[tuple[type[AbstractAdjointSpec], ...]] = (
     DirectAdjoint,
     RecursiveCheckpointAdjoint,
@@ -316,9 +315,7 @@ def check_layer(spec: object, layer: str) -> AdjointSpec:
         raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
     coerced = as_adjoint_spec(spec)
     if coerced is None:
-        raise TypeError(
-            f"expected an adjoint spec ({', '.join(_BY_NAME)}) or a native adjoint, got {spec!r}"
-        )
+        raise TypeError(f"expected an adjoint spec ({', '.join(_BY_NAME)}) or a native adjoint, got {spec!r}")
     if layer not in type(coerced).layers:
         belongs = " and ".join(repr(name) for name in LAYERS if name in type(coerced).layers)
         hint = (
@@ -327,7 +324,6 @@ def check_layer(spec: object, layer: str) -> AdjointSpec:
             else ""
         )
         raise ValueError(
-            f"{type(coerced).__name__} does not apply at the {layer!r} layer; it belongs to the "
-            f"{belongs} layer{hint}"
+            f"{type(coerced).__name__} does not apply at the {layer!r} layer; it belongs to the {belongs} layer{hint}"
         )
     return coerced

@@ -7,7 +7,7 @@ import importlib.metadata
 import importlib.util
 from types import ModuleType
 
-__all__ = ["ENTRY_POINT_GROUP", "available_backends", "load_backend", "BackendNotInstalledError"]
+__all__ = ["ENTRY_POINT_GROUP", "BackendNotInstalledError", "available_backends", "load_backend"]
 
 ENTRY_POINT_GROUP = "pipekit_cycle.backends"
 # The framework each of our backends needs, and the extra that installs it.

@@ -16,7 +16,7 @@ from .adjoints import (
     check_layer,
 )
 
-__all__ = ["FourDVarNetConfig", "OptimizerConfig", "PADDINGS", "OPTIMIZERS"]
+__all__ = ["OPTIMIZERS", "PADDINGS", "FourDVarNetConfig", "OptimizerConfig"]
 
 PADDINGS = ("zeros", "circular")
 OPTIMIZERS = ("adam", "sgd")

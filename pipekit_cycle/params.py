@@ -29,7 +29,7 @@ import numpy as np
 
 from .config import FourDVarNetConfig
 
-__all__ = ["schema", "validate_params", "save_params", "load_params", "CONFIG_METADATA_KEY"]
+__all__ = ["CONFIG_METADATA_KEY", "load_params", "save_params", "schema", "validate_params"]
 
 CONFIG_METADATA_KEY = "pipekit_cycle.config"
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -56,9 +56,7 @@ def schema(config: FourDVarNetConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def validate_params(
-    params: Mapping[str, np.ndarray], config: FourDVarNetConfig | None = None
-) -> dict[str, np.ndarray]:
+def validate_params(params: Mapping[str, np.ndarray], config: FourDVarNetConfig | None = None) -> dict[str, np.ndarray]:
     """Check ``params`` (names, shapes against ``schema(config)``, one float dtype) and return
     them as a plain dict of numpy arrays. Raises ``ValueError`` or ``TypeError`` naming the
     offending parameter."""

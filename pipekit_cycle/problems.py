@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["Problem", "lorenz63", "lorenz96", "lorenz63_vector_field", "lorenz96_vector_field", "rk4_step"]
+__all__ = ["Problem", "lorenz63", "lorenz63_vector_field", "lorenz96", "lorenz96_vector_field", "rk4_step"]
 
 L63_SIGMA, L63_RHO, L63_BETA = 10.0, 28.0, 8.0 / 3.0
 L96_FORCING = 8.0
@@ -41,12 +41,8 @@ class Problem:
         """The first ``n_first`` windows and the rest (e.g. train / held-out)."""
         if not 0 < n_first < self.truth.shape[0]:
             raise ValueError(f"n_first must be in [1, {self.truth.shape[0] - 1}], got {n_first}")
-        head = dataclasses.replace(
-            self, truth=self.truth[:n_first], obs=self.obs[:n_first], mask=self.mask[:n_first]
-        )
-        tail = dataclasses.replace(
-            self, truth=self.truth[n_first:], obs=self.obs[n_first:], mask=self.mask[n_first:]
-        )
+        head = dataclasses.replace(self, truth=self.truth[:n_first], obs=self.obs[:n_first], mask=self.mask[:n_first])
+        tail = dataclasses.replace(self, truth=self.truth[n_first:], obs=self.obs[n_first:], mask=self.mask[n_first:])
         return head, tail
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
-    "GradModulator",
-    "Prior",
-    "InnerSolver",
-    "TrainStep",
+    "Backend",
     "EvalStep",
     "ForwardModel",
-    "Backend",
+    "GradModulator",
+    "InnerSolver",
+    "Prior",
+    "TrainStep",
 ]
 
 

@@ -14,8 +14,8 @@ __all__ = [
     "check_batch_shapes",
     "check_float_dtype",
     "check_same_dtype",
-    "require_target",
     "dims_text",
+    "require_target",
 ]
 
 _FLOAT_NAMES = ("float32", "float64")
@@ -74,9 +74,7 @@ def check_batch_shapes(
     if tuple(mask_shape) != input_shape:
         raise ValueError(f"batch.mask must have the shape of batch.input {input_shape}, got {tuple(mask_shape)}")
     if target_shape is not None and tuple(target_shape) != input_shape:
-        raise ValueError(
-            f"batch.target must have the shape of batch.input {input_shape}, got {tuple(target_shape)}"
-        )
+        raise ValueError(f"batch.target must have the shape of batch.input {input_shape}, got {tuple(target_shape)}")
 
 
 def check_same_dtype(batch_dtype: str, model_dtype: str) -> None:

@@ -1,0 +1,355 @@
+"""The conformance checks: each compares a candidate backend with a reference on identical inputs.
+
+A check runs on a list of cases (``"1d"``, ``"2d/truncated:2"``, ...) and returns a
+`Measurement`: the max relative error and the tolerance it must not exceed. Relative error of
+arrays (or dicts of arrays) is ``max |a - b| / max |b|`` over every entry, so a parameter whose
+gradient is exactly zero in both backends counts as agreeing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from pipekit_cycle import (
+    DYNAMICS,
+    INNER_SOLVE,
+    SPEC_TYPES,
+    FourDVarNetConfig,
+    OptimizerConfig,
+    TruncatedAdjoint,
+    applicable_layers,
+    schema,
+)
+
+from .cases import CASES, FINITE_DIFFERENCE_TOLERANCE, adjoint_for, contractive, observations, tolerance
+
+__all__ = ["CHECKS", "Check", "Measurement", "Pair", "relative_error"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """``error <= tolerance`` passes; ``detail`` says what was compared."""
+
+    error: float
+    tolerance: float
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.error)) and self.error <= self.tolerance
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """A candidate backend, the reference it is held to, and the precision of the run."""
+
+    candidate: ModuleType
+    reference: ModuleType
+    dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    name: str
+    cases: tuple[str, ...]
+    run: Callable[[Pair, str], Measurement]
+
+
+CHECKS: dict[str, Check] = {}
+
+
+def _check(name: str, cases: tuple[str, ...]) -> Callable[[Callable[[Pair, str], Measurement]], Check]:
+    def register(run: Callable[[Pair, str], Measurement]) -> Check:
+        CHECKS[name] = Check(name, cases, run)
+        return CHECKS[name]
+
+    return register
+
+
+def relative_error(actual: Any, expected: Any) -> float:
+    """``max |a - b| / max |b|`` over every entry of two arrays or two dicts of arrays."""
+    if isinstance(expected, dict):
+        if set(actual) != set(expected):
+            return float("inf")
+        pairs = [(np.asarray(actual[k], np.float64), np.asarray(expected[k], np.float64)) for k in expected]
+    else:
+        pairs = [(np.asarray(actual, np.float64), np.asarray(expected, np.float64))]
+    if any(a.shape != b.shape for a, b in pairs):
+        return float("inf")
+    difference = max((np.abs(a - b).max() if a.size else 0.0) for a, b in pairs)
+    scale = max((np.abs(b).max() if b.size else 0.0) for _, b in pairs)
+    if difference == 0.0:
+        return 0.0
+    return float(difference / scale) if scale > 0 else float("inf")
+
+
+# --- building identical models in both backends -------------------------------------------
+
+
+def _reference_params(pair: Pair, case: str) -> dict[str, np.ndarray]:
+    reference = pair.reference
+    model = reference.build_model(CASES[case].config, seed=0)
+    return {name: np.asarray(value, dtype=pair.dtype) for name, value in reference.export_params(model).items()}
+
+
+def _model(backend: ModuleType, config: FourDVarNetConfig, params: dict[str, np.ndarray]) -> Any:
+    return backend.import_params(backend.build_model(config, seed=0), params)
+
+
+def _batch(backend: ModuleType, case: str, dtype: str, *, target: bool = True) -> Any:
+    obs, truth = observations(case)
+    return backend.make_batch(obs, target=truth if target else None, dtype=dtype)
+
+
+def _models(pair: Pair, case: str, *, contract: bool = False) -> tuple[Any, Any]:
+    params = _reference_params(pair, case)
+    if contract:
+        params = contractive(params)
+    config = CASES[case].config
+    return _model(pair.candidate, config, params), _model(pair.reference, config, params)
+
+
+def _split(case_id: str) -> tuple[str, str]:
+    case, _, variant = case_id.partition("/")
+    return case, variant
+
+
+def _grid(variants: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{case}/{variant}" for case in CASES for variant in variants)
+
+
+SOLVER_ADJOINTS = ("checkpoint", "checkpoint:2", "truncated:1", "truncated:2", "implicit")
+
+
+# --- the checks -------------------------------------------------------------------------
+
+
+@_check("spec_mapping", tuple(f"{INNER_SOLVE}/{cls.tag}" for cls in SPEC_TYPES))
+def _spec_mapping(pair: Pair, case_id: str) -> Measurement:
+    """``to_native_adjoint`` accepts the inner-solve specs and rejects the others with a
+    ``ValueError`` naming the layer they belong to."""
+    layer, text = _split(case_id)
+    spec = adjoint_for(text, pair.dtype)
+    should_map = layer in applicable_layers(spec)
+    try:
+        pair.candidate.to_native_adjoint(spec, layer=layer)
+        outcome = "mapped"
+        correct = should_map
+    except ValueError as error:
+        outcome = f"ValueError: {error}"
+        other = DYNAMICS if layer == INNER_SOLVE else INNER_SOLVE
+        correct = not should_map and other in str(error)
+    except Exception as error:
+        outcome, correct = f"{type(error).__name__}: {error}", False
+    expected = "mapped" if should_map else "ValueError naming the other layer"
+    return Measurement(0.0 if correct else 1.0, 0.0, f"expected {expected}; got {outcome}")
+
+
+@_check("forward", _grid(("checkpoint", "truncated:2", "implicit")))
+def _forward(pair: Pair, case_id: str) -> Measurement:
+    case, text = _split(case_id)
+    spec = adjoint_for(text, pair.dtype)
+    candidate, reference = _models(pair, case, contract=text.startswith("implicit"))
+    got = pair.candidate.to_numpy(candidate(_batch(pair.candidate, case, pair.dtype), adjoint=spec))
+    want = pair.reference.to_numpy(reference(_batch(pair.reference, case, pair.dtype), adjoint=spec))
+    return Measurement(relative_error(got, want), tolerance(pair.dtype, "forward"), "solver output")
+
+
+@_check("variational_cost", tuple(CASES))
+def _variational_cost(pair: Pair, case: str) -> Measurement:
+    candidate, reference = _models(pair, case)
+    results = []
+    for backend, model in ((pair.candidate, candidate), (pair.reference, reference)):
+        batch = _batch(backend, case, pair.dtype)
+        results.append(backend.to_numpy(backend.variational_cost(model, batch.target, batch)))
+    return Measurement(relative_error(*results), tolerance(pair.dtype, "forward"), "U(target) per sample")
+
+
+@_check("losses", tuple(CASES))
+def _losses(pair: Pair, case: str) -> Measurement:
+    candidate, reference = _models(pair, case)
+    results = []
+    for backend, model in ((pair.candidate, candidate), (pair.reference, reference)):
+        batch = _batch(backend, case, pair.dtype)
+        reconstruction = float(backend.reconstruction_loss(batch.input, batch.target))
+        results.append(
+            [reconstruction, float(backend.train_loss_fn(model, batch)), float(backend.eval_step(model, batch))]
+        )
+    return Measurement(relative_error(*results), tolerance(pair.dtype, "forward"), "reconstruction, train, eval")
+
+
+@_check("gradients", _grid(SOLVER_ADJOINTS))
+def _gradients(pair: Pair, case_id: str) -> Measurement:
+    case, text = _split(case_id)
+    spec = adjoint_for(text, pair.dtype)
+    candidate, reference = _models(pair, case, contract=text.startswith("implicit"))
+    loss_c, grads_c = pair.candidate.loss_and_grads(candidate, _batch(pair.candidate, case, pair.dtype), adjoint=spec)
+    loss_r, grads_r = pair.reference.loss_and_grads(reference, _batch(pair.reference, case, pair.dtype), adjoint=spec)
+    error = max(relative_error(loss_c, loss_r), relative_error(grads_c, grads_r))
+    return Measurement(error, tolerance(pair.dtype, "gradient"), "loss and parameter gradients")
+
+
+def _k_values(case: str) -> tuple[int, int]:
+    steps = CASES[case].config.n_solver_steps
+    return steps, steps + 3
+
+
+@_check("truncation_exact", tuple(f"{case}/k={k}" for case in CASES for k in _k_values(case)))
+def _truncation_exact(pair: Pair, case_id: str) -> Measurement:
+    """Truncated(k >= K) is the exact gradient (the candidate against itself)."""
+    case, variant = _split(case_id)
+    k = int(variant.removeprefix("k="))
+    model, _ = _models(pair, case)
+    batch = _batch(pair.candidate, case, pair.dtype)
+    exact = pair.candidate.loss_and_grads(model, batch, adjoint=adjoint_for("checkpoint", pair.dtype))[1]
+    truncated = pair.candidate.loss_and_grads(model, batch, adjoint=TruncatedAdjoint(k))[1]
+    return Measurement(relative_error(truncated, exact), tolerance(pair.dtype, "gradient"), "vs checkpointed")
+
+
+@_check("truncation_biased", tuple(f"{case}/k=1" for case in CASES))
+def _truncation_biased(pair: Pair, case_id: str) -> Measurement:
+    """Truncated(1) must differ from the exact gradient when K > 1: a backend that ignores the
+    truncation fails here."""
+    case, _ = _split(case_id)
+    model, _ = _models(pair, case)
+    batch = _batch(pair.candidate, case, pair.dtype)
+    exact = pair.candidate.loss_and_grads(model, batch, adjoint=adjoint_for("checkpoint", pair.dtype))[1]
+    truncated = pair.candidate.loss_and_grads(model, batch, adjoint=TruncatedAdjoint(1))[1]
+    difference = relative_error(truncated, exact)
+    return Measurement(0.0 if difference > 1e-3 else 1.0, 0.0, f"relative difference from exact {difference:.3g}")
+
+
+@_check("implicit_vs_unrolled", _grid(("forward", "directional_derivative")))
+def _implicit_vs_unrolled(pair: Pair, case_id: str) -> Measurement:
+    """The implicit solve equals 200 unrolled fixed-point iterations, and its gradient the
+    derivative of the unrolled iteration (central finite difference along a random direction,
+    float64 only; in float32 the difference quotient is noise, so only the forward is checked)."""
+    case, what = _split(case_id)
+    backend = pair.candidate
+    spec = adjoint_for("implicit", pair.dtype)
+    params = contractive(_reference_params(pair, case))
+    config = CASES[case].config
+    model = _model(backend, config, params)
+    batch = _batch(backend, case, pair.dtype)
+    if what == "forward" or pair.dtype != "float64":
+        implicit = backend.to_numpy(model(batch, adjoint=spec))
+        unrolled = backend.to_numpy(backend.fixedpoint_unrolled(model, batch, 200))
+        return Measurement(relative_error(implicit, unrolled), tolerance(pair.dtype, "forward"), "x* vs 200 iterations")
+    _, grads = backend.loss_and_grads(model, batch, adjoint=spec)
+    rng = np.random.default_rng(7)
+    direction = {
+        name: rng.standard_normal(value.shape) if name.startswith("prior.") else np.zeros(value.shape)
+        for name, value in params.items()
+    }
+    predicted = sum(float(np.vdot(grads[name], direction[name])) for name in params)
+    epsilon = 1e-5
+
+    def loss_at(step: float) -> float:
+        moved = _model(backend, config, {name: params[name] + step * direction[name] for name in params})
+        prediction = backend.fixedpoint_unrolled(moved, batch, 200)
+        return float(backend.reconstruction_loss(prediction, batch.target))
+
+    finite_difference = (loss_at(epsilon) - loss_at(-epsilon)) / (2 * epsilon)
+    error = abs(predicted - finite_difference) / max(abs(finite_difference), 1e-300)
+    return Measurement(error, FINITE_DIFFERENCE_TOLERANCE, f"grad.v {predicted:.10g} vs FD {finite_difference:.10g}")
+
+
+TRAJECTORY_STEPS = 5
+
+
+@_check("train_trajectory", tuple(CASES))
+def _train_trajectory(pair: Pair, case: str) -> Measurement:
+    """Five Adam steps from the same parameters: parameters after every step agree."""
+    config = OptimizerConfig(name="adam", lr=1e-2)
+    params = _reference_params(pair, case)
+    trajectories = []
+    for backend in (pair.candidate, pair.reference):
+        model = _model(backend, CASES[case].config, params)
+        optimizer, opt_state = backend.make_optimizer(config, model)
+        batch = _batch(backend, case, pair.dtype)
+        steps = []
+        for _ in range(TRAJECTORY_STEPS):
+            model, opt_state, loss = backend.train_step(model, batch, optimizer, opt_state)
+            steps.append({"loss": np.asarray(float(loss)), **backend.export_params(model)})
+        trajectories.append(steps)
+    error = max(relative_error(c, r) for c, r in zip(*trajectories, strict=True))
+    return Measurement(error, tolerance(pair.dtype, "gradient"), f"{TRAJECTORY_STEPS} Adam steps")
+
+
+@_check("param_round_trip", tuple(CASES))
+def _param_round_trip(pair: Pair, case: str) -> Measurement:
+    """Reference parameters imported into the candidate export unchanged, under schema names."""
+    params = _reference_params(pair, case)
+    exported = pair.candidate.export_params(_model(pair.candidate, CASES[case].config, params))
+    shapes = {name: np.shape(value) for name, value in exported.items()}
+    if shapes != schema(CASES[case].config):
+        return Measurement(float("inf"), 0.0, f"exported shapes {shapes} differ from the schema")
+    dtypes = {str(np.asarray(value).dtype) for value in exported.values()}
+    if dtypes != {pair.dtype}:
+        return Measurement(float("inf"), 0.0, f"exported dtypes {sorted(dtypes)}, expected {pair.dtype}")
+    return Measurement(relative_error(exported, params), 0.0, "export(import(p)) == p")
+
+
+@_check("batch_independence", _grid(("checkpoint", "truncated:2")))
+def _batch_independence(pair: Pair, case_id: str) -> Measurement:
+    """Solving a batch equals solving each sample alone (costs are sums per sample)."""
+    case, text = _split(case_id)
+    spec = adjoint_for(text, pair.dtype)
+    backend = pair.candidate
+    model, _ = _models(pair, case)
+    obs, _ = observations(case)
+    together = backend.to_numpy(model(backend.make_batch(obs, dtype=pair.dtype), adjoint=spec))
+    alone = np.concatenate(
+        [
+            backend.to_numpy(model(backend.make_batch(obs[i : i + 1], dtype=pair.dtype), adjoint=spec))
+            for i in range(obs.shape[0])
+        ]
+    )
+    return Measurement(relative_error(together, alone), tolerance(pair.dtype, "forward"), "batch vs one by one")
+
+
+def _bad_inputs() -> dict[str, Callable[[ModuleType, str], Any]]:
+    obs, truth = observations("1d")
+    config = CASES["1d"].config
+    foreign_truncated = type("TruncatedAdjoint", (), {"k": 0})()  # spec-shaped, invalid k
+
+    def solve(backend: ModuleType, dtype: str, batch: Any) -> Any:
+        return backend.build_model(config, seed=0)(batch)
+
+    return {
+        "integer_obs": lambda b, d: b.make_batch(np.zeros(obs.shape, dtype=np.int64)),
+        "obs_rank_2": lambda b, d: b.make_batch(obs[0], dtype=d),
+        "target_shape": lambda b, d: b.make_batch(obs, target=truth[:, :2], dtype=d),
+        "batch_shape": lambda b, d: solve(b, d, b.make_batch(obs[:, :, :5], dtype=d)),
+        "batch_time_axis": lambda b, d: solve(b, d, b.make_batch(obs[:, :2], dtype=d)),
+        "dtype_mismatch": lambda b, d: solve(b, d, b.make_batch(obs, dtype="float32" if d == "float64" else "float64")),
+        "missing_target": lambda b, d: b.train_loss_fn(b.build_model(config, seed=0), b.make_batch(obs, dtype=d)),
+        "direct_at_inner_solve": lambda b, d: b.to_native_adjoint(adjoint_for("direct", d)),
+        "foreign_truncated_k0": lambda b, d: b.to_native_adjoint(foreign_truncated),
+        "import_wrong_shape": lambda b, d: b.import_params(
+            b.build_model(config, seed=0),
+            {**b.export_params(b.build_model(config, seed=0)), "grad_mod.gates.bias": np.zeros(3, dtype=d)},
+        ),
+    }
+
+
+BAD_INPUTS = tuple(_bad_inputs())
+
+
+@_check("exceptions", BAD_INPUTS)
+def _exceptions(pair: Pair, case: str) -> Measurement:
+    """The same bad input raises the same exception type in both backends."""
+    outcomes = []
+    for backend in (pair.candidate, pair.reference):
+        try:
+            _bad_inputs()[case](backend, pair.dtype)
+            outcomes.append("no exception")
+        except Exception as error:
+            outcomes.append(type(error).__name__)
+    same = outcomes[0] == outcomes[1] and outcomes[1] != "no exception"
+    return Measurement(0.0 if same else 1.0, 0.0, f"candidate {outcomes[0]}, reference {outcomes[1]}")
