@@ -18,13 +18,13 @@ import numpy as np
 from pipekit_cycle import (
     DYNAMICS,
     INNER_SOLVE,
-    SPEC_TYPES,
     FourDVarNetConfig,
     OptimizerConfig,
     TruncatedAdjoint,
     applicable_layers,
     schema,
 )
+from pipekit_cycle.adjoints import SPEC_TYPES
 
 from .cases import CASES, FINITE_DIFFERENCE_TOLERANCE, adjoint_for, contractive, observations, tolerance
 
@@ -176,10 +176,12 @@ def _losses(pair: Pair, case: str) -> Measurement:
     results = []
     for backend, model in ((pair.candidate, candidate), (pair.reference, reference)):
         batch = _batch(backend, case, pair.dtype)
-        reconstruction = float(backend.reconstruction_loss(batch.input, batch.target))
-        results.append(
-            [reconstruction, float(backend.train_loss_fn(model, batch)), float(backend.eval_step(model, batch))]
+        losses = (
+            backend.reconstruction_loss(batch.input, batch.target),
+            backend.train_loss_fn(model, batch),
+            backend.eval_step(model, batch),
         )
+        results.append([float(backend.to_numpy(loss)) for loss in losses])
     return Measurement(relative_error(*results), tolerance(pair.dtype, "forward"), "reconstruction, train, eval")
 
 
@@ -252,7 +254,7 @@ def _implicit_vs_unrolled(pair: Pair, case_id: str) -> Measurement:
     def loss_at(step: float) -> float:
         moved = _model(backend, config, {name: params[name] + step * direction[name] for name in params})
         prediction = backend.fixedpoint_unrolled(moved, batch, 200)
-        return float(backend.reconstruction_loss(prediction, batch.target))
+        return float(backend.to_numpy(backend.reconstruction_loss(prediction, batch.target)))
 
     finite_difference = (loss_at(epsilon) - loss_at(-epsilon)) / (2 * epsilon)
     error = abs(predicted - finite_difference) / max(abs(finite_difference), 1e-300)

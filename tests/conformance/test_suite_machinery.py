@@ -1,0 +1,182 @@
+"""The suite's machinery: third-party backends, expected failures as data, reports, the CLI,
+and proof that it catches broken backends."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import types
+
+import numpy as np
+import pytest
+
+import conformance
+import vardax_torch
+from conformance.__main__ import main as cli
+from conformance.suite import ExpectedFailure, case_ids, pairs
+from pipekit_cycle import RecursiveCheckpointAdjoint, TruncatedAdjoint, available_backends
+
+
+def _copy_of(module: types.ModuleType, name: str, **overrides) -> types.ModuleType:
+    copy = types.ModuleType(name)
+    copy.__dict__.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+    copy.__dict__.update(overrides)
+    return copy
+
+
+def _write_backend(directory, name: str) -> None:
+    (directory / f"{name}.py").write_text("from vardax_torch import *  # noqa\nfrom vardax_torch import __all__\n")
+
+
+def test_entry_point_backend_is_checked_without_changes(tmp_path, monkeypatch):
+    _write_backend(tmp_path, "torch_again")
+    dist = tmp_path / "torch_again-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: torch-again\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[pipekit_cycle.backends]\ntorch_again = torch_again\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("PIPEKIT_BACKENDS", raising=False)
+    assert "torch_again" in available_backends()
+    report = conformance.run_suite(only="torch_again-vs-vardax_jax::gradients::1d/truncated:2")
+    assert [r.test_id for r in report.results] == ["torch_again-vs-vardax_jax::gradients::1d/truncated:2"]
+    assert report.ok and report.results[0].measurement.error < 1e-12
+
+
+def test_backend_named_in_the_environment(tmp_path, monkeypatch):
+    _write_backend(tmp_path, "torch_by_env")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PIPEKIT_BACKENDS", "torch_by_env,vardax_jax")
+    assert conformance.backends_under_test() == ["torch_by_env", "vardax_jax"]
+    report = conformance.run_suite(only="*::forward::2d/checkpoint")
+    assert [r.test_id for r in report.results] == ["torch_by_env-vs-vardax_jax::forward::2d/checkpoint"]
+    assert report.ok
+
+
+def test_ids_and_pairs():
+    ids = [identifier for identifier, _, _ in case_ids("a", "b")]
+    assert "a-vs-b::gradients::2d/implicit" in ids
+    assert "a-vs-b::truncation_exact::1d/k=4" in ids
+    assert len(ids) == len(set(ids)) >= 50
+    assert pairs(["x", "ref", "y"], "ref") == [("x", "ref"), ("y", "ref")]
+    assert pairs(["ref"], "ref") == [("ref", "ref")]
+
+
+def _without_truncation(spec):
+    return RecursiveCheckpointAdjoint() if isinstance(spec, TruncatedAdjoint) else spec
+
+
+def _ignores_truncation() -> types.ModuleType:
+    """vardax_torch, except that a Truncated spec silently gives the exact gradient."""
+    return _copy_of(
+        vardax_torch,
+        "ignores_truncation",
+        to_native_adjoint=lambda spec, layer="inner_solve": vardax_torch.to_native_adjoint(
+            _without_truncation(spec), layer=layer
+        ),
+        loss_and_grads=lambda model, batch, adjoint=None: vardax_torch.loss_and_grads(
+            model, batch, adjoint=_without_truncation(adjoint)
+        ),
+    )
+
+
+def test_a_backend_that_ignores_truncation_is_caught():
+    broken = _ignores_truncation()
+    report = conformance.check_backend(broken, only="*truncat*")
+    failed = {r.test_id.split("::", 1)[1] for r in report.results if not r.ok}
+    assert "gradients::1d/truncated:1" in failed and "gradients::2d/truncated:2" in failed
+    assert "truncation_biased::1d/k=1" in failed
+    assert "truncation_exact::1d/k=4" not in failed  # still exact where exact is asked for
+
+
+def test_a_backend_whose_optimizer_drifts_is_caught():
+    from pipekit_cycle import OptimizerConfig
+
+    def make_optimizer(config, model):
+        return vardax_torch.make_optimizer(OptimizerConfig(**{**config.to_dict(), "betas": (0.8, 0.999)}), model)
+
+    broken = _copy_of(vardax_torch, "drifting_adam", make_optimizer=make_optimizer)
+    report = conformance.check_backend(broken, only="*train_trajectory::1d")
+    assert not report.ok and report.results[0].measurement.error > 1e-6
+
+
+def test_a_backend_with_a_transposed_kernel_is_caught():
+    def import_params(model, params):
+        flipped = {k: (v[..., ::-1].copy() if k == "prior.conv_in.weight" else v) for k, v in params.items()}
+        return vardax_torch.import_params(model, flipped)
+
+    broken = _copy_of(vardax_torch, "flipped_kernel", import_params=import_params)
+    report = conformance.check_backend(broken, only="*::forward::1d/checkpoint")
+    assert report.results[0].status == "FAIL" and report.results[0].measurement.error > 1e-3
+
+
+def test_a_backend_raising_other_exceptions_is_caught():
+    def make_batch(obs, target=None, dtype=None):
+        if np.asarray(obs).ndim not in (3, 4):
+            raise IndexError("bad rank")
+        return vardax_torch.make_batch(obs, target=target, dtype=dtype)
+
+    broken = _copy_of(vardax_torch, "other_exceptions", make_batch=make_batch)
+    report = conformance.check_backend(broken, only="*exceptions::obs_rank_2")
+    assert report.results[0].status == "FAIL"
+    assert "candidate IndexError, reference ValueError" in report.results[0].measurement.detail
+
+
+def test_expected_failures_are_data(tmp_path):
+    broken = _ignores_truncation()
+    known = tmp_path / "known.toml"
+    known.write_text(
+        textwrap.dedent(
+            """
+            [[expected_failure]]
+            pattern = "ignores_truncation-vs-vardax_jax::truncation_biased::*"
+            reason = "truncation not implemented yet"
+
+            [[expected_failure]]
+            pattern = "ignores_truncation-vs-vardax_jax::forward::1d/checkpoint"
+            reason = "believed broken, but passes"
+            """
+        )
+    )
+    report = conformance.check_backend(
+        broken, expected_failures=known, only="ignores_truncation-vs-vardax_jax::[ft]*::1d/*"
+    )
+    statuses = {r.test_id.split("::", 1)[1]: r.status for r in report.results}
+    assert statuses["truncation_biased::1d/k=1"] == "xfail"
+    assert statuses["forward::1d/checkpoint"] == "XPASS"  # reported: an expected failure that passed
+    assert not report.ok and report.failed == 1
+    with pytest.raises(ValueError, match="'pattern' and 'reason'"):
+        bad = tmp_path / "bad.toml"
+        bad.write_text('[[expected_failure]]\npattern = "x"\n')
+        conformance.load_expected_failures(bad)
+    assert conformance.check_backend(
+        broken, expected_failures=[ExpectedFailure("*truncation_biased*", "known")], only="*truncation_biased::1d*"
+    ).ok
+
+
+def test_cli_formats_and_exit_status(capsys):
+    assert cli(["--backends", "vardax_torch", "--only", "*variational_cost*", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["summary"] == "2 passed, 0 failed" and data["results"][0]["error"] < 1e-12
+    assert cli(["--backends", "vardax_torch", "--only", "*param_round_trip::1d", "--format", "markdown"]) == 0
+    output = capsys.readouterr().out
+    assert output.startswith("| backends | check |") and output.strip().endswith("1 passed, 0 failed")
+
+
+def test_cli_exits_1_on_failure(tmp_path, monkeypatch, capsys):
+    module = tmp_path / "broken_backend.py"
+    module.write_text(
+        "from vardax_torch import *  # noqa\n"
+        "import vardax_torch\n"
+        "def variational_cost(model, x, batch):\n"
+        "    return 2.0 * vardax_torch.variational_cost(model, x, batch)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cli(["--backends", "broken_backend", "--only", "*variational_cost::1d"]) == 1
+    assert "0 passed, 1 failed" in capsys.readouterr().out
+
+
+def test_float32_is_reported_separately():
+    report = conformance.check_backend("vardax_torch", dtype="float32", only="*::gradients::1d/checkpoint")
+    (result,) = report.results
+    assert result.dtype == "float32" and result.measurement.tolerance == 1e-4
+    assert result.ok and 1e-9 < result.measurement.error < 1e-4  # float32 rounding, within tolerance
