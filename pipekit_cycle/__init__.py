@@ -4,7 +4,7 @@ No import of jax or torch happens here, ever: backends (``vardax_jax``, ``vardax
 map these specs onto their own native machinery.
 """
 
-from . import adjoints, backends, config, errors, params, problems, protocols, validation
+from . import adjoints, amortized, backends, config, errors, params, problems, protocols, validation
 from .adjoints import (
     DYNAMICS,
     INNER_SOLVE,
@@ -52,6 +52,7 @@ __all__ = [
     "TruncatedAdjoint",
     "adjoint_from_dict",
     "adjoints",
+    "amortized",
     "applicable_layers",
     "as_adjoint_spec",
     "available_backends",

@@ -35,7 +35,7 @@ from .config import FourDVarNetConfig, OptimizerConfig
 from .params import load_params, save_params
 from .problems import Problem, lorenz63, lorenz96
 
-__all__ = ["ExperimentConfig", "run_experiment", "linear_interpolation", "rmse", "main", "build_parser"]
+__all__ = ["ExperimentConfig", "build_parser", "linear_interpolation", "main", "rmse", "run_experiment"]
 
 SYSTEMS = ("l63", "l96")
 

@@ -1,0 +1,104 @@
+"""Backend-neutral pieces of the amortized posteriors: parameter schema, validation, and the
+fixed coupling permutations (numpy only, hence identical in both backends)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .params import validate_params
+
+__all__ = [
+    "KINDS",
+    "amortized_schema",
+    "check_amortized_kind",
+    "check_amortized_sizes",
+    "coupling_permutation",
+    "validate_amortized_params",
+]
+
+KINDS = ("regression", "flow")
+
+
+def coupling_permutation(dim: int, layer: int) -> np.ndarray:
+    """The fixed permutation of coupling layer ``layer`` over ``dim`` entries.
+
+    Even layers draw ``numpy.random.default_rng(layer // 2).permutation(dim)``; odd layers
+    reverse the previous layer's permutation, so the entries transformed by layer ``2j`` (its
+    last ``dim - dim // 2`` positions) condition layer ``2j + 1`` and vice versa. Numpy only,
+    hence identical in both backends; not a parameter (nothing to export).
+    """
+    perm = np.random.default_rng(layer // 2).permutation(dim)
+    return perm[::-1].copy() if layer % 2 else perm
+
+
+def check_amortized_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def check_amortized_sizes(hidden: int, n_layers: int, n_coupling: int) -> None:
+    for name, value in (("hidden", hidden), ("n_layers", n_layers), ("n_coupling", n_coupling)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def amortized_schema(
+    kind: str,
+    state_shape: Sequence[int],
+    n_time: int,
+    *,
+    hidden: int = 64,
+    n_layers: int = 2,
+    n_coupling: int = 4,
+) -> dict[str, tuple[int, ...]]:
+    """Canonical parameter names and shapes of ``build_amortized(kind, state_shape, n_time, ...)``.
+
+    With ``D = n_time * prod(state_shape)``, ``H = hidden``, ``L = n_layers``, ``d = D // 2``::
+
+        encoder.layers.{i}.{weight,bias}               i < L: (H, 2D if i == 0 else H), (H,)
+        head.linear.{weight,bias}                      regression: (2D, H), (2D,)   [mean; log-variance]
+        head.affine.{weight,bias}                      flow: (2D, H), (2D,)          [mean; log-variance]
+        head.couplings.{k}.layers.{j}.{weight,bias}    flow, k < n_coupling, j <= L:
+                                                       j == 0: (H, d + H); 0 < j < L: (H, H);
+                                                       j == L: (2 (D - d), H)   [s_raw; t]
+
+    ``n_coupling`` is ignored for ``kind="regression"``.
+    """
+    check_amortized_kind(kind)
+    check_amortized_sizes(hidden, n_layers, n_coupling)
+    flat = int(n_time) * int(np.prod(state_shape))
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def linear(name: str, n_out: int, n_in: int) -> None:
+        shapes[f"{name}.weight"] = (n_out, n_in)
+        shapes[f"{name}.bias"] = (n_out,)
+
+    for i in range(n_layers):
+        linear(f"encoder.layers.{i}", hidden, 2 * flat if i == 0 else hidden)
+    if kind == "regression":
+        linear("head.linear", 2 * flat, hidden)
+        return shapes
+    linear("head.affine", 2 * flat, hidden)
+    half = flat // 2
+    for k in range(n_coupling):
+        for j in range(n_layers):
+            linear(f"head.couplings.{k}.layers.{j}", hidden, half + hidden if j == 0 else hidden)
+        linear(f"head.couplings.{k}.layers.{n_layers}", 2 * (flat - half), hidden)
+    return shapes
+
+
+def validate_amortized_params(params: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Check ``params`` against ``amortized_schema(**config)`` (names, shapes, one float dtype)."""
+    arrays = validate_params(params)
+    expected = amortized_schema(**config)
+    missing = sorted(set(expected) - set(arrays))
+    unexpected = sorted(set(arrays) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"parameter names do not match the schema: missing {missing}, unexpected {unexpected}")
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise ValueError(f"parameter {name!r} must have shape {shape}, got {arrays[name].shape}")
+    return arrays

@@ -1,0 +1,571 @@
+r"""Amortized posteriors: one network maps observations to a distribution over the state.
+
+Where the 4DVarNet solver returns one state per window, an `AmortizedPosterior` returns a
+density :math:`q(x \mid y, m)` over the whole window, with :math:`x` flattened to
+:math:`D = T \cdot \prod S` entries (``S`` the state shape, ``(N,)`` or ``(H, W)``).
+
+* `EncoderMLP`: features :math:`c = e(\mathrm{concat}(y \odot m, m))`, a ``(B, 2D) -> (B, F)``
+  multi-layer perceptron with ``n_layers`` linear layers, each followed by ``tanh``
+  (``F = hidden``). The mask enters explicitly, so "observed zero" and "unobserved" differ.
+* `RegressionHead`: a diagonal Gaussian, :math:`(\mu, \log\sigma^2) = \mathrm{linear}(c)`
+  (the first ``D`` outputs are the mean, the last ``D`` the log-variance);
+  :math:`\log q(x) = -\tfrac12 \sum_i [(x_i - \mu_i)^2 e^{-\log\sigma_i^2} + \log\sigma_i^2 + \log 2\pi]`.
+* `FlowHead`: a conditional normalizing flow. Generative direction, base
+  :math:`z \sim \mathcal N(0, I_D)`:
+
+  .. math::
+      u = g_{K-1} \circ \dots \circ g_0(z; c), \qquad x = \mu(c) + \sigma(c) \odot u,
+
+  where :math:`(\mu, \log\sigma^2) = \mathrm{affine}(c)` exactly as in the regression head and
+  each :math:`g_k` is an `AffineCoupling`. With the couplings at the identity the flow IS the
+  regression head, so it can only add to it; the couplings model what a diagonal Gaussian
+  cannot (correlations across time and components, skewness). Density by change of variables:
+  :math:`\log q(x) = \log\mathcal N(z; 0, I) - \tfrac12\sum_i \log\sigma_i^2 - \sum_k \sum_j s_{k,j}`.
+* `AffineCoupling` ``k``: a fixed permutation ``p`` (`coupling_permutation`) splits
+  ``v`` into ``a = v[p[:d]]`` (``d = D // 2``, left unchanged) and ``b = v[p[d:]]``;
+  ``(s_raw, t) = net(concat(a, c))`` (the first ``D - d`` outputs are ``s_raw``, the rest
+  ``t``), ``s = tanh(s_raw)``, ``b' = b * exp(s) + t``; the output puts ``a`` back at
+  ``p[:d]`` and ``b'`` at ``p[d:]``. ``net`` has ``n_layers`` ``tanh`` hidden layers of
+  width ``hidden`` and a linear output layer initialised to zero (the flow starts as the
+  identity). The log-scale goes through ``tanh`` for stability: each coupling scales by a
+  factor in ``(1/e, e)``, so no layer can blow a sample up or collapse it in one step; the
+  overall scale lives in the affine stage ``sigma(c)``, which is why that stage exists.
+
+MAP (``__call__``): the regression head returns its mean (the exact mode). The flow returns
+the image of the base mode, :math:`x = f(0; c)`: deterministic, cheap and exact when the
+couplings are affine-Gaussian; for a non-Gaussian flow it is the "median-like" point of
+the base, not necessarily the density's mode (the Jacobian term moves the mode).
+
+Parameters cross backends as ``dict[str, numpy.ndarray]`` (`amortized_schema`), every
+weight laid out ``(out, in)`` like ``torch.nn.Linear``; ``y = x @ W.T + b`` in both backends.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from pipekit_cycle.amortized import (
+    amortized_schema,
+    check_amortized_kind,
+    check_amortized_sizes,
+    coupling_permutation,
+    validate_amortized_params,
+)
+from pipekit_cycle.validation import check_batch_shapes, check_same_dtype, require_target
+
+__all__ = [
+    "AffineCoupling",
+    "AmortizedPosterior",
+    "EncoderMLP",
+    "FlowHead",
+    "Linear",
+    "RegressionHead",
+    "amortized_loss_and_grads",
+    "amortized_nll_loss_fn",
+    "amortized_schema",
+    "amortized_train_step",
+    "build_amortized",
+    "coupling_permutation",
+    "coverage",
+    "export_amortized_params",
+    "import_amortized_params",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _default_dtype(dtype: Any = None) -> Any:
+    """The framework default float dtype (float64 iff ``jax_enable_x64``) unless given."""
+    if dtype is None:
+        return jnp.zeros(()).dtype
+    return jnp.dtype(np.dtype(str(dtype).removeprefix("torch.")))
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+class Linear(eqx.Module):
+    """``y = x @ weight.T + bias`` over any leading axes; ``weight`` ``(out, in)`` as in
+    ``torch.nn.Linear`` (and initialised like it, ``U(-1/sqrt(in), 1/sqrt(in))``, or zeros)."""
+
+    weight: Float[Array, "out in"]
+    bias: Float[Array, " out"]
+
+    def __init__(self, n_in: int, n_out: int, *, key: PRNGKeyArray, dtype: Any = None, zero: bool = False):
+        dtype = _default_dtype(dtype)
+        if zero:
+            self.weight = jnp.zeros((n_out, n_in), dtype)
+            self.bias = jnp.zeros((n_out,), dtype)
+            return
+        bound = 1.0 / math.sqrt(n_in)
+        wkey, bkey = jax.random.split(key)
+        self.weight = jax.random.uniform(wkey, (n_out, n_in), dtype, -bound, bound)
+        self.bias = jax.random.uniform(bkey, (n_out,), dtype, -bound, bound)
+
+    def __call__(self, x: Float[Array, "*lead in"]) -> Float[Array, "*lead out"]:
+        return x @ self.weight.T + self.bias
+
+
+class EncoderMLP(eqx.Module):
+    r"""Observation encoder :math:`c = e(\mathrm{concat}(y \odot m, m))`: ``n_layers`` linear
+    layers of width ``hidden``, each followed by ``tanh`` (bounded features keep the heads'
+    inputs on one scale whatever the observation count). ``(B, in_dim) -> (B, hidden)``."""
+
+    layers: tuple[Linear, ...]
+
+    def __init__(self, in_dim: int, hidden: int, n_layers: int, *, key: PRNGKeyArray, dtype: Any = None):
+        keys = jax.random.split(key, n_layers)
+        self.layers = tuple(
+            Linear(in_dim if i == 0 else hidden, hidden, key=keys[i], dtype=dtype) for i in range(n_layers)
+        )
+
+    def __call__(self, h: Float[Array, "*lead in"]) -> Float[Array, "*lead hidden"]:
+        for layer in self.layers:
+            h = jnp.tanh(layer(h))
+        return h
+
+
+def _mean_logvar(out: Float[Array, "*lead twoD"]) -> tuple[Float[Array, "*lead D"], Float[Array, "*lead D"]]:
+    flat = out.shape[-1] // 2
+    return out[..., :flat], out[..., flat:]
+
+
+def _std_normal_log_prob(z: Float[Array, "*lead D"]) -> Float[Array, "*lead"]:
+    return -0.5 * jnp.sum(z**2 + _LOG_2PI, axis=-1)
+
+
+class RegressionHead(eqx.Module):
+    r"""Diagonal Gaussian over the flattened state: :math:`(\mu, \log\sigma^2) = \mathrm{linear}(c)`;
+    :math:`\log q(x) = -\tfrac12 \sum_i [(x_i-\mu_i)^2 e^{-\log\sigma_i^2} + \log\sigma_i^2 + \log 2\pi]`.
+    MAP = mean; samples :math:`\mu + e^{\log\sigma^2/2} \odot z`, :math:`z \sim \mathcal N(0, I)`."""
+
+    linear: Linear
+
+    def __init__(self, feature_dim: int, flat_dim: int, *, key: PRNGKeyArray, dtype: Any = None):
+        self.linear = Linear(feature_dim, 2 * flat_dim, key=key, dtype=dtype)
+
+    @property
+    def flat_dim(self) -> int:
+        return self.linear.weight.shape[0] // 2
+
+    def log_prob(self, x: Float[Array, "*lead D"], context: Float[Array, "*lead F"]) -> Float[Array, "*lead"]:
+        mean, logvar = _mean_logvar(self.linear(context))
+        return -0.5 * jnp.sum((x - mean) ** 2 * jnp.exp(-logvar) + logvar + _LOG_2PI, axis=-1)
+
+    def forward(
+        self, z: Float[Array, "*lead D"], context: Float[Array, "*lead F"]
+    ) -> tuple[Float[Array, "*lead D"], Float[Array, "*lead"]]:
+        """Base -> state: ``(x, log|det dx/dz|)``."""
+        mean, logvar = _mean_logvar(self.linear(context))
+        return mean + jnp.exp(0.5 * logvar) * z, 0.5 * jnp.sum(logvar, axis=-1)
+
+    def inverse(
+        self, x: Float[Array, "*lead D"], context: Float[Array, "*lead F"]
+    ) -> tuple[Float[Array, "*lead D"], Float[Array, "*lead"]]:
+        """State -> base: ``(z, log|det dz/dx|)``."""
+        mean, logvar = _mean_logvar(self.linear(context))
+        return (x - mean) * jnp.exp(-0.5 * logvar), -0.5 * jnp.sum(logvar, axis=-1)
+
+    def map(self, context: Float[Array, "*lead F"]) -> Float[Array, "*lead D"]:
+        return _mean_logvar(self.linear(context))[0]
+
+
+class AffineCoupling(eqx.Module):
+    r"""One conditional affine coupling (see the module docstring):
+    ``b' = b * exp(tanh(s_raw)) + t`` with ``(s_raw, t) = net(concat(a, c))``,
+    ``a = v[p[:d]]`` unchanged, ``b = v[p[d:]]``; log-determinant ``sum(tanh(s_raw))``."""
+
+    layers: tuple[Linear, ...]
+    permutation: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        flat_dim: int,
+        feature_dim: int,
+        hidden: int,
+        n_layers: int,
+        permutation: np.ndarray,
+        *,
+        key: PRNGKeyArray,
+        dtype: Any = None,
+    ):
+        half = flat_dim // 2
+        keys = jax.random.split(key, n_layers)
+        layers = [
+            Linear(half + feature_dim if j == 0 else hidden, hidden, key=keys[j], dtype=dtype) for j in range(n_layers)
+        ]
+        # Zero output layer: s = 0, t = 0, so a fresh flow is the identity (stable start).
+        layers.append(Linear(hidden, 2 * (flat_dim - half), key=keys[0], dtype=dtype, zero=True))
+        self.layers = tuple(layers)
+        self.permutation = tuple(int(i) for i in permutation)
+
+    def _split(self, v: Float[Array, "*lead D"]) -> tuple[Float[Array, "*lead d"], Float[Array, "*lead e"]]:
+        perm = np.asarray(self.permutation)
+        half = len(perm) // 2
+        return v[..., perm[:half]], v[..., perm[half:]]
+
+    def _merge(self, a: Float[Array, "*lead d"], b: Float[Array, "*lead e"]) -> Float[Array, "*lead D"]:
+        inverse = np.argsort(np.asarray(self.permutation))
+        return jnp.concatenate([a, b], axis=-1)[..., inverse]
+
+    def _scale_shift(
+        self, a: Float[Array, "*lead d"], context: Float[Array, "*lead F"]
+    ) -> tuple[Float[Array, "*lead e"], Float[Array, "*lead e"]]:
+        h = jnp.concatenate([a, context], axis=-1)
+        for layer in self.layers[:-1]:
+            h = jnp.tanh(layer(h))
+        out = self.layers[-1](h)
+        n_b = out.shape[-1] // 2
+        return jnp.tanh(out[..., :n_b]), out[..., n_b:]
+
+    def forward(
+        self, v: Float[Array, "*lead D"], context: Float[Array, "*lead F"]
+    ) -> tuple[Float[Array, "*lead D"], Float[Array, "*lead"]]:
+        """``(g(v), log|det dg/dv|)``."""
+        a, b = self._split(v)
+        log_scale, shift = self._scale_shift(a, context)
+        return self._merge(a, b * jnp.exp(log_scale) + shift), jnp.sum(log_scale, axis=-1)
+
+    def inverse(
+        self, v: Float[Array, "*lead D"], context: Float[Array, "*lead F"]
+    ) -> tuple[Float[Array, "*lead D"], Float[Array, "*lead"]]:
+        """``(g^{-1}(v), log|det dg^{-1}/dv|)``; ``a`` is unchanged, so the conditioner sees
+        the same input as in the forward pass and the inverse is exact."""
+        a, b = self._split(v)
+        log_scale, shift = self._scale_shift(a, context)
+        return self._merge(a, (b - shift) * jnp.exp(-log_scale)), -jnp.sum(log_scale, axis=-1)
+
+
+class FlowHead(eqx.Module):
+    r"""Conditional normalizing flow ``x = mu(c) + sigma(c) * g_{K-1}(...g_0(z; c)...; c)``,
+    ``z ~ N(0, I)`` (module docstring). MAP: ``f(0; c)``, the image of the base mode."""
+
+    affine: Linear
+    couplings: tuple[AffineCoupling, ...]
+
+    def __init__(
+        self,
+        feature_dim: int,
+        flat_dim: int,
+        hidden: int,
+        n_layers: int,
+        n_coupling: int,
+        *,
+        key: PRNGKeyArray,
+        dtype: Any = None,
+    ):
+        keys = jax.random.split(key, n_coupling + 1)
+        self.affine = Linear(feature_dim, 2 * flat_dim, key=keys[0], dtype=dtype)
+        self.couplings = tuple(
+            AffineCoupling(
+                flat_dim, feature_dim, hidden, n_layers, coupling_permutation(flat_dim, k), key=keys[k + 1], dtype=dtype
+            )
+            for k in range(n_coupling)
+        )
+
+    @property
+    def flat_dim(self) -> int:
+        return self.affine.weight.shape[0] // 2
+
+    def forward(
+        self, z: Float[Array, "*lead D"], context: Float[Array, "*lead F"]
+    ) -> tuple[Float[Array, "*lead D"], Float[Array, "*lead"]]:
+        """Base -> state: ``(x, log|det dx/dz|)``."""
+        logdet = jnp.zeros(z.shape[:-1], z.dtype)
+        for coupling in self.couplings:
+            z, step = coupling.forward(z, context)
+            logdet = logdet + step
+        mean, logvar = _mean_logvar(self.affine(context))
+        return mean + jnp.exp(0.5 * logvar) * z, logdet + 0.5 * jnp.sum(logvar, axis=-1)
+
+    def inverse(
+        self, x: Float[Array, "*lead D"], context: Float[Array, "*lead F"]
+    ) -> tuple[Float[Array, "*lead D"], Float[Array, "*lead"]]:
+        """State -> base: ``(z, log|det dz/dx|)``."""
+        mean, logvar = _mean_logvar(self.affine(context))
+        v = (x - mean) * jnp.exp(-0.5 * logvar)
+        logdet = -0.5 * jnp.sum(logvar, axis=-1)
+        for coupling in reversed(self.couplings):
+            v, step = coupling.inverse(v, context)
+            logdet = logdet + step
+        return v, logdet
+
+    def log_prob(self, x: Float[Array, "*lead D"], context: Float[Array, "*lead F"]) -> Float[Array, "*lead"]:
+        z, logdet = self.inverse(x, context)
+        return _std_normal_log_prob(z) + logdet
+
+    def map(self, context: Float[Array, "*lead F"]) -> Float[Array, "*lead D"]:
+        zeros = jnp.zeros((*context.shape[:-1], self.flat_dim), context.dtype)
+        return self.forward(zeros, context)[0]
+
+
+# ----------------------------------------------------------------------------- the posterior
+
+
+class AmortizedPosterior(eqx.Module):
+    r"""``q(x | batch)``: `EncoderMLP` features of ``concat(input * mask, mask)`` (flattened),
+    then a `RegressionHead` or `FlowHead` over the flattened window ``(T * prod(state_shape))``.
+
+    ``log_prob(x, batch) -> (B,)``, ``sample(batch, n, key) -> (n, B, T, *state_shape)``,
+    ``__call__(batch) -> (B, T, *state_shape)`` (MAP; see the heads). Batches are duck-typed:
+    anything with ``input``, ``mask`` (and ``target`` for losses) arrays of shape
+    ``(B, T, *state_shape)`` and the model's dtype.
+    """
+
+    encoder: EncoderMLP
+    head: RegressionHead | FlowHead
+    state_shape: tuple[int, ...] = eqx.field(static=True)
+    n_time: int = eqx.field(static=True)
+
+    def __init__(
+        self, encoder: EncoderMLP, head: RegressionHead | FlowHead, *, state_shape: Sequence[int], n_time: int
+    ):
+        self.encoder = encoder
+        self.head = head
+        self.state_shape = tuple(int(s) for s in state_shape)
+        self.n_time = int(n_time)
+        flat = self.n_time * int(np.prod(self.state_shape))
+        if head.flat_dim != flat:
+            raise ValueError(f"head covers {head.flat_dim} entries, but n_time * prod(state_shape) = {flat}")
+
+    @property
+    def kind(self) -> str:
+        return "regression" if isinstance(self.head, RegressionHead) else "flow"
+
+    @property
+    def dtype(self) -> Any:
+        return self.encoder.layers[0].weight.dtype
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments of `amortized_schema` / `build_amortized` describing this model."""
+        n_coupling = len(self.head.couplings) if isinstance(self.head, FlowHead) else 4
+        return {
+            "kind": self.kind,
+            "state_shape": self.state_shape,
+            "n_time": self.n_time,
+            "hidden": int(self.encoder.layers[0].weight.shape[0]),
+            "n_layers": len(self.encoder.layers),
+            "n_coupling": n_coupling,
+        }
+
+    def _check(self, batch: Any, x: Any = None) -> None:
+        target = getattr(batch, "target", None)
+        check_batch_shapes(
+            batch.input.shape,
+            batch.mask.shape,
+            None if target is None else target.shape,
+            state_shape=self.state_shape,
+            n_time=self.n_time,
+        )
+        check_same_dtype(str(batch.input.dtype), str(self.dtype))
+        if x is not None and tuple(x.shape) != tuple(batch.input.shape):
+            raise ValueError(f"x must have the shape of batch.input {tuple(batch.input.shape)}, got {tuple(x.shape)}")
+
+    def encode(self, batch: Any) -> Float[Array, "B F"]:
+        """Features ``c = encoder(concat(input * mask, mask))`` of each window, ``(B, F)``."""
+        self._check(batch)
+        size = batch.input.shape[0]
+        mask = batch.mask.reshape(size, -1)
+        return self.encoder(jnp.concatenate([batch.input.reshape(size, -1) * mask, mask], axis=-1))
+
+    def log_prob(self, x: Float[Array, "B T *S"], batch: Any) -> Float[Array, " B"]:
+        """``log q(x | batch)`` per window, ``(B,)``; ``x`` shaped like ``batch.input``."""
+        self._check(batch, x)
+        return self.head.log_prob(x.reshape(x.shape[0], -1), self.encode(batch))
+
+    def sample(self, batch: Any, n: int, key: PRNGKeyArray) -> Float[Array, "n B T *S"]:
+        """``n`` independent draws per window, ``(n, B, T, *state_shape)``: ``x = f(z; c)``,
+        ``z ~ N(0, I)`` from ``key``."""
+        context = self.encode(batch)
+        z = jax.random.normal(key, (int(n), context.shape[0], self.head.flat_dim), context.dtype)
+        x, _ = self.head.forward(z, jnp.broadcast_to(context, (int(n), *context.shape)))
+        return x.reshape(int(n), *batch.input.shape)
+
+    def __call__(self, batch: Any) -> Float[Array, "B T *S"]:
+        """MAP estimate, ``(B, T, *state_shape)``: the regression mean / the flow's ``f(0; c)``."""
+        return self.head.map(self.encode(batch)).reshape(batch.input.shape)
+
+
+def build_amortized(
+    kind: str,
+    state_shape: Sequence[int],
+    n_time: int,
+    *,
+    hidden: int = 64,
+    n_layers: int = 2,
+    n_coupling: int = 4,
+    seed: int = 0,
+    dtype: Any = None,
+) -> AmortizedPosterior:
+    """An `AmortizedPosterior` with ``kind`` ``"regression"`` or ``"flow"`` (names and shapes:
+    `amortized_schema`). ``seed`` seeds ``jax.random``; the two backends draw different
+    initial values for the same seed (move parameters with export/import)."""
+    check_amortized_kind(kind)
+    check_amortized_sizes(hidden, n_layers, n_coupling)
+    # One compiled initialisation instead of one eager dispatch (and compile) per layer shape.
+    return _build(kind, tuple(int(s) for s in state_shape), int(n_time), hidden, n_layers, n_coupling, seed, dtype)
+
+
+@eqx.filter_jit
+def _build(
+    kind: str,
+    state_shape: tuple[int, ...],
+    n_time: int,
+    hidden: int,
+    n_layers: int,
+    n_coupling: int,
+    seed: int,
+    dtype: Any,
+) -> AmortizedPosterior:
+    flat = n_time * int(np.prod(state_shape))
+    enc_key, head_key = jax.random.split(jax.random.key(seed))
+    encoder = EncoderMLP(2 * flat, hidden, n_layers, key=enc_key, dtype=dtype)
+    if kind == "regression":
+        head: RegressionHead | FlowHead = RegressionHead(hidden, flat, key=head_key, dtype=dtype)
+    else:
+        head = FlowHead(hidden, flat, hidden, n_layers, n_coupling, key=head_key, dtype=dtype)
+    return AmortizedPosterior(encoder, head, state_shape=state_shape, n_time=n_time)
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def _linear_paths(model: AmortizedPosterior) -> list[tuple[str, Callable[[AmortizedPosterior], Linear]]]:
+    """Canonical name prefix and accessor of every linear layer, in schema order."""
+    paths: list[tuple[str, Callable[[AmortizedPosterior], Linear]]] = [
+        (f"encoder.layers.{i}", lambda m, i=i: m.encoder.layers[i]) for i in range(len(model.encoder.layers))
+    ]
+    if isinstance(model.head, RegressionHead):
+        paths.append(("head.linear", lambda m: m.head.linear))
+        return paths
+    paths.append(("head.affine", lambda m: m.head.affine))
+    for k, coupling in enumerate(model.head.couplings):
+        for j in range(len(coupling.layers)):
+            paths.append((f"head.couplings.{k}.layers.{j}", lambda m, k=k, j=j: m.head.couplings[k].layers[j]))
+    return paths
+
+
+def export_amortized_params(model: AmortizedPosterior) -> dict[str, np.ndarray]:
+    """Flat ``{canonical name: numpy array}`` (`amortized_schema`), in the model's dtype. Also
+    works on a gradient pytree shaped like the model (that is how gradients are named)."""
+    params: dict[str, np.ndarray] = {}
+    for name, get in _linear_paths(model):
+        layer = get(model)
+        params[f"{name}.weight"] = np.asarray(layer.weight)
+        params[f"{name}.bias"] = np.asarray(layer.bias)
+    return params
+
+
+def import_amortized_params(model: AmortizedPosterior, params: Mapping[str, np.ndarray]) -> AmortizedPosterior:
+    """A new model holding ``params`` (validated against the schema first, so nothing is built
+    from bad input), cast to the model's dtype."""
+    arrays = validate_amortized_params(params, model.config)
+    paths = _linear_paths(model)
+
+    def where(m: AmortizedPosterior) -> list[Array]:
+        return [get(m).weight for _, get in paths] + [get(m).bias for _, get in paths]
+
+    values = [jnp.asarray(arrays[f"{name}.weight"], model.dtype) for name, _ in paths]
+    values += [jnp.asarray(arrays[f"{name}.bias"], model.dtype) for name, _ in paths]
+    return eqx.tree_at(where, model, values)
+
+
+# ----------------------------------------------------------------------------- losses, training
+
+
+def _nll(model: AmortizedPosterior, batch: Any) -> Float[Array, ""]:
+    return -jnp.mean(model.log_prob(batch.target, batch))
+
+
+def amortized_nll_loss_fn(model: AmortizedPosterior, batch: Any) -> Float[Array, ""]:
+    r"""Mean negative log-likelihood of the truth, :math:`-\frac1B \sum_b \log q(x^\star_b \mid y_b, m_b)`;
+    needs ``batch.target`` (``ValueError`` otherwise)."""
+    require_target(getattr(batch, "target", None), "amortized_nll_loss_fn")
+    return _nll(model, batch)
+
+
+class _Arrays(eqx.Module):
+    """The three arrays of a duck-typed batch, as a pytree (so any batch class can be jitted)."""
+
+    input: Array
+    mask: Array
+    target: Array
+
+
+def _arrays(batch: Any, where: str) -> _Arrays:
+    require_target(getattr(batch, "target", None), where)
+    return _Arrays(jnp.asarray(batch.input), jnp.asarray(batch.mask), jnp.asarray(batch.target))
+
+
+def _all_finite(tree: Any) -> Array:
+    leaves = jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array))
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+@eqx.filter_jit
+def _value_and_grad(model: AmortizedPosterior, arrays: _Arrays) -> tuple[Array, AmortizedPosterior, Array]:
+    loss, grads = eqx.filter_value_and_grad(_nll)(model, arrays)
+    return loss, grads, jnp.isfinite(loss) & _all_finite(grads)
+
+
+def amortized_loss_and_grads(model: AmortizedPosterior, batch: Any) -> tuple[float, dict[str, np.ndarray]]:
+    """``(amortized_nll_loss_fn(model, batch), its gradients keyed by canonical names)``."""
+    loss, grads, _ = _value_and_grad(model, _arrays(batch, "amortized_nll_loss_fn"))
+    return float(loss), export_amortized_params(grads)
+
+
+@eqx.filter_jit
+def _train_step(
+    model: AmortizedPosterior, arrays: _Arrays, optimizer: optax.GradientTransformation, opt_state: Any
+) -> tuple[AmortizedPosterior, Any, Array, Array]:
+    loss, grads = eqx.filter_value_and_grad(_nll)(model, arrays)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    updates, new_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
+    return eqx.apply_updates(model, updates), new_state, loss, finite
+
+
+def amortized_train_step(
+    model: AmortizedPosterior, batch: Any, optimizer: optax.GradientTransformation, opt_state: Any
+) -> tuple[AmortizedPosterior, Any, Array]:
+    """One optimizer step on `amortized_nll_loss_fn`: ``(model, opt_state, loss)`` (a new
+    model; ``loss`` the value before the step; ``float(loss)`` works). ``optimizer`` an optax
+    ``GradientTransformation``, e.g. from ``make_optimizer`` (clipping and weight decay are
+    links of its chain), ``opt_state`` its state on ``eqx.filter(model, eqx.is_inexact_array)``.
+    One jitted step; a non-finite loss or gradient raises ``FloatingPointError`` and the new
+    values are discarded, so the caller still holds the unchanged model and state."""
+    new_model, new_state, loss, finite = _train_step(
+        model, _arrays(batch, "amortized_nll_loss_fn"), optimizer, opt_state
+    )
+    if not bool(finite):
+        raise FloatingPointError(f"amortized_train_step: non-finite loss or gradient (loss={float(loss)})")
+    return new_model, new_state, loss
+
+
+def coverage(
+    model: AmortizedPosterior, batch: Any, level: float = 0.9, n_samples: int = 500, *, key: PRNGKeyArray
+) -> float:
+    """Fraction of ``batch.target`` entries inside the central ``level`` posterior interval,
+    estimated per entry from ``n_samples`` draws (linear-interpolated empirical quantiles at
+    ``(1 - level) / 2`` and ``(1 + level) / 2``). Calibrated: close to ``level``."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    return float(_coverage(model, _arrays(batch, "coverage"), float(level), int(n_samples), key))
+
+
+@eqx.filter_jit
+def _coverage(model: AmortizedPosterior, arrays: _Arrays, level: float, n_samples: int, key: PRNGKeyArray) -> Array:
+    samples = model.sample(arrays, n_samples, key)
+    lower = jnp.quantile(samples, (1.0 - level) / 2.0, axis=0)
+    upper = jnp.quantile(samples, (1.0 + level) / 2.0, axis=0)
+    inside = (arrays.target >= lower) & (arrays.target <= upper)
+    return jnp.mean(inside.astype(samples.dtype))
