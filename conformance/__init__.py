@@ -6,7 +6,7 @@ test per ``candidate-vs-reference::check::case``.
 """
 
 from .backends import DEFAULT_REFERENCE, backends_under_test, precision
-from .checks import CHECKS, Measurement, relative_error
+from .registry import CHECKS, Measurement, relative_error
 from .report import render
 from .suite import (
     DEFAULT_EXPECTED_FAILURES,

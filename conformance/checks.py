@@ -1,14 +1,8 @@
-"""The conformance checks: each compares a candidate backend with a reference on identical inputs.
-
-A check runs on a list of cases (``"1d"``, ``"2d/truncated:2"``, ...) and returns a
-`Measurement`: the max relative error and the tolerance it must not exceed. Relative error of
-arrays (or dicts of arrays) is ``max |a - b| / max |b|`` over every entry, so a parameter whose
-gradient is exactly zero in both backends counts as agreeing.
-"""
+"""Checks of the learned inner solve: specs, forward, costs, gradients under every adjoint,
+training, parameters, batch independence and errors, on identical inputs in two backends."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -27,65 +21,9 @@ from pipekit_cycle import (
 from pipekit_cycle.adjoints import SPEC_TYPES
 
 from .cases import CASES, FINITE_DIFFERENCE_TOLERANCE, adjoint_for, contractive, observations, tolerance
+from .registry import Measurement, Pair, register, relative_error
 
-__all__ = ["CHECKS", "Check", "Measurement", "Pair", "relative_error"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Measurement:
-    """``error <= tolerance`` passes; ``detail`` says what was compared."""
-
-    error: float
-    tolerance: float
-    detail: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return bool(np.isfinite(self.error)) and self.error <= self.tolerance
-
-
-@dataclasses.dataclass(frozen=True)
-class Pair:
-    """A candidate backend, the reference it is held to, and the precision of the run."""
-
-    candidate: ModuleType
-    reference: ModuleType
-    dtype: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    name: str
-    cases: tuple[str, ...]
-    run: Callable[[Pair, str], Measurement]
-
-
-CHECKS: dict[str, Check] = {}
-
-
-def _check(name: str, cases: tuple[str, ...]) -> Callable[[Callable[[Pair, str], Measurement]], Check]:
-    def register(run: Callable[[Pair, str], Measurement]) -> Check:
-        CHECKS[name] = Check(name, cases, run)
-        return CHECKS[name]
-
-    return register
-
-
-def relative_error(actual: Any, expected: Any) -> float:
-    """``max |a - b| / max |b|`` over every entry of two arrays or two dicts of arrays."""
-    if isinstance(expected, dict):
-        if set(actual) != set(expected):
-            return float("inf")
-        pairs = [(np.asarray(actual[k], np.float64), np.asarray(expected[k], np.float64)) for k in expected]
-    else:
-        pairs = [(np.asarray(actual, np.float64), np.asarray(expected, np.float64))]
-    if any(a.shape != b.shape for a, b in pairs):
-        return float("inf")
-    difference = max((np.abs(a - b).max() if a.size else 0.0) for a, b in pairs)
-    scale = max((np.abs(b).max() if b.size else 0.0) for _, b in pairs)
-    if difference == 0.0:
-        return 0.0
-    return float(difference / scale) if scale > 0 else float("inf")
+__all__ = ["BAD_INPUTS", "SOLVER_ADJOINTS"]
 
 
 # --- building identical models in both backends -------------------------------------------
@@ -129,7 +67,7 @@ SOLVER_ADJOINTS = ("checkpoint", "checkpoint:2", "truncated:1", "truncated:2", "
 # --- the checks -------------------------------------------------------------------------
 
 
-@_check("spec_mapping", tuple(f"{INNER_SOLVE}/{cls.tag}" for cls in SPEC_TYPES))
+@register("spec_mapping", tuple(f"{layer}/{cls.tag}" for layer in (INNER_SOLVE, DYNAMICS) for cls in SPEC_TYPES))
 def _spec_mapping(pair: Pair, case_id: str) -> Measurement:
     """``to_native_adjoint`` accepts the inner-solve specs and rejects the others with a
     ``ValueError`` naming the layer they belong to."""
@@ -150,7 +88,7 @@ def _spec_mapping(pair: Pair, case_id: str) -> Measurement:
     return Measurement(0.0 if correct else 1.0, 0.0, f"expected {expected}; got {outcome}")
 
 
-@_check("forward", _grid(("checkpoint", "truncated:2", "implicit")))
+@register("forward", _grid(("checkpoint", "truncated:2", "implicit")))
 def _forward(pair: Pair, case_id: str) -> Measurement:
     case, text = _split(case_id)
     spec = adjoint_for(text, pair.dtype)
@@ -160,7 +98,7 @@ def _forward(pair: Pair, case_id: str) -> Measurement:
     return Measurement(relative_error(got, want), tolerance(pair.dtype, "forward"), "solver output")
 
 
-@_check("variational_cost", tuple(CASES))
+@register("variational_cost", tuple(CASES))
 def _variational_cost(pair: Pair, case: str) -> Measurement:
     candidate, reference = _models(pair, case)
     results = []
@@ -170,7 +108,7 @@ def _variational_cost(pair: Pair, case: str) -> Measurement:
     return Measurement(relative_error(*results), tolerance(pair.dtype, "forward"), "U(target) per sample")
 
 
-@_check("losses", tuple(CASES))
+@register("losses", tuple(CASES))
 def _losses(pair: Pair, case: str) -> Measurement:
     candidate, reference = _models(pair, case)
     results = []
@@ -185,7 +123,7 @@ def _losses(pair: Pair, case: str) -> Measurement:
     return Measurement(relative_error(*results), tolerance(pair.dtype, "forward"), "reconstruction, train, eval")
 
 
-@_check("gradients", _grid(SOLVER_ADJOINTS))
+@register("gradients", _grid(SOLVER_ADJOINTS))
 def _gradients(pair: Pair, case_id: str) -> Measurement:
     case, text = _split(case_id)
     spec = adjoint_for(text, pair.dtype)
@@ -201,7 +139,7 @@ def _k_values(case: str) -> tuple[int, int]:
     return steps, steps + 3
 
 
-@_check("truncation_exact", tuple(f"{case}/k={k}" for case in CASES for k in _k_values(case)))
+@register("truncation_exact", tuple(f"{case}/k={k}" for case in CASES for k in _k_values(case)))
 def _truncation_exact(pair: Pair, case_id: str) -> Measurement:
     """Truncated(k >= K) is the exact gradient (the candidate against itself)."""
     case, variant = _split(case_id)
@@ -213,7 +151,7 @@ def _truncation_exact(pair: Pair, case_id: str) -> Measurement:
     return Measurement(relative_error(truncated, exact), tolerance(pair.dtype, "gradient"), "vs checkpointed")
 
 
-@_check("truncation_biased", tuple(f"{case}/k=1" for case in CASES))
+@register("truncation_biased", tuple(f"{case}/k=1" for case in CASES))
 def _truncation_biased(pair: Pair, case_id: str) -> Measurement:
     """Truncated(1) must differ from the exact gradient when K > 1: a backend that ignores the
     truncation fails here."""
@@ -226,7 +164,7 @@ def _truncation_biased(pair: Pair, case_id: str) -> Measurement:
     return Measurement(0.0 if difference > 1e-3 else 1.0, 0.0, f"relative difference from exact {difference:.3g}")
 
 
-@_check("implicit_vs_unrolled", _grid(("forward", "directional_derivative")))
+@register("implicit_vs_unrolled", _grid(("forward", "directional_derivative")))
 def _implicit_vs_unrolled(pair: Pair, case_id: str) -> Measurement:
     """The implicit solve equals 200 unrolled fixed-point iterations, and its gradient the
     derivative of the unrolled iteration (central finite difference along a random direction,
@@ -264,7 +202,7 @@ def _implicit_vs_unrolled(pair: Pair, case_id: str) -> Measurement:
 TRAJECTORY_STEPS = 5
 
 
-@_check("train_trajectory", tuple(CASES))
+@register("train_trajectory", tuple(CASES))
 def _train_trajectory(pair: Pair, case: str) -> Measurement:
     """Five Adam steps from the same parameters: parameters after every step agree."""
     config = OptimizerConfig(name="adam", lr=1e-2)
@@ -283,7 +221,7 @@ def _train_trajectory(pair: Pair, case: str) -> Measurement:
     return Measurement(error, tolerance(pair.dtype, "gradient"), f"{TRAJECTORY_STEPS} Adam steps")
 
 
-@_check("param_round_trip", tuple(CASES))
+@register("param_round_trip", tuple(CASES))
 def _param_round_trip(pair: Pair, case: str) -> Measurement:
     """Reference parameters imported into the candidate export unchanged, under schema names."""
     params = _reference_params(pair, case)
@@ -297,7 +235,7 @@ def _param_round_trip(pair: Pair, case: str) -> Measurement:
     return Measurement(relative_error(exported, params), 0.0, "export(import(p)) == p")
 
 
-@_check("batch_independence", _grid(("checkpoint", "truncated:2")))
+@register("batch_independence", _grid(("checkpoint", "truncated:2")))
 def _batch_independence(pair: Pair, case_id: str) -> Measurement:
     """Solving a batch equals solving each sample alone (costs are sums per sample)."""
     case, text = _split(case_id)
@@ -343,7 +281,7 @@ def _bad_inputs() -> dict[str, Callable[[ModuleType, str], Any]]:
 BAD_INPUTS = tuple(_bad_inputs())
 
 
-@_check("exceptions", BAD_INPUTS)
+@register("exceptions", BAD_INPUTS)
 def _exceptions(pair: Pair, case: str) -> Measurement:
     """The same bad input raises the same exception type in both backends."""
     outcomes = []

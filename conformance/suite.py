@@ -11,8 +11,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 
+from . import amortized_checks, checks, dynamics_checks  # noqa: F401  (they register the checks)
 from .backends import DEFAULT_REFERENCE, backends_under_test, precision, resolve
-from .checks import CHECKS, Measurement, Pair
+from .registry import CHECKS, Measurement, Pair
 
 __all__ = [
     "DEFAULT_EXPECTED_FAILURES",

@@ -38,6 +38,7 @@ from .problems import Problem, lorenz63, lorenz96
 __all__ = ["ExperimentConfig", "build_parser", "linear_interpolation", "main", "rmse", "run_experiment"]
 
 SYSTEMS = ("l63", "l96")
+QUASI_STATIC_STAGE = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,12 +171,37 @@ def _predict(backend: ModuleType, model: Any, obs: np.ndarray, batch_size: int) 
 
 
 def _fourdvar_rmse(backend: ModuleType, problem: Problem, windows: int) -> float | None:
-    """Classical strong-constraint 4D-Var on the first held-out windows, where the backend has it."""
-    runner = getattr(backend, "run_strong_fourdvar", None)
-    if runner is None or windows < 1:
+    """Classical strong-constraint 4D-Var on the first held-out windows, where the backend has
+    the dynamics layer. Background: the linearly interpolated observations at the first time,
+    with the observation noise variance as its (diagonal) covariance; the analysis is rolled
+    out through the window and compared with the truth.
+
+    Long chaotic windows give the strong-constraint cost many local minima (a 200-step
+    Lorenz-63 window landed 14 units away from the truth), so the window is grown
+    quasi-statically (Pires, Vautard & Talagrand 1996): 50 steps, then 100, ..., each stage's
+    background being the previous stage's analysis.
+    """
+    needed = ("strong_4dvar_numpy", "rollout_numpy")
+    if windows < 1 or not all(hasattr(backend, name) for name in needed):
         return None
-    estimates = runner(problem.obs[:windows], problem.system, problem.dt, problem.parameters, problem.obs_noise_std)
-    return rmse(estimates, problem.truth[:windows])
+    obs, truth = problem.obs[:windows], problem.truth[:windows]
+    variance = problem.obs_noise_std**2
+    analysis = linear_interpolation(obs)[:, 0]
+    length = obs.shape[1]
+    for stage in sorted({*range(min(QUASI_STATIC_STAGE, length), length, QUASI_STATIC_STAGE), length}):
+        analysis = backend.strong_4dvar_numpy(
+            problem.system,
+            analysis,
+            obs[:, :stage],
+            problem.dt,
+            background_cov=np.full(analysis.shape[-1], variance),
+            obs_var=variance,
+            parameters=problem.parameters,
+        )
+    trajectory = backend.rollout_numpy(
+        problem.system, analysis, obs.shape[1] - 1, problem.dt, parameters=problem.parameters
+    )
+    return rmse(trajectory, truth)
 
 
 def _figures(out: Path, truth: np.ndarray, obs: np.ndarray, estimate: np.ndarray, losses: list[float]) -> list[str]:

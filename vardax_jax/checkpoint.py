@@ -17,8 +17,11 @@ def _name(index: int) -> str:
 
 
 def export_optimizer_state(opt_state: optax.OptState) -> dict[str, np.ndarray]:
-    """Every array leaf of ``opt_state`` in tree order, named ``opt_state.0000``, ``...0001``."""
-    return {_name(i): np.asarray(leaf) for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state))}
+    """Every array leaf of ``opt_state`` in tree order, named ``opt_state.0000``, ``...0001``.
+
+    Scalars (Adam's step count) travel with shape ``(1,)``: safetensors has no 0-d tensors.
+    """
+    return {_name(i): np.atleast_1d(leaf) for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state))}
 
 
 def import_optimizer_state(optimizer: Any, opt_state: optax.OptState, arrays: dict[str, np.ndarray]) -> optax.OptState:
@@ -38,10 +41,10 @@ def import_optimizer_state(optimizer: Any, opt_state: optax.OptState, arrays: di
     restored = []
     for i, leaf in enumerate(leaves):
         value = np.asarray(arrays[_name(i)])
-        if value.shape != jnp.shape(leaf) or value.dtype != jnp.asarray(leaf).dtype:
+        if value.shape != np.atleast_1d(leaf).shape or value.dtype != jnp.asarray(leaf).dtype:
             raise ValueError(
                 f"optimizer state {_name(i)!r} must be {jnp.asarray(leaf).dtype}{list(jnp.shape(leaf))}, "
                 f"got {value.dtype}{list(value.shape)}"
             )
-        restored.append(jnp.asarray(value))
+        restored.append(jnp.asarray(value.reshape(jnp.shape(leaf))))
     return jax.tree_util.tree_unflatten(treedef, restored)

@@ -12,11 +12,12 @@ __all__ = ["export_optimizer_state", "import_optimizer_state"]
 
 def export_optimizer_state(opt_state: dict[str, Any]) -> dict[str, np.ndarray]:
     """The per-parameter tensors of ``opt_state`` (an ``optimizer.state_dict()``), named
-    ``state.<parameter index>.<key>`` (e.g. ``state.0.exp_avg``)."""
+    ``state.<parameter index>.<key>`` (e.g. ``state.0.exp_avg``). Scalars (Adam's ``step``)
+    travel with shape ``(1,)``: safetensors has no 0-d tensors."""
     arrays = {}
     for index, entry in opt_state["state"].items():
         for key, value in entry.items():
-            arrays[f"state.{index}.{key}"] = torch.as_tensor(value).detach().cpu().numpy().copy()
+            arrays[f"state.{index}.{key}"] = np.atleast_1d(torch.as_tensor(value).detach().cpu().numpy()).copy()
     return arrays
 
 
@@ -24,21 +25,35 @@ def import_optimizer_state(
     optimizer: torch.optim.Optimizer, opt_state: dict[str, Any], arrays: dict[str, np.ndarray]
 ) -> dict[str, Any]:
     """Load ``arrays`` (from `export_optimizer_state`) into ``optimizer``; returns its new
-    ``state_dict()``. ``opt_state`` gives the expected names, shapes and dtypes: a state that
-    does not match raises ``ValueError`` before the optimizer is touched."""
-    expected = export_optimizer_state(opt_state)
-    if set(arrays) != set(expected) and expected:
+    ``state_dict()``. Every entry is checked against the optimizer's parameters (index in
+    range, per-parameter buffers of the parameter's shape and dtype) and, where ``opt_state``
+    already holds state, against its names, before the optimizer is touched."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    template = export_optimizer_state(opt_state)
+    if template and set(arrays) != set(template):
         raise ValueError(
-            f"optimizer state names do not match: missing {sorted(set(expected) - set(arrays))}, "
-            f"unexpected {sorted(set(arrays) - set(expected))}"
+            f"optimizer state names do not match: missing {sorted(set(template) - set(arrays))}, "
+            f"unexpected {sorted(set(arrays) - set(template))}"
         )
-    for name, value in expected.items():
-        got = np.asarray(arrays[name])
-        if got.shape != value.shape or got.dtype != value.dtype:
-            raise ValueError(f"optimizer state {name!r} must be {value.dtype}{list(value.shape)}, got {got.dtype}{list(got.shape)}")
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in arrays.items():
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = torch.from_numpy(np.array(value))
+        parts = name.split(".", 2)
+        if len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit() or int(parts[1]) >= len(params):
+            raise ValueError(f"optimizer state {name!r} is not 'state.<index < {len(params)}>.<key>'")
+        index, key = int(parts[1]), parts[2]
+        value = np.asarray(value)
+        if key == "step":
+            if value.size != 1:
+                raise ValueError(f"optimizer state {name!r} must hold one step count, got shape {list(value.shape)}")
+            tensor = torch.from_numpy(value.reshape(()).copy())
+        else:
+            param = params[index]
+            expected = (str(param.dtype).removeprefix("torch."), list(param.shape))
+            if (str(value.dtype), list(value.shape)) != expected:
+                raise ValueError(
+                    f"optimizer state {name!r} must be {expected[0]}{expected[1]}, got {value.dtype}{list(value.shape)}"
+                )
+            tensor = torch.from_numpy(value.copy())
+        state.setdefault(index, {})[key] = tensor
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
     return optimizer.state_dict()

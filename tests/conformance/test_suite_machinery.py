@@ -180,3 +180,39 @@ def test_float32_is_reported_separately():
     (result,) = report.results
     assert result.dtype == "float32" and result.measurement.tolerance == 1e-4
     assert result.ok and 1e-9 < result.measurement.error < 1e-4  # float32 rounding, within tolerance
+
+
+def test_a_truncation_that_forgets_the_lstm_carry_is_caught(monkeypatch):
+    """The warm-up cuts the state but lets the LSTM carry keep its graph: a realistic bug that
+    leaves the forward unchanged and only biases the gradient differently."""
+    import vardax_torch.solver as solver
+
+    run_steps = solver.run_steps
+
+    def leaky_run_steps(params, st, x, h, c, y, m, n, *, live):
+        if live:
+            return run_steps(params, st, x, h, c, y, m, n, live=True)
+        x, h, c = run_steps(params, st, x, h, c, y, m, n, live=True)
+        return x.detach(), h, c
+
+    monkeypatch.setattr(solver, "run_steps", leaky_run_steps)
+    report = conformance.check_backend(vardax_torch, only="*::[fg]*::1d/truncated:[12]")
+    statuses = {r.test_id.split("::", 1)[1]: r.status for r in report.results}
+    assert statuses["forward::1d/truncated:2"] == "pass"  # the forward cannot see this bug
+    assert statuses["gradients::1d/truncated:1"] == "FAIL"
+    assert statuses["gradients::1d/truncated:2"] == "FAIL"
+
+
+def test_a_sign_flip_in_the_prior_cost_is_caught(monkeypatch):
+    import vardax_torch.solver as solver
+
+    def flipped_cost(params, st, x, y, m):
+        residual = x - solver.prior_apply(params, x, st.padding, prefix="prior.")
+        return st.obs_weight * solver._sum_per_sample(m * (x - y) ** 2) - st.prior_weight * solver._sum_per_sample(
+            residual**2
+        )
+
+    monkeypatch.setattr(solver, "cost", flipped_cost)
+    report = conformance.check_backend(vardax_torch, only="*::[fv]*::1d*")
+    failed = {r.test_id.split("::", 1)[1] for r in report.results if not r.ok}
+    assert {"variational_cost::1d", "forward::1d/checkpoint", "forward::1d/truncated:2"} <= failed

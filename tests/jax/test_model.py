@@ -1,0 +1,150 @@
+"""Modules, batches, validation errors (same words as vardax_torch via pipekit_cycle.validation)."""
+
+import re
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import pipekit_cycle as pk
+import vardax_jax as vd
+from pipekit_cycle import validation
+
+B, T, N = 2, 4, 8
+
+
+def _obs(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal(shape)
+    obs[rng.random(shape) < 0.5] = np.nan
+    return obs, rng.standard_normal(shape)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return vd.FourDVarNet1D(N, T, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3, key=jr.PRNGKey(0))
+
+
+@pytest.fixture(scope="module")
+def batch():
+    obs, target = _obs((B, T, N))
+    return vd.make_batch(obs, target=target)
+
+
+def test_modules_satisfy_protocols(model):
+    assert isinstance(model, eqx.Module)
+    assert isinstance(model.grad_mod, vd.ConvLSTMGradMod1D) and isinstance(model.grad_mod, pk.GradModulator)
+    assert isinstance(model.prior, vd.BilinAEPrior1D) and isinstance(model.prior, pk.Prior)
+    assert isinstance(model, pk.InnerSolver)
+    model2d = vd.FourDVarNet2D(T, 4, 5, hidden_dim=3, prior_hidden_dim=3, key=jr.PRNGKey(1))
+    assert isinstance(model2d.grad_mod, vd.ConvLSTMGradMod2D) and isinstance(model2d.prior, vd.BilinAEPrior2D)
+    carry = model2d.grad_mod.init_carry(jnp.zeros((B, T, 4, 5)))
+    assert isinstance(carry, vd.LSTMState2D) and carry.hidden.shape == (B, 3, 4, 5)
+    assert float(jnp.abs(carry.cell).sum()) == 0.0
+
+
+def test_grad_mod_step_and_shape_errors(model):
+    x = jnp.ones((B, T, N))
+    carry = model.grad_mod.init_carry(x)
+    assert isinstance(carry, vd.LSTMState1D) and carry.hidden.shape == (B, 4, N)
+    update, new_carry = model.grad_mod(x, x, carry)
+    assert update.shape == x.shape and new_carry.cell.shape == (B, 4, N)
+    assert float(jnp.abs(new_carry.cell).sum()) > 0
+    with pytest.raises(ValueError, match="same shape"):
+        model.grad_mod(x[:, :, :4], x, carry)
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_circular_padding_is_periodic(ndim):
+    space = (8,) if ndim == 1 else (6, 5)
+    cls = vd.BilinAEPrior1D if ndim == 1 else vd.BilinAEPrior2D
+    x = jr.normal(jr.PRNGKey(3), (B, T, *space))
+    axes = tuple(range(2, 2 + ndim))
+    shifts = (3,) * ndim
+    for padding, equivariant in (("circular", True), ("zeros", False)):
+        prior = cls(T, 4, 3, padding, key=jr.PRNGKey(2))
+        call = eqx.filter_jit(lambda p, z: p(z))
+        rolled_out = call(prior, jnp.roll(x, shifts, axes))
+        out_rolled = jnp.roll(call(prior, x), shifts, axes)
+        assert bool(jnp.allclose(rolled_out, out_rolled, rtol=1e-12, atol=1e-12)) is equivariant
+
+
+def test_model_forward_config_and_build(model, batch):
+    x = model(batch)
+    assert x.shape == (B, T, N) and x.dtype == jnp.float64 and model.dtype == jnp.float64
+    cfg = model.config
+    assert cfg.state_shape == (N,) and cfg.n_solver_steps == 3 and cfg.solver_adjoint == pk.RecursiveCheckpointAdjoint()
+    built = vd.build_model(cfg, seed=0)
+    assert isinstance(built, vd.FourDVarNet1D) and built.config == cfg
+    again = vd.build_model(cfg, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(built), jax.tree.leaves(again), strict=True))
+    cfg2d = pk.FourDVarNetConfig(state_shape=(4, 5), n_time=3, hidden_dim=2, prior_hidden_dim=2,
+                                 solver_adjoint=pk.TruncatedAdjoint(2))
+    model2d = vd.build_model(cfg2d, seed=1)
+    assert isinstance(model2d, vd.FourDVarNet2D) and model2d.config == cfg2d
+    assert model2d.solver_adjoint == vd.KStepAdjoint(2)
+    swapped = model.with_adjoint("truncated:2")
+    assert swapped.solver_adjoint == vd.KStepAdjoint(2) and model.solver_adjoint == vd.RecursiveCheckpointAdjoint()
+
+
+def test_batch_independence(model, batch):
+    x = model(batch)
+    other = vd.Batch1D(batch.input.at[1].multiply(-3.0), batch.mask, batch.target)
+    y = model(other)
+    assert np.array_equal(x[0], y[0]) and not np.allclose(x[1], y[1])
+
+
+def test_make_batch():
+    obs, target = _obs((B, T, N))
+    batch = vd.make_batch(obs, target=target)
+    assert isinstance(batch, vd.Batch1D)
+    np.testing.assert_array_equal(vd.to_numpy(batch.mask), np.isfinite(obs).astype(float))
+    np.testing.assert_array_equal(vd.to_numpy(batch.input), np.nan_to_num(obs))
+    assert batch.input.dtype == jnp.float64
+    assert vd.make_batch(obs, dtype="float32").input.dtype == jnp.float32
+    assert vd.make_batch(obs, dtype=np.float32).target is None
+    obs2d, _ = _obs((B, T, 4, 5))
+    assert isinstance(vd.make_batch(obs2d), vd.Batch2D)
+
+
+def _message(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except (TypeError, ValueError) as error:
+        return type(error), str(error)
+    raise AssertionError("expected an error")
+
+
+def test_bad_inputs_raise_the_shared_errors(model, batch):
+    obs, _ = _obs((B, T, N))
+    # make_batch: integer obs, wrong rank
+    with pytest.raises(TypeError, match="obs must be float32 or float64, got dtype int64"):
+        vd.make_batch(np.ones((B, T, N), dtype=np.int64))
+    kind, text = _message(validation.as_observations, obs[0])
+    with pytest.raises(kind, match=re.escape(text)):
+        vd.make_batch(obs[0])
+    # wrong shape for the model
+    wrong = vd.make_batch(_obs((B, T, N + 1))[0])
+    kind, text = _message(validation.check_batch_shapes, (B, T, N + 1), (B, T, N + 1), None, state_shape=(N,), n_time=T)
+    with pytest.raises(ValueError, match=re.escape(text)):
+        model(wrong)
+    # wrong rank (a 2D batch to a 1D model)
+    with pytest.raises(ValueError, match=re.escape("batch.input must have shape (B, T=4, N=8), got (2, 4, 8, 1)")):
+        model(vd.Batch2D(batch.input[..., None], batch.mask[..., None]))
+    # mask of another shape
+    with pytest.raises(ValueError, match=re.escape("batch.mask must have the shape of batch.input (2, 4, 8)")):
+        model(vd.Batch1D(batch.input, batch.mask[:, :, :4]))
+    # dtype mismatch between batch and model
+    kind, text = _message(validation.check_same_dtype, "float32", "float64")
+    with pytest.raises(TypeError, match=re.escape(text)):
+        model(vd.make_batch(obs, dtype="float32"))
+    # integer arrays put into a batch by hand
+    with pytest.raises(TypeError, match="batch dtype int64 differs"):
+        model(vd.Batch1D(jnp.ones((B, T, N), jnp.int64), jnp.ones((B, T, N), jnp.int64)))
+    # target=None in train_loss_fn
+    kind, text = _message(validation.require_target, None, "train_loss_fn")
+    with pytest.raises(ValueError, match=re.escape(text)):
+        vd.train_loss_fn(model, vd.make_batch(obs))

@@ -1,0 +1,118 @@
+"""Losses, optimizer maths, train/eval steps, parameter round trips, and a Lorenz-96 run."""
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import pipekit_cycle as pk
+import vardax_jax as vd
+
+B, T, N = 2, 4, 8
+
+
+def _batch(seed=0, shape=(B, T, N)):
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal(shape)
+    obs[rng.random(shape) < 0.5] = np.nan
+    return vd.make_batch(obs, target=rng.standard_normal(shape))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return vd.FourDVarNet1D(N, T, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3, key=jr.PRNGKey(0))
+
+
+def test_losses(model):
+    batch = _batch()
+    pred = jnp.arange(6.0).reshape(2, 3)
+    assert float(vd.reconstruction_loss(pred, jnp.zeros((2, 3)))) == pytest.approx(55.0 / 6.0)
+    loss = float(vd.train_loss_fn(model, batch))
+    assert loss == pytest.approx(float(jnp.mean((model(batch) - batch.target) ** 2)), rel=1e-12)
+    assert float(vd.eval_step(model, batch)) == pytest.approx(loss, rel=1e-12)
+    value, grads = vd.loss_and_grads(model, batch)
+    assert value == pytest.approx(loss, rel=1e-12)
+    assert {k: v.shape for k, v in grads.items()} == pk.schema(model.config)
+    assert all(np.all(np.isfinite(g)) for g in grads.values()) and np.abs(grads["prior.conv_out.weight"]).max() > 0
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_optimizer_maths(name):
+    """clip -> coupled weight decay -> Adam/SGD, written out by hand (what vardax_torch does)."""
+    cfg = pk.OptimizerConfig(name=name, lr=0.1, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.05, clip_norm=1.0)
+    params = {"a": jnp.array([1.0, -2.0]), "b": jnp.array([[0.5]])}
+    optimizer, state = vd.make_optimizer(cfg, params)
+    p = {k: np.asarray(v) for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v = {k: np.zeros_like(v) for k, v in p.items()}
+    for step in range(1, 4):
+        grads = {"a": jnp.array([3.0, 4.0]) * step, "b": jnp.array([[-1.0]])}
+        updates, state = optimizer.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        g = {k: np.asarray(x) for k, x in grads.items()}
+        norm = np.sqrt(sum(np.sum(x**2) for x in g.values()))
+        for k in p:
+            gk = g[k] * 1.0 / max(norm, 1.0) + 0.05 * p[k]
+            if name == "sgd":
+                p[k] = p[k] - 0.1 * gk
+            else:
+                m[k] = 0.8 * m[k] + 0.2 * gk
+                v[k] = 0.9 * v[k] + 0.1 * gk**2
+                p[k] = p[k] - 0.1 * (m[k] / (1 - 0.8**step)) / (np.sqrt(v[k] / (1 - 0.9**step)) + 1e-6)
+        for k in p:
+            np.testing.assert_allclose(params[k], p[k], rtol=1e-12)
+
+
+def test_train_step_updates_and_refuses_non_finite(model):
+    batch = _batch()
+    optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(lr=1e-2), model)
+    new_model, new_state, loss = vd.train_step(model, batch, optimizer, opt_state)
+    assert float(loss) == pytest.approx(float(vd.train_loss_fn(model, batch)), rel=1e-12)
+    assert not np.array_equal(new_model.prior.conv_in.weight, model.prior.conv_in.weight)
+    assert float(vd.eval_step(new_model, batch)) < float(loss)
+    before = vd.export_params(new_model), jax.tree.map(np.asarray, new_state)
+    bad = vd.Batch1D(batch.input, batch.mask, batch.target.at[0, 0, 0].set(jnp.nan))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        vd.train_step(new_model, bad, optimizer, new_state)
+    after = vd.export_params(new_model), jax.tree.map(np.asarray, new_state)
+    for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+        assert np.array_equal(x, y)
+    with pytest.raises(ValueError, match="train_loss_fn needs batch.target"):
+        vd.train_step(new_model, vd.Batch1D(batch.input, batch.mask), optimizer, new_state)
+
+
+def test_params_round_trip(model, tmp_path):
+    params = vd.export_params(model)
+    assert {k: v.shape for k, v in params.items()} == pk.schema(model.config)
+    assert all(v.dtype == np.float64 for v in params.values())
+    other = vd.FourDVarNet1D(N, T, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3, key=jr.PRNGKey(7))
+    restored = vd.import_params(other, params)
+    assert all(np.array_equal(restored_v, params[k]) for k, restored_v in vd.export_params(restored).items())
+    batch = _batch()
+    assert np.array_equal(restored(batch), model(batch))
+    pk.save_params(tmp_path / "p.safetensors", params, model.config)
+    loaded, config = pk.load_params(tmp_path / "p.safetensors")
+    assert config == model.config
+    assert all(np.array_equal(v, params[k]) for k, v in vd.export_params(vd.import_params(other, loaded)).items())
+    broken = dict(params, **{"prior.conv_in.bias": np.zeros(3)})
+    with pytest.raises(ValueError, match="prior.conv_in.bias"):
+        vd.import_params(other, broken)
+    assert np.array_equal(vd.export_params(other)["prior.conv_in.bias"], np.asarray(other.prior.conv_in.bias))
+
+
+def test_lorenz96_training_loss_falls():
+    problem = pk.lorenz96(n_windows=4, window_length=6, state_dim=16, seed=0)
+    model = vd.build_model(
+        pk.FourDVarNetConfig(state_shape=problem.truth.shape[2:], n_time=problem.truth.shape[1], hidden_dim=4,
+                             prior_hidden_dim=4, n_solver_steps=3, padding="circular",
+                             solver_adjoint=pk.TruncatedAdjoint(2)),
+        seed=0,
+    )
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(lr=2e-2), model)
+    first = float(vd.eval_step(model, batch))
+    for _ in range(40):
+        model, opt_state, _loss = vd.train_step(model, batch, optimizer, opt_state)
+    assert float(vd.eval_step(model, batch)) < 0.8 * first

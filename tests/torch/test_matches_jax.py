@@ -1,0 +1,102 @@
+"""vardax_torch against vardax_jax on identical parameters and inputs (float64): forward solve,
+variational cost, losses and parameter gradients under every inner-solve adjoint, both export
+directions, 1D and 2D; an Adam trajectory; and the same exception for the same bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+import pipekit_cycle as pk
+import vardax_jax as vj
+import vardax_torch as vt
+
+jax.config.update("jax_enable_x64", True)
+
+ADJOINTS = [
+    pk.RecursiveCheckpointAdjoint(),
+    pk.TruncatedAdjoint(1),
+    pk.TruncatedAdjoint(2),
+    pk.ImplicitAdjoint("gmres", rtol=1e-12, atol=1e-12),
+]
+
+
+def rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def pair(state_shape, padding, direction):
+    cfg = pk.FourDVarNetConfig(state_shape=state_shape, n_time=4, hidden_dim=4, prior_hidden_dim=4,
+                               n_solver_steps=4, padding=padding, obs_weight=0.8, prior_weight=1.2)
+    mj, mt = vj.build_model(cfg, seed=0), vt.build_model(cfg, seed=1, dtype=torch.float64)
+    if direction == "jax->torch":
+        vt.import_params(mt, vj.export_params(mj))
+    else:
+        mj = vj.import_params(mj, vt.export_params(mt))
+    rng = np.random.default_rng(0)
+    shape = (2, 4, *state_shape)
+    truth = rng.normal(size=shape)
+    obs = np.where(rng.random(shape) < 0.5, truth, np.nan)
+    return mj, mt, vj.make_batch(obs, target=truth), vt.make_batch(obs, target=truth, dtype="float64")
+
+
+@pytest.mark.parametrize("direction", ["jax->torch", "torch->jax"])
+@pytest.mark.parametrize(("state_shape", "padding"), [((8,), "zeros"), ((3, 4), "circular")])
+def test_forward_cost_and_gradients_match_jax(state_shape, padding, direction):
+    mj, mt, bj, bt = pair(state_shape, padding, direction)
+    for name, value in vj.export_params(mj).items():
+        assert np.array_equal(value, vt.export_params(mt)[name])
+    assert rel(vt.to_numpy(mt(bt)), vj.to_numpy(mj(bj))) < 1e-10
+    x = np.random.default_rng(1).normal(size=bt.input.shape)
+    cost_t = vt.variational_cost(mt, torch.tensor(x), bt)
+    cost_j = vj.variational_cost(mj, jax.numpy.asarray(x), bj)
+    assert rel(vt.to_numpy(cost_t), np.asarray(cost_j)) < 1e-10
+    for spec in ADJOINTS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pk.ConvergenceWarning)
+            loss_j, grads_j = vj.loss_and_grads(mj, bj, adjoint=spec)
+            loss_t, grads_t = vt.loss_and_grads(mt, bt, adjoint=spec)
+        assert loss_t == pytest.approx(loss_j, rel=1e-10), spec
+        # Implicit: both solve the adjoint system to rtol 1e-12, so agreement is to ~1e-10
+        tolerance = 1e-9 if isinstance(spec, pk.ImplicitAdjoint) else 1e-10
+        for name in grads_t:
+            scale = max(np.abs(grads_j[name]).max(), 1e-12)
+            assert np.abs(grads_t[name] - np.asarray(grads_j[name])).max() <= tolerance * scale, (spec, name)
+
+
+def test_adam_trajectory_matches_jax():
+    mj, mt, bj, bt = pair((8,), "zeros", "jax->torch")
+    cfg = pk.OptimizerConfig(name="adam", lr=1e-2, weight_decay=0.05, clip_norm=0.1)
+    opt_j, state_j = vj.make_optimizer(cfg, mj)
+    opt_t, state_t = vt.make_optimizer(cfg, mt)
+    for _ in range(3):
+        mj, state_j, loss_j = vj.train_step(mj, bj, opt_j, state_j)
+        mt, state_t, loss_t = vt.train_step(mt, bt, opt_t, state_t)
+        assert float(loss_t) == pytest.approx(float(loss_j), rel=1e-10)
+    pj, pt = vj.export_params(mj), vt.export_params(mt)
+    assert max(rel(pt[n], pj[n]) for n in pj) < 1e-10
+
+
+def _error(fn, *args):
+    with pytest.raises(Exception) as info:
+        fn(*args)
+    return type(info.value), str(info.value)
+
+
+def test_same_exception_for_the_same_bad_input():
+    mj, mt, _bj, bt = pair((8,), "zeros", "jax->torch")
+    obs = vt.to_numpy(bt.input)
+    assert _error(vt.make_batch, obs[0]) == _error(vj.make_batch, obs[0])
+    assert _error(vt.make_batch, obs.astype(np.int32)) == _error(vj.make_batch, obs.astype(np.int32))
+    assert _error(vt.to_native_adjoint, pk.DirectAdjoint()) == _error(vj.to_native_adjoint, pk.DirectAdjoint())
+    assert _error(vt.to_native_adjoint, "backsolve") == _error(vj.to_native_adjoint, "backsolve")
+    no_target_t, no_target_j = vt.make_batch(obs, dtype="float64"), vj.make_batch(obs)
+    assert _error(vt.train_loss_fn, mt, no_target_t) == _error(vj.train_loss_fn, mj, no_target_j)
+    wrong = np.zeros((2, 4, 6))
+    assert _error(mt, vt.make_batch(wrong, dtype="float64")) == _error(mj, vj.make_batch(wrong))
+    assert _error(mt, vt.make_batch(obs, dtype="float32")) == _error(mj, vj.make_batch(obs, dtype="float32"))

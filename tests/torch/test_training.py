@@ -1,0 +1,206 @@
+"""Losses, optimizer maths, train/eval steps, parameter export/import, bad-input errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import pipekit_cycle as pk
+import vardax_torch as vd
+from pipekit_cycle import validation
+from vardax_torch import training
+
+F64 = torch.float64
+
+
+def make_problem(state_shape=(8,), batch=2, n_time=4, seed=0, dtype="float64"):
+    rng = np.random.default_rng(seed)
+    shape = (batch, n_time, *state_shape)
+    truth = rng.normal(size=shape)
+    obs = np.where(rng.random(shape) < 0.5, truth, np.nan)
+    return obs, truth, vd.make_batch(obs, target=truth, dtype=dtype)
+
+
+def make_model(n_steps=3, **kwargs):
+    return vd.FourDVarNet1D(8, 4, hidden_dim=3, prior_hidden_dim=3, n_solver_steps=n_steps, dtype=F64, **kwargs)
+
+
+def error_of(fn, *args, **kwargs):
+    with pytest.raises(Exception) as info:
+        fn(*args, **kwargs)
+    return type(info.value), str(info.value)
+
+
+def test_losses_and_eval_step():
+    model = make_model()
+    _, truth, batch = make_problem()
+    pred = model(batch)
+    assert float(vd.reconstruction_loss(pred.detach(), batch.target)) == pytest.approx(
+        float(((vd.to_numpy(pred) - truth) ** 2).mean()), rel=1e-14)
+    loss = vd.eval_step(model, batch)
+    assert not loss.requires_grad
+    assert float(loss) == pytest.approx(float(vd.train_loss_fn(model, batch).detach()), rel=1e-14)
+    value, grads = vd.loss_and_grads(model, batch)
+    assert value == pytest.approx(float(loss), rel=1e-14)
+    assert {k: v.shape for k, v in grads.items()} == pk.schema(model.config)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        pk.OptimizerConfig(name="adam", lr=1e-2, betas=(0.8, 0.95), eps=1e-7, weight_decay=0.1, clip_norm=0.05),
+        pk.OptimizerConfig(name="sgd", lr=0.05, weight_decay=0.01, clip_norm=None),
+    ],
+)
+def test_train_step_follows_the_contract_maths(cfg):
+    """Three steps against a hand-written numpy optimizer: clip (optax formula), coupled
+    weight decay, Adam with bias correction (optax.adam) or plain SGD."""
+    model = make_model()
+    _, _, batch = make_problem()
+    optimizer, state = vd.make_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.Adam if cfg.name == "adam" else torch.optim.SGD)
+    assert isinstance(state, dict) and state["param_groups"][0]["clip_norm"] == cfg.clip_norm
+    params = vd.export_params(model)
+    mu = {n: np.zeros_like(p) for n, p in params.items()}
+    nu = {n: np.zeros_like(p) for n, p in params.items()}
+    for t in range(1, 4):
+        _, grads = vd.loss_and_grads(model, batch)
+        if cfg.clip_norm is not None:
+            norm = np.sqrt(sum((g**2).sum() for g in grads.values()))
+            assert norm > cfg.clip_norm  # the clip is active
+            grads = {n: g * cfg.clip_norm / max(norm, cfg.clip_norm) for n, g in grads.items()}
+        for n, p in params.items():
+            g = grads[n] + cfg.weight_decay * p
+            if cfg.name == "adam":
+                b1, b2 = cfg.betas
+                mu[n] = b1 * mu[n] + (1 - b1) * g
+                nu[n] = b2 * nu[n] + (1 - b2) * g**2
+                update = (mu[n] / (1 - b1**t)) / (np.sqrt(nu[n] / (1 - b2**t)) + cfg.eps)
+            else:
+                update = g
+            params[n] = p - cfg.lr * update
+        same_model, state, loss = vd.train_step(model, batch, optimizer, state)
+        assert same_model is model and np.isfinite(float(loss))
+        got = vd.export_params(model)
+        for n in params:
+            assert np.allclose(got[n], params[n], rtol=1e-12, atol=1e-14), n
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_train_step_reloads_the_given_state():
+    model = make_model()
+    _, _, batch = make_problem()
+    optimizer, state0 = vd.make_optimizer(pk.OptimizerConfig(lr=1e-2), model)
+    start = vd.export_params(model)
+    _, state1, _ = vd.train_step(model, batch, optimizer, state0)
+    after_one = vd.export_params(model)
+    vd.import_params(model, start)
+    _, fresh = vd.make_optimizer(pk.OptimizerConfig(lr=1e-2), model)
+    vd.train_step(model, batch, optimizer, fresh)  # back to the empty state: the same first step
+    assert all(np.array_equal(after_one[n], v) for n, v in vd.export_params(model).items())
+    assert state1["state"][0]["step"] == 1
+
+
+def _snapshot(model, optimizer):
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state = optimizer.state_dict()
+    opt = {i: {k: v.clone() for k, v in s.items()} for i, s in state["state"].items()}
+    return params, opt, repr(state["param_groups"])
+
+
+def _assert_same(snap, model, optimizer):
+    params, opt, groups = snap
+    for n, p in model.named_parameters():
+        assert p.detach().numpy().tobytes() == params[n].numpy().tobytes()
+    state = optimizer.state_dict()
+    assert repr(state["param_groups"]) == groups
+    for i, s in state["state"].items():
+        for k, v in s.items():
+            assert v.numpy().tobytes() == opt[i][k].numpy().tobytes()
+
+
+def test_non_finite_loss_or_gradient_changes_nothing(monkeypatch):
+    model = make_model()
+    _, _, batch = make_problem()
+    optimizer, state = vd.make_optimizer(pk.OptimizerConfig(lr=1e-2), model)
+    model, state, _ = vd.train_step(model, batch, optimizer, state)  # non-empty Adam state
+    snap = _snapshot(model, optimizer)
+    bad_target = batch.target.clone()
+    bad_target[0, 0, 0] = float("nan")
+    bad = vd.Batch1D(batch.input, batch.mask, bad_target)
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        vd.train_step(model, bad, optimizer, state)
+    _assert_same(snap, model, optimizer)
+
+    real_grads = training._grads
+
+    def nan_grads(loss, params):
+        grads = real_grads(loss, params)
+        grads[-1] = torch.full_like(grads[-1], float("inf"))
+        return grads
+
+    monkeypatch.setattr(training, "_grads", nan_grads)
+    with pytest.raises(FloatingPointError, match="non-finite gradient"):
+        vd.train_step(model, batch, optimizer, state)
+    _assert_same(snap, model, optimizer)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_export_import_round_trip_and_validation():
+    model, other = make_model(), vd.FourDVarNet1D(8, 4, hidden_dim=3, prior_hidden_dim=3, n_solver_steps=3,
+                                                  seed=5, dtype=F64)
+    _, _, batch = make_problem()
+    params = vd.export_params(model)
+    assert {n: a.shape for n, a in params.items()} == pk.schema(model.config)
+    assert all(a.dtype == np.float64 for a in params.values())
+    assert not torch.equal(other(batch), model(batch))
+    assert vd.import_params(other, params) is other
+    assert torch.equal(other(batch), model(batch))
+    # float32 parameters are cast to the model's dtype
+    vd.import_params(other, {n: a.astype(np.float32) for n, a in params.items()})
+    assert other.dtype == F64
+    assert np.allclose(vd.export_params(other)["prior.conv_in.weight"], params["prior.conv_in.weight"], atol=1e-7)
+    vd.import_params(other, params)
+
+    before = vd.export_params(other)
+    bad_shape = dict(vd.export_params(make_model()))
+    bad_shape = {n: (a * 0 + 7 if n != "grad_mod.conv_out.bias" else np.zeros(5)) for n, a in bad_shape.items()}
+    missing = {n: a for n, a in params.items() if n != "prior.bilin_1.bias"}
+    non_finite = {n: (a if n != "grad_mod.gates.bias" else a * np.nan) for n, a in params.items()}
+    for bad in (bad_shape, missing, non_finite, {**params, "extra": np.zeros(1)}):
+        expected = error_of(pk.params.validate_params, bad, other.config)
+        assert error_of(vd.import_params, other, bad) == expected
+        assert all(np.array_equal(before[n], a) for n, a in vd.export_params(other).items())  # nothing half-done
+
+
+def test_bad_input_errors_use_the_shared_words():
+    model = make_model()
+    obs, truth, batch = make_problem()
+    # make_batch: rank, integer obs, target shape
+    assert error_of(vd.make_batch, obs[0]) == error_of(validation.as_observations, obs[0])
+    assert error_of(vd.make_batch, obs[0])[0] is ValueError
+    ints = np.zeros((2, 4, 8), dtype=np.int64)
+    assert error_of(vd.make_batch, ints) == error_of(validation.as_observations, ints)
+    assert error_of(vd.make_batch, ints)[0] is TypeError
+    assert error_of(vd.make_batch, obs, truth[:, :2]) == error_of(validation.as_observations, obs, truth[:, :2])
+    # wrong state size / mask of another shape / dtype mismatch
+    _, _, wrong = make_problem((6,))
+    expected = error_of(validation.check_batch_shapes, (2, 4, 6), (2, 4, 6), (2, 4, 6), state_shape=(8,), n_time=4)
+    assert error_of(model, wrong) == expected and expected[0] is ValueError
+    bad_mask = vd.Batch1D(batch.input, batch.mask[:, :2], batch.target)
+    expected = error_of(validation.check_batch_shapes, (2, 4, 8), (2, 2, 8), None, state_shape=(8,), n_time=4)
+    assert error_of(model, bad_mask) == expected
+    _, _, f32 = make_problem(dtype="float32")
+    expected = error_of(validation.check_same_dtype, "float32", "float64")
+    assert error_of(model, f32) == expected and expected[0] is TypeError
+    assert error_of(vd.eval_step, model, f32) == expected
+    # a 2D batch to a 1D model
+    _, _, two_d = make_problem((2, 8))
+    assert error_of(model, two_d)[0] is ValueError
+    # train_loss_fn without target
+    no_target = vd.make_batch(obs, dtype="float64")
+    expected = error_of(validation.require_target, None, "train_loss_fn")
+    assert error_of(vd.train_loss_fn, model, no_target) == expected and expected[0] is ValueError
+    optimizer, state = vd.make_optimizer(pk.OptimizerConfig(), model)
+    assert error_of(vd.train_step, model, no_target, optimizer, state) == expected

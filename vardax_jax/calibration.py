@@ -1,0 +1,78 @@
+"""Is a cheap adjoint close to the exact one? Random-probe derivative comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.tree_util as jtu
+from jax.flatten_util import ravel_pytree
+
+__all__ = ["assert_adjoint_calibrated"]
+
+
+def _unit_probes(key, like: Any, n_probes: int):
+    flat, unravel = ravel_pytree(like)
+    probes = jr.normal(key, (n_probes, flat.size), flat.dtype)
+    probes = probes / jnp.linalg.norm(probes, axis=1, keepdims=True)
+    return [unravel(p) for p in probes]
+
+
+def _jvps(fn, inputs, probes):
+    return [ravel_pytree(jax.jvp(fn, (inputs,), (v,))[1])[0] for v in probes]
+
+
+def _vjps(fn, inputs, probes):
+    _, vjp = jax.vjp(fn, inputs)
+    return [ravel_pytree(vjp(v)[0])[0] for v in probes]
+
+
+def assert_adjoint_calibrated(
+    fast_fn: Callable[[Any], Any],
+    exact_fn: Callable[[Any], Any],
+    inputs: Any,
+    *,
+    key,
+    threshold: float = 0.05,
+    n_probes: int = 10,
+    mode: str = "auto",
+) -> float:
+    r"""Max over random unit probes ``v`` of ``||J_fast v - J_exact v|| / ||J_exact v||``.
+
+    ``fast_fn`` and ``exact_fn`` map the pytree ``inputs`` to a pytree of arrays, differentiated
+    by their own adjoints. ``mode="jvp"`` compares Jacobian-vector products (probes in input
+    space); ``"vjp"`` compares vector-Jacobian products ``v^T J`` (probes in output space), which
+    is what reverse-only adjoints (equinox's checkpointed while loop, ``KStepAdjoint`` inside
+    optimistix) support; ``"auto"`` tries JVPs and falls back to VJPs when either function
+    cannot be forward-differentiated. Raises ``AssertionError`` with the measured error if it is
+    above ``threshold``; returns it otherwise.
+    """
+    if mode not in ("auto", "jvp", "vjp"):
+        raise ValueError(f"mode must be auto, jvp or vjp, got {mode!r}")
+    used = mode
+    errors = None
+    if mode in ("auto", "jvp"):
+        probes = _unit_probes(key, inputs, n_probes)
+        try:
+            fast, exact = _jvps(fast_fn, inputs, probes), _jvps(exact_fn, inputs, probes)
+            errors = [jnp.linalg.norm(f - e) / jnp.linalg.norm(e) for f, e in zip(fast, exact, strict=True)]
+            used = "jvp"
+        except Exception:  # forward mode unsupported (e.g. a checkpointed while loop)
+            if mode == "jvp":
+                raise
+    if errors is None:
+        out = jtu.tree_map(jnp.asarray, exact_fn(inputs))
+        probes = _unit_probes(key, out, n_probes)
+        fast, exact = _vjps(fast_fn, inputs, probes), _vjps(exact_fn, inputs, probes)
+        errors = [jnp.linalg.norm(f - e) / jnp.linalg.norm(e) for f, e in zip(fast, exact, strict=True)]
+        used = "vjp"
+    error = float(jnp.max(jnp.stack(errors)))
+    if not error <= threshold:
+        raise AssertionError(
+            f"adjoint not calibrated: max relative {used} error {error:.3e} over {n_probes} probes "
+            f"exceeds threshold {threshold}"
+        )
+    return error

@@ -1,0 +1,163 @@
+"""Convolutions with periodic or zero padding, and the ConvLSTM gradient modulator.
+
+Shapes: a 1D state is ``(B, T, N)``, a 2D state ``(B, T, H, W)``; time ``T`` is the channel
+axis of every convolution (docs/backend-contract.md). The modulator is
+
+.. math::
+
+    z = [g, x, h],\\quad (i, f, \\tilde g, o) = \\mathrm{split}(W_{gates} \\star z),\\quad
+    c' = \\sigma(f) c + \\sigma(i) \\tanh(\\tilde g),\\quad h' = \\sigma(o) \\tanh(c'),\\quad
+    u = W_{out} \\star h'.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+__all__ = [
+    "AbstractConvLSTMGradMod",
+    "Conv",
+    "ConvLSTMGradMod1D",
+    "ConvLSTMGradMod2D",
+    "LSTMState1D",
+    "LSTMState2D",
+    "default_dtype",
+]
+
+Padding = Literal["zeros", "circular"]
+_DIMENSION_NUMBERS = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW")}
+
+
+def default_dtype(dtype=None) -> jnp.dtype:
+    """``dtype`` as a numpy dtype; ``None`` follows ``jax_enable_x64`` (float64 on, float32 off)."""
+    if dtype is None:
+        return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    return jnp.dtype(dtype)
+
+
+class Conv(eqx.Module):
+    """Batched "same"-size cross-correlation ``(B, C_in, *S) -> (B, C_out, *S)``, stride 1.
+
+    ``weight`` is ``(C_out, C_in, *kernel)``, ``bias`` ``(C_out,)``; ``padding="circular"``
+    wraps every spatial axis (periodic domain), ``"zeros"`` pads zeros. Initialised like
+    torch's ``nn.Conv*d``: uniform in ``+-1/sqrt(fan_in)``.
+    """
+
+    weight: Float[Array, "out in *kernel"]
+    bias: Float[Array, " out"]
+    padding: Padding = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        ndim: int,
+        padding: Padding = "zeros",
+        *,
+        key: PRNGKeyArray,
+        dtype=None,
+    ):
+        dtype = default_dtype(dtype)
+        wkey, bkey = jr.split(key)
+        bound = 1.0 / math.sqrt(in_channels * kernel_size**ndim)
+        shape = (out_channels, in_channels, *(kernel_size,) * ndim)
+        self.weight = jr.uniform(wkey, shape, dtype, -bound, bound)
+        self.bias = jr.uniform(bkey, (out_channels,), dtype, -bound, bound)
+        self.padding = padding
+
+    def __call__(self, x: Float[Array, "batch in *space"]) -> Float[Array, "batch out *space"]:
+        ndim = self.weight.ndim - 2
+        pads = [(k // 2, k // 2) for k in self.weight.shape[2:]]
+        if self.padding == "circular":
+            # Wrap explicitly, then a VALID correlation: the same maths as torch's
+            # padding_mode="circular".
+            x = jnp.pad(x, [(0, 0), (0, 0), *pads], mode="wrap")
+            pads = [(0, 0)] * ndim
+        out = jax.lax.conv_general_dilated(
+            x, self.weight, window_strides=(1,) * ndim, padding=pads, dimension_numbers=_DIMENSION_NUMBERS[ndim]
+        )
+        return out + self.bias.reshape((1, -1) + (1,) * ndim)
+
+
+class LSTMState1D(eqx.Module):
+    """ConvLSTM carry for a 1D state: ``hidden`` and ``cell``, each ``(B, hidden_dim, N)``."""
+
+    hidden: Float[Array, "batch hidden n"]
+    cell: Float[Array, "batch hidden n"]
+
+
+class LSTMState2D(eqx.Module):
+    """ConvLSTM carry for a 2D state: ``hidden`` and ``cell``, each ``(B, hidden_dim, H, W)``."""
+
+    hidden: Float[Array, "batch hidden h w"]
+    cell: Float[Array, "batch hidden h w"]
+
+
+class AbstractConvLSTMGradMod(eqx.Module):
+    """ConvLSTM gradient modulator (``pipekit_cycle.GradModulator``); see the module docstring.
+
+    Stateless: the carry is threaded explicitly, so a recomputed step (checkpointing) gives the
+    same result.
+    """
+
+    gates: Conv
+    conv_out: Conv
+    hidden_dim: int = eqx.field(static=True)
+
+    ndim: ClassVar[int]
+    state_cls: ClassVar[type]
+
+    def __init__(
+        self,
+        n_time: int,
+        hidden_dim: int = 16,
+        kernel_size: int = 3,
+        padding: Padding = "zeros",
+        *,
+        key: PRNGKeyArray,
+        dtype=None,
+    ):
+        gkey, okey = jr.split(key)
+        in_channels = 2 * n_time + hidden_dim  # concat(grad, state, hidden)
+        self.gates = Conv(in_channels, 4 * hidden_dim, kernel_size, self.ndim, padding, key=gkey, dtype=dtype)
+        self.conv_out = Conv(hidden_dim, n_time, kernel_size, self.ndim, padding, key=okey, dtype=dtype)
+        self.hidden_dim = hidden_dim
+
+    def init_carry(self, state: Float[Array, "batch time *space"]):
+        """Zeros ``(B, hidden_dim, *S)`` for hidden and cell."""
+        zeros = jnp.zeros((state.shape[0], self.hidden_dim, *state.shape[2:]), state.dtype)
+        return self.state_cls(zeros, zeros)
+
+    def __call__(self, grad: Float[Array, "batch time *space"], state: Float[Array, "batch time *space"], carry):
+        if grad.shape != state.shape:
+            raise ValueError(f"grad and state must have the same shape, got {grad.shape} and {state.shape}")
+        expected = (state.shape[0], self.hidden_dim, *state.shape[2:])
+        if carry.hidden.shape != expected or carry.cell.shape != expected:
+            raise ValueError(f"carry must hold hidden and cell of shape {expected}, got {carry.hidden.shape}")
+        z = jnp.concatenate([grad, state, carry.hidden], axis=1)
+        i, f, g, o = jnp.split(self.gates(z), 4, axis=1)
+        cell = jax.nn.sigmoid(f) * carry.cell + jax.nn.sigmoid(i) * jnp.tanh(g)
+        hidden = jax.nn.sigmoid(o) * jnp.tanh(cell)
+        return self.conv_out(hidden), self.state_cls(hidden, cell)
+
+
+class ConvLSTMGradMod1D(AbstractConvLSTMGradMod):
+    """ConvLSTM modulator for 1D states ``(B, T, N)``; carry `LSTMState1D`."""
+
+    ndim: ClassVar[int] = 1
+    state_cls: ClassVar[type] = LSTMState1D
+
+
+class ConvLSTMGradMod2D(AbstractConvLSTMGradMod):
+    """ConvLSTM modulator for 2D states ``(B, T, H, W)``; carry `LSTMState2D`."""
+
+    ndim: ClassVar[int] = 2
+    state_cls: ClassVar[type] = LSTMState2D

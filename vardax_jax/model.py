@@ -1,0 +1,194 @@
+"""FourDVarNet models (1D and 2D), batches, and the config -> model builder."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+import pipekit_cycle as pk
+from pipekit_cycle.validation import as_observations, check_batch_shapes, check_same_dtype
+
+from .adjoints import to_native_adjoint, to_spec
+from .grad_mod import ConvLSTMGradMod1D, ConvLSTMGradMod2D, default_dtype
+from .priors import BilinAEPrior1D, BilinAEPrior2D
+from .solver import solve_4dvarnet_jit
+
+__all__ = [
+    "AbstractBatch",
+    "AbstractFourDVarNet",
+    "Batch1D",
+    "Batch2D",
+    "FourDVarNet1D",
+    "FourDVarNet2D",
+    "build_model",
+    "check_batch",
+    "make_batch",
+    "to_numpy",
+]
+
+
+class AbstractBatch(eqx.Module):
+    """Observations ``input`` (zeros where unobserved), ``mask`` (1 observed, 0 not) and an
+    optional ``target``, all of one shape."""
+
+    input: Float[Array, "batch time *space"]
+    mask: Float[Array, "batch time *space"]
+    target: Float[Array, "batch time *space"] | None = None
+
+
+class Batch1D(AbstractBatch):
+    """A batch of 1D states ``(B, T, N)``."""
+
+
+class Batch2D(AbstractBatch):
+    """A batch of 2D states ``(B, T, H, W)``."""
+
+
+def make_batch(obs: Any, target: Any = None, dtype: Any = None) -> AbstractBatch:
+    """Numpy ``obs`` (NaN where unobserved) -> `Batch1D` (3-D) or `Batch2D` (4-D).
+
+    ``mask = isfinite(obs)``, ``input = nan_to_num(obs)``; ``dtype`` ``None`` is float64 iff
+    ``jax_enable_x64``, else any numpy/JAX dtype or its name.
+    """
+    obs_array, target_array = as_observations(obs, target)
+    dtype = default_dtype(dtype)
+    pk.validation.check_float_dtype("dtype", str(dtype))
+    cls = Batch1D if obs_array.ndim == 3 else Batch2D
+    return cls(
+        input=jnp.asarray(np.nan_to_num(obs_array, nan=0.0), dtype),
+        mask=jnp.asarray(np.isfinite(obs_array), dtype),
+        target=None if target_array is None else jnp.asarray(target_array, dtype),
+    )
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """A numpy copy of a JAX array (or anything array-like)."""
+    return np.asarray(array)
+
+
+def check_batch(model, batch) -> None:
+    """The shared shape and dtype checks (same words as vardax_torch)."""
+    target_shape = None if batch.target is None else tuple(batch.target.shape)
+    check_batch_shapes(
+        tuple(jnp.shape(batch.input)),
+        tuple(jnp.shape(batch.mask)),
+        target_shape,
+        state_shape=model.state_shape,
+        n_time=model.n_time,
+    )
+    model_dtype = str(model.dtype)
+    for array in (batch.input, batch.mask, batch.target):
+        if array is not None:
+            check_same_dtype(str(jnp.asarray(array).dtype), model_dtype)
+
+
+class AbstractFourDVarNet(eqx.Module):
+    """A 4DVarNet: learned prior ``phi`` and ConvLSTM gradient modulator, solved as DESIGN 3.1.
+
+    ``solver_adjoint`` is always the native (optimistix) adjoint. ``__call__(batch, *,
+    adjoint=None)`` checks the batch, then runs the solve under ``eqx.filter_jit``.
+    """
+
+    prior: Any
+    grad_mod: Any
+    solver_adjoint: Any
+    state_shape: tuple[int, ...] = eqx.field(static=True)
+    n_time: int = eqx.field(static=True)
+    hidden_dim: int = eqx.field(static=True)
+    prior_hidden_dim: int = eqx.field(static=True)
+    kernel_size: int = eqx.field(static=True)
+    n_solver_steps: int = eqx.field(static=True)
+    alpha: float = eqx.field(static=True)
+    obs_weight: float = eqx.field(static=True)
+    prior_weight: float = eqx.field(static=True)
+    padding: str = eqx.field(static=True)
+
+    ndim: ClassVar[int]
+
+    def _build(self, state_shape, n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
+               obs_weight, prior_weight, padding, solver_adjoint, key, dtype, prior_cls, grad_mod_cls):
+        native = to_native_adjoint(solver_adjoint)
+        # The config validates every field with the shared error words.
+        pk.FourDVarNetConfig(
+            state_shape=tuple(state_shape), n_time=n_time, hidden_dim=hidden_dim, prior_hidden_dim=prior_hidden_dim,
+            kernel_size=kernel_size, n_solver_steps=n_solver_steps, alpha=alpha, obs_weight=obs_weight,
+            prior_weight=prior_weight, padding=padding, solver_adjoint=to_spec(native),
+        )
+        pkey, gkey = jr.split(key)
+        self.prior = prior_cls(n_time, prior_hidden_dim, kernel_size, padding, key=pkey, dtype=dtype)
+        self.grad_mod = grad_mod_cls(n_time, hidden_dim, kernel_size, padding, key=gkey, dtype=dtype)
+        self.solver_adjoint = native
+        self.state_shape = tuple(state_shape)
+        self.n_time, self.hidden_dim, self.prior_hidden_dim = n_time, hidden_dim, prior_hidden_dim
+        self.kernel_size, self.n_solver_steps = kernel_size, n_solver_steps
+        self.alpha, self.obs_weight, self.prior_weight = float(alpha), float(obs_weight), float(prior_weight)
+        self.padding = padding
+
+    @property
+    def dtype(self) -> jnp.dtype:
+        return self.prior.conv_in.weight.dtype
+
+    @property
+    def config(self) -> pk.FourDVarNetConfig:
+        return pk.FourDVarNetConfig(
+            state_shape=self.state_shape, n_time=self.n_time, hidden_dim=self.hidden_dim,
+            prior_hidden_dim=self.prior_hidden_dim, kernel_size=self.kernel_size,
+            n_solver_steps=self.n_solver_steps, alpha=self.alpha, obs_weight=self.obs_weight,
+            prior_weight=self.prior_weight, padding=self.padding, solver_adjoint=to_spec(self.solver_adjoint),
+        )
+
+    def with_adjoint(self, spec: Any):
+        """This model, differentiated by ``spec`` (spec or native adjoint)."""
+        return eqx.tree_at(lambda m: m.solver_adjoint, self, to_native_adjoint(spec))
+
+    def __call__(self, batch: AbstractBatch, *, adjoint: Any = None) -> Float[Array, "batch time *space"]:
+        check_batch(self, batch)
+        native = self.solver_adjoint if adjoint is None else to_native_adjoint(adjoint)
+        return solve_4dvarnet_jit(self, batch, native)
+
+
+_DEFAULT_ADJOINT = pk.RecursiveCheckpointAdjoint()
+
+
+class FourDVarNet1D(AbstractFourDVarNet):
+    """4DVarNet on 1D states ``(B, T, N)`` (``N = state_dim``, ``T = n_time``)."""
+
+    ndim: ClassVar[int] = 1
+
+    def __init__(self, state_dim: int, n_time: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
+                 kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
+                 prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = _DEFAULT_ADJOINT, *,
+                 key: PRNGKeyArray, dtype: Any = None):
+        self._build((state_dim,), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
+                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, BilinAEPrior1D, ConvLSTMGradMod1D)
+
+
+class FourDVarNet2D(AbstractFourDVarNet):
+    """4DVarNet on 2D states ``(B, T, H, W)``."""
+
+    ndim: ClassVar[int] = 2
+
+    def __init__(self, n_time: int, height: int, width: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
+                 kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
+                 prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = _DEFAULT_ADJOINT, *,
+                 key: PRNGKeyArray, dtype: Any = None):
+        self._build((height, width), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
+                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, BilinAEPrior2D, ConvLSTMGradMod2D)
+
+
+def build_model(config: pk.FourDVarNetConfig, *, seed: int, dtype: Any = None) -> AbstractFourDVarNet:
+    """The model ``config`` describes, initialised from ``jax.random.PRNGKey(seed)``."""
+    common = dict(
+        hidden_dim=config.hidden_dim, prior_hidden_dim=config.prior_hidden_dim, kernel_size=config.kernel_size,
+        n_solver_steps=config.n_solver_steps, alpha=config.alpha, obs_weight=config.obs_weight,
+        prior_weight=config.prior_weight, padding=config.padding, solver_adjoint=config.solver_adjoint,
+        key=jr.PRNGKey(seed), dtype=dtype,
+    )
+    if config.ndim == 1:
+        return FourDVarNet1D(config.state_shape[0], config.n_time, **common)
+    return FourDVarNet2D(config.n_time, *config.state_shape, **common)

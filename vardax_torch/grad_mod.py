@@ -1,0 +1,110 @@
+"""The ConvLSTM gradient modulator (1D and 2D); its carry is an explicit `LSTMState` value.
+
+``grad_mod(g, x, (hidden, cell))``::
+
+    z       = concat([g, x, hidden], channel)          # 2T + H channels
+    i,f,g,o = split(gates_conv(z), H, channel)          # in this order
+    cell'   = sigmoid(f) * cell + sigmoid(i) * tanh(g)
+    hidden' = sigmoid(o) * tanh(cell')
+    update  = conv_out(hidden')
+
+No state is stored on the module between calls, so a recomputed step (checkpointing)
+reproduces the original exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .priors import Conv, conv
+
+__all__ = ["ConvLSTMGradMod1D", "ConvLSTMGradMod2D", "LSTMState1D", "LSTMState2D", "grad_mod_apply"]
+
+
+class LSTMState1D(NamedTuple):
+    """ConvLSTM carry on 1D states: ``hidden``, ``cell`` each ``(B, hidden_dim, N)``."""
+
+    hidden: Tensor
+    cell: Tensor
+
+
+class LSTMState2D(NamedTuple):
+    """ConvLSTM carry on 2D states: ``hidden``, ``cell`` each ``(B, hidden_dim, H, W)``."""
+
+    hidden: Tensor
+    cell: Tensor
+
+
+def grad_mod_apply(
+    params: Mapping[str, Tensor], grad: Tensor, state: Tensor, hidden: Tensor, cell: Tensor,
+    padding: str, prefix: str = "",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pure ConvLSTM step: returns ``(update, hidden', cell')`` (see module doc)."""
+    z = torch.cat([grad, state, hidden], dim=1)
+    gates = conv(z, params[f"{prefix}gates.weight"], params[f"{prefix}gates.bias"], padding)
+    i, f, g, o = gates.chunk(4, dim=1)
+    cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+    hidden = torch.sigmoid(o) * torch.tanh(cell)
+    update = conv(hidden, params[f"{prefix}conv_out.weight"], params[f"{prefix}conv_out.bias"], padding)
+    return update, hidden, cell
+
+
+class _ConvLSTMGradMod(nn.Module):
+    ndim: int
+    state_type: type
+
+    def __init__(
+        self, n_time: int, hidden_dim: int = 16, kernel_size: int = 3, padding: str = "zeros", *,
+        seed: int = 0, generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if padding not in ("zeros", "circular"):
+            raise ValueError(f"padding must be one of zeros, circular, got {padding!r}")
+        generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        dtype = dtype or torch.get_default_dtype()
+        self.gates = Conv(2 * n_time + hidden_dim, 4 * hidden_dim, kernel_size, self.ndim,
+                          generator=generator, dtype=dtype, padding=padding)
+        self.conv_out = Conv(hidden_dim, n_time, kernel_size, self.ndim, generator=generator, dtype=dtype,
+                             padding=padding)
+        self.n_time, self.hidden_dim, self.kernel_size, self.padding = n_time, hidden_dim, kernel_size, padding
+
+    def init_carry(self, state: Tensor):
+        """Zeros ``(B, hidden_dim, *S)`` for hidden and cell, in the state's dtype."""
+        shape = (state.shape[0], self.hidden_dim, *state.shape[2:])
+        zeros = torch.zeros(shape, dtype=state.dtype, device=state.device)
+        return self.state_type(zeros, zeros.clone())
+
+    def forward(self, grad: Tensor, state: Tensor, carry):
+        """``(update, carry')`` for ``grad`` and ``state`` of shape ``(B, T, *S)``."""
+        if grad.shape != state.shape:
+            raise ValueError(f"grad and state must have the same shape, got {tuple(grad.shape)} "
+                             f"and {tuple(state.shape)}")
+        if state.ndim != 2 + self.ndim or state.shape[1] != self.n_time:
+            raise ValueError(f"grad_mod expects a state (B, T={self.n_time}, ...) of rank {2 + self.ndim}, "
+                             f"got shape {tuple(state.shape)}")
+        hidden, cell = carry
+        expected = (state.shape[0], self.hidden_dim, *state.shape[2:])
+        if tuple(hidden.shape) != expected or tuple(cell.shape) != expected:
+            raise ValueError(f"carry must be two arrays of shape {expected}, got {tuple(hidden.shape)} "
+                             f"and {tuple(cell.shape)}")
+        update, hidden, cell = grad_mod_apply(dict(self.named_parameters()), grad, state, hidden, cell,
+                                              self.padding)
+        return update, self.state_type(hidden, cell)
+
+
+class ConvLSTMGradMod1D(_ConvLSTMGradMod):
+    """ConvLSTM gradient modulator on 1D states ``(B, T, N)`` (`pipekit_cycle.GradModulator`)."""
+
+    ndim = 1
+    state_type = LSTMState1D
+
+
+class ConvLSTMGradMod2D(_ConvLSTMGradMod):
+    """ConvLSTM gradient modulator on 2D states ``(B, T, H, W)`` (`pipekit_cycle.GradModulator`)."""
+
+    ndim = 2
+    state_type = LSTMState2D

@@ -1,0 +1,205 @@
+"""FourDVarNet models (``nn.Module``), batches, and conversions to and from numpy."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pipekit_cycle import FourDVarNetConfig
+from pipekit_cycle.adjoints import RecursiveCheckpointAdjoint as _CheckpointSpec
+from pipekit_cycle.validation import as_observations, check_batch_shapes, check_same_dtype
+
+from .adjoints import AbstractAdjoint, to_native_adjoint
+from .grad_mod import ConvLSTMGradMod1D, ConvLSTMGradMod2D
+from .priors import BilinAEPrior1D, BilinAEPrior2D
+from .solver import Statics, solve_4dvarnet
+
+__all__ = ["Batch1D", "Batch2D", "FourDVarNet1D", "FourDVarNet2D", "build_model", "make_batch", "to_numpy"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch1D:
+    """A batch of 1D windows: ``input`` y (zeros where unobserved), ``mask`` m (1 observed,
+    0 not), optional ``target``; each ``(B, T, N)``."""
+
+    input: Tensor
+    mask: Tensor
+    target: Tensor | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch2D:
+    """A batch of 2D windows: ``input``, ``mask``, optional ``target``; each ``(B, T, H, W)``."""
+
+    input: Tensor
+    mask: Tensor
+    target: Tensor | None = None
+
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _as_torch_dtype(dtype: Any) -> torch.dtype:
+    if dtype is None:
+        return torch.get_default_dtype()
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        return dtype
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in _DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    return _DTYPES[name]
+
+
+def make_batch(obs: Any, target: Any = None, dtype: Any = None) -> Batch1D | Batch2D:
+    """numpy observations (NaN where unobserved) -> `Batch1D` (3-D ``obs``) or `Batch2D` (4-D):
+    ``mask = isfinite(obs)``, ``input = nan_to_num(obs)``. ``dtype`` ``None`` is
+    ``torch.get_default_dtype()``; also ``"float32"``, ``"float64"``, numpy or torch dtypes."""
+    obs_array, target_array = as_observations(obs, target)
+    torch_dtype = _as_torch_dtype(dtype)
+    mask = np.isfinite(obs_array)
+    values = np.where(mask, obs_array, 0.0)
+    cls = Batch1D if obs_array.ndim == 3 else Batch2D
+    return cls(
+        input=torch.as_tensor(values).to(torch_dtype),
+        mask=torch.as_tensor(mask).to(torch_dtype),
+        target=None if target_array is None else torch.as_tensor(target_array).to(torch_dtype),
+    )
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """A tensor (or anything array-like) as a numpy array, detached and on the CPU."""
+    if isinstance(array, Tensor):
+        return array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+class FourDVarNet(nn.Module):
+    """Shared body of `FourDVarNet1D` / `FourDVarNet2D` (see those)."""
+
+    ndim: int
+
+    def __init__(
+        self, state_shape: tuple[int, ...], n_time: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
+        kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
+        prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = None, *,
+        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        solver_adjoint = to_native_adjoint(_CheckpointSpec() if solver_adjoint is None else solver_adjoint)
+        # Validates every field with the shared words (ValueError on a bad value).
+        FourDVarNetConfig(
+            state_shape=tuple(state_shape), n_time=n_time, hidden_dim=hidden_dim, prior_hidden_dim=prior_hidden_dim,
+            kernel_size=kernel_size, n_solver_steps=n_solver_steps, alpha=alpha, obs_weight=obs_weight,
+            prior_weight=prior_weight, padding=padding, solver_adjoint=solver_adjoint.to_spec(),  # type: ignore[arg-type]
+        )
+        torch_dtype = _as_torch_dtype(dtype)
+        generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        prior_cls, grad_mod_cls = (
+            (BilinAEPrior1D, ConvLSTMGradMod1D) if self.ndim == 1 else (BilinAEPrior2D, ConvLSTMGradMod2D)
+        )
+        self.prior = prior_cls(n_time, prior_hidden_dim, kernel_size, padding, generator=generator, dtype=torch_dtype)
+        self.grad_mod = grad_mod_cls(n_time, hidden_dim, kernel_size, padding, generator=generator, dtype=torch_dtype)
+        self.state_shape = tuple(state_shape)
+        self.n_time, self.hidden_dim, self.prior_hidden_dim = n_time, hidden_dim, prior_hidden_dim
+        self.kernel_size, self.n_solver_steps = kernel_size, n_solver_steps
+        self.statics = Statics(float(alpha), float(obs_weight), float(prior_weight), padding)
+        self.solver_adjoint: AbstractAdjoint = solver_adjoint
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype (float32 or float64)."""
+        return self.prior.conv_in.weight.dtype
+
+    @property
+    def config(self) -> FourDVarNetConfig:
+        """The `pipekit_cycle.FourDVarNetConfig` describing this model."""
+        st = self.statics
+        return FourDVarNetConfig(
+            state_shape=self.state_shape, n_time=self.n_time, hidden_dim=self.hidden_dim,
+            prior_hidden_dim=self.prior_hidden_dim, kernel_size=self.kernel_size,
+            n_solver_steps=self.n_solver_steps, alpha=st.alpha, obs_weight=st.obs_weight,
+            prior_weight=st.prior_weight, padding=st.padding,  # type: ignore[arg-type]
+            solver_adjoint=self.solver_adjoint.to_spec(),
+        )
+
+    def check_batch(self, batch: Any) -> None:
+        """``ValueError`` for shapes other than ``(B, T, *state_shape)``, ``TypeError`` for a
+        dtype other than the model's (words from `pipekit_cycle.validation`)."""
+        target = getattr(batch, "target", None)
+        check_batch_shapes(
+            tuple(batch.input.shape), tuple(batch.mask.shape), None if target is None else tuple(target.shape),
+            state_shape=self.state_shape, n_time=self.n_time,
+        )
+        check_same_dtype(str(batch.input.dtype), str(self.dtype))
+
+    def with_adjoint(self, spec: Any) -> FourDVarNet:
+        """A shallow copy sharing every parameter, differentiated by ``spec`` (spec or native)."""
+        clone = copy.copy(self)
+        clone.solver_adjoint = to_native_adjoint(spec)
+        return clone
+
+    def forward(self, batch: Any, *, adjoint: Any = None) -> Tensor:
+        """The inner solve: the reconstruction ``(B, T, *S)``; ``adjoint`` (spec or native)
+        overrides ``solver_adjoint`` for this call."""
+        return solve_4dvarnet(self, batch, adjoint)
+
+
+class FourDVarNet1D(FourDVarNet):
+    """4DVarNet on 1D states ``(B, T, N)``: a bilinear-AE prior ``phi``, a ConvLSTM gradient
+    modulator and ``n_solver_steps`` steps ``x <- x - alpha * grad_mod(dU/dx, x)`` on
+    ``U(x) = obs_weight * sum(m (x - y)^2) + prior_weight * sum((x - phi(x))^2)``, from
+    ``x_0 = m * y``. ``solver_adjoint`` (spec or native; default ``RecursiveCheckpointAdjoint()``)
+    says how the solve is differentiated; it is stored as the torch-native adjoint.
+    Parameters are drawn from ``generator`` (else ``torch.Generator().manual_seed(seed)``) in
+    ``dtype`` (``None``: ``torch.get_default_dtype()``)."""
+
+    ndim = 1
+
+    def __init__(
+        self, state_dim: int, n_time: int, hidden_dim: int = 16, prior_hidden_dim: int = 16, kernel_size: int = 3,
+        n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0, prior_weight: float = 1.0,
+        padding: str = "zeros", solver_adjoint: Any = None, *,
+        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None,
+    ) -> None:
+        super().__init__((state_dim,), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
+                         obs_weight, prior_weight, padding, solver_adjoint, seed=seed, generator=generator,
+                         dtype=dtype)
+
+
+class FourDVarNet2D(FourDVarNet):
+    """4DVarNet on 2D states ``(B, T, H, W)``; the same maths as `FourDVarNet1D`."""
+
+    ndim = 2
+
+    def __init__(
+        self, n_time: int, height: int, width: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
+        kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
+        prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = None, *,
+        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None,
+    ) -> None:
+        super().__init__((height, width), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
+                         obs_weight, prior_weight, padding, solver_adjoint, seed=seed, generator=generator,
+                         dtype=dtype)
+
+
+def build_model(
+    config: FourDVarNetConfig, *, seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None,
+) -> FourDVarNet1D | FourDVarNet2D:
+    """The model ``config`` describes (1D for ``state_shape=(N,)``, 2D for ``(H, W)``)."""
+    common = dict(
+        hidden_dim=config.hidden_dim, prior_hidden_dim=config.prior_hidden_dim, kernel_size=config.kernel_size,
+        n_solver_steps=config.n_solver_steps, alpha=config.alpha, obs_weight=config.obs_weight,
+        prior_weight=config.prior_weight, padding=config.padding, solver_adjoint=config.solver_adjoint,
+        seed=seed, generator=generator, dtype=dtype,
+    )
+    if config.ndim == 1:
+        return FourDVarNet1D(config.state_shape[0], config.n_time, **common)  # type: ignore[arg-type]
+    height, width = config.state_shape
+    return FourDVarNet2D(config.n_time, height, width, **common)  # type: ignore[arg-type]

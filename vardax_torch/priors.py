@@ -1,0 +1,109 @@
+"""The learned prior ``phi``: a bilinear convolutional autoencoder (1D and 2D), and the shared
+convolution helpers of the backend.
+
+Every module here is a thin ``nn.Module`` holding parameters; the maths lives in pure
+functions of an explicit parameter mapping (``prior_apply``, ``conv``) so that solver code can
+pass parameters explicitly (custom ``autograd.Function``s, detached warm-up copies).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["PRIOR_CONVS", "BilinAEPrior1D", "BilinAEPrior2D", "Conv", "conv", "prior_apply"]
+
+PRIOR_CONVS = ("conv_in", "conv_hidden", "bilin_1", "bilin_21", "bilin_22", "conv_out")
+
+
+def conv(x: Tensor, weight: Tensor, bias: Tensor, padding: str) -> Tensor:
+    """Stride-1 "same" cross-correlation; ``weight`` ``(out, in, *kernel)`` with odd kernel,
+    ``k // 2`` padding on every side of every spatial axis (``zeros`` or ``circular``)."""
+    nd = weight.ndim - 2
+    pad = weight.shape[-1] // 2
+    op = F.conv1d if nd == 1 else F.conv2d
+    if padding == "circular" and pad > 0:
+        return op(F.pad(x, (pad, pad) * nd, mode="circular"), weight, bias)
+    return op(x, weight, bias, padding=pad)
+
+
+class Conv(nn.Module):
+    """Parameters of one convolution: ``weight (out, in, *kernel)``, ``bias (out,)``.
+
+    Initialised like torch's ``nn.Conv*d`` (uniform in ``+-1/sqrt(fan_in)``), drawn in float64
+    from ``generator`` and cast, so the same seed gives the same values in every dtype."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, ndim: int, *,
+        generator: torch.Generator, dtype: torch.dtype, padding: str = "zeros",
+    ) -> None:
+        super().__init__()
+        shape = (out_channels, in_channels, *(kernel_size,) * ndim)
+        bound = 1.0 / math.sqrt(in_channels * kernel_size**ndim)
+
+        def draw(*size: int) -> Tensor:
+            u = torch.rand(size, generator=generator, dtype=torch.float64)
+            return ((2.0 * u - 1.0) * bound).to(dtype)
+
+        self.weight = nn.Parameter(draw(*shape))
+        self.bias = nn.Parameter(draw(out_channels))
+        self.padding = padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        return conv(x, self.weight, self.bias, self.padding)
+
+
+def prior_apply(params: Mapping[str, Tensor], x: Tensor, padding: str, prefix: str = "") -> Tensor:
+    """``phi(x) = conv_out(concat([bilin_1(h), bilin_21(h) * bilin_22(h)]))`` with
+    ``h = conv_hidden(relu(conv_in(x)))``; ``params`` keyed ``{prefix}{conv}.{weight,bias}``."""
+
+    def c(name: str, z: Tensor) -> Tensor:
+        return conv(z, params[f"{prefix}{name}.weight"], params[f"{prefix}{name}.bias"], padding)
+
+    h = c("conv_hidden", torch.relu(c("conv_in", x)))
+    return c("conv_out", torch.cat([c("bilin_1", h), c("bilin_21", h) * c("bilin_22", h)], dim=1))
+
+
+class _BilinAEPrior(nn.Module):
+    ndim: int
+
+    def __init__(
+        self, n_time: int, hidden_dim: int = 16, kernel_size: int = 3, padding: str = "zeros", *,
+        seed: int = 0, generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if padding not in ("zeros", "circular"):
+            raise ValueError(f"padding must be one of zeros, circular, got {padding!r}")
+        generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        dtype = dtype or torch.get_default_dtype()
+        t, p = n_time, hidden_dim
+        channels = {"conv_in": (t, p), "conv_hidden": (p, p), "bilin_1": (p, p),
+                    "bilin_21": (p, p), "bilin_22": (p, p), "conv_out": (2 * p, t)}
+        for name in PRIOR_CONVS:
+            c_in, c_out = channels[name]
+            setattr(self, name, Conv(c_in, c_out, kernel_size, self.ndim, generator=generator,
+                                     dtype=dtype, padding=padding))
+        self.n_time, self.hidden_dim, self.kernel_size, self.padding = n_time, hidden_dim, kernel_size, padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``phi(x)``, the same shape as ``x`` ``(B, T, *S)``."""
+        if x.ndim != 2 + self.ndim or x.shape[1] != self.n_time:
+            raise ValueError(f"prior expects a state (B, T={self.n_time}, ...) of rank {2 + self.ndim}, "
+                             f"got shape {tuple(x.shape)}")
+        return prior_apply(dict(self.named_parameters()), x, self.padding)
+
+
+class BilinAEPrior1D(_BilinAEPrior):
+    """Bilinear convolutional autoencoder prior on 1D states ``(B, T, N)`` (`pipekit_cycle.Prior`)."""
+
+    ndim = 1
+
+
+class BilinAEPrior2D(_BilinAEPrior):
+    """Bilinear convolutional autoencoder prior on 2D states ``(B, T, H, W)`` (`pipekit_cycle.Prior`)."""
+
+    ndim = 2
