@@ -9,7 +9,6 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
@@ -23,6 +22,9 @@ test: $(STAMP) lint
 
 demo: $(STAMP)
 	$(PY) -m pipekit_cycle
+	$(PY) -m pipekit_cycle.demo --out runs/demo
+	$(PY) -m conformance > runs/demo/conformance.txt; status=$$?; \
+	  echo "conformance (full table in runs/demo/conformance.txt):"; tail -n 1 runs/demo/conformance.txt; exit $$status
 
 clean:
 	rm -rf $(VENV)

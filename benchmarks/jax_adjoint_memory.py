@@ -1,10 +1,10 @@
 """Compiled temporary memory of one gradient of the 4DVarNet training loss, per inner-solve adjoint.
 
 ``jax.jit(grad).lower(...).compile().memory_analysis().temp_size_in_bytes`` (compile only; nothing
-runs), at K = 8 and K = 64 solver steps for unrolled backprop, the checkpointed loop and
+runs), 1D sizes in float64, at K = 8 and K = 64 solver steps for unrolled backprop, the checkpointed loop and
 KStepAdjoint(k=1), and at fixed-point max_steps 50 and 400 for ImplicitAdjoint.
 
-    python benchmarks/jax_adjoint_memory.py [--batch 4 --n-time 8 --state-dim 64 --hidden 8]
+    python -m benchmarks.jax_adjoint_memory [--batch 4 --n-time 8 --state-dim 64 --hidden 8]
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Peak memory and time of one vardax_torch train step per inner-solve adjoint, K = 8 vs K = 64.
 
+1D sizes, float64, one thread: the quick per-backend check; ``python -m benchmarks`` is the
+full side-by-side benchmark (2D, both backends and the reference). The measurement helpers
+live in `benchmarks._measure`.
+
 Every configuration runs in its own subprocess (``--worker``), so peak RSS is not polluted by
 earlier runs. Two memory figures per configuration:
 
@@ -26,13 +30,13 @@ Configurations: ``unrolled`` (plain backprop through K steps, the reference),
 (KStepAdjoint(1)), ``implicit`` (ImplicitAdjoint with rtol = atol = 0, so the fixed-point
 iteration runs exactly K = max_steps iterations; the ConvergenceWarning is expected and muted).
 
-Usage: ``python benchmarks/torch_adjoint_memory.py [--n 256] [--batch 4] [--time 8] [--hidden 16]``.
+Usage (from the repository root):
+``python -m benchmarks.torch_adjoint_memory [--n 256] [--batch 4] [--time 8] [--hidden 16]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import resource
@@ -41,43 +45,12 @@ import sys
 import time
 import warnings
 
+from benchmarks._measure import profiler_peak_bytes as _profiler_peak_bytes
+from benchmarks._measure import reset_peak_rss as _reset_peak_rss
+from benchmarks._measure import status_kib as _status_kib
+
+_SELF = (sys.executable, "-m", "benchmarks.torch_adjoint_memory")
 CONFIGS = ("unrolled", "checkpoint", "kstep1", "implicit")
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    """Return freed heap pages to the OS (glibc ``malloc_trim``), so the step's allocations show
-    up as new RSS instead of reusing cached pages, then reset the kernel's peak-RSS mark
-    (VmHWM) to the current RSS (Linux >= 4.0)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _profiler_peak_bytes(prof) -> int:
-    """Peak of the running sum of allocations minus frees. An op's allocations are its SELF
-    memory (``cpu_memory_usage`` is inclusive of child ops); frees are ``[memory]`` events."""
-    events = [e for e in prof.events() if e.self_cpu_memory_usage != 0]
-    events.sort(key=lambda e: e.time_range.start)
-    current = peak = 0
-    for event in events:
-        current += event.self_cpu_memory_usage
-        peak = max(peak, current)
-    return peak
 
 
 def worker(config: str, n_steps: int, args: argparse.Namespace) -> dict:
@@ -203,7 +176,7 @@ def main() -> None:
     results = {}
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for config, k in jobs:
-        out = subprocess.run([sys.executable, __file__, "--worker", config, str(k), *passthrough],
+        out = subprocess.run([*_SELF, "--worker", config, str(k), *passthrough],
                              capture_output=True, text=True, check=True, env=env)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         results[(config, k)] = row
@@ -222,7 +195,7 @@ def main() -> None:
     if ("unrolled", k) in results and ("kstep1", k) in results:
         ratio = results[("kstep1", k)]["time_s"] / results[("unrolled", k)]["time_s"]
         print(f"train step time at K={k}: KStepAdjoint(1) / unrolled = {ratio:.3f} (separate processes)")
-    out = subprocess.run([sys.executable, __file__, "--worker", "timing", str(k), *passthrough],
+    out = subprocess.run([*_SELF, "--worker", "timing", str(k), *passthrough],
                          capture_output=True, text=True, check=True, env=env)
     row = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"train step time at K={k}: KStepAdjoint(1) {row['kstep1'] * 1e3:.1f} ms / unrolled "

@@ -36,10 +36,19 @@ _DIMENSION_NUMBERS = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW")}
 
 
 def default_dtype(dtype=None) -> jnp.dtype:
-    """``dtype`` as a numpy dtype; ``None`` follows ``jax_enable_x64`` (float64 on, float32 off)."""
+    """``dtype`` as a numpy dtype; ``None`` follows ``jax_enable_x64`` (float64 on, float32 off).
+
+    An explicit 64-bit dtype with ``jax_enable_x64`` off raises ``TypeError``: JAX would
+    silently make float32 arrays, and a later dtype mismatch would be harder to trace.
+    """
     if dtype is None:
         return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
-    return jnp.dtype(dtype)
+    resolved = jnp.dtype(str(dtype).removeprefix("torch.")) if not isinstance(dtype, type) else jnp.dtype(dtype)
+    if jax.dtypes.canonicalize_dtype(resolved) != resolved:
+        raise TypeError(
+            f"dtype {resolved} needs jax_enable_x64 (jax.config.update('jax_enable_x64', True)); it is off"
+        )
+    return resolved
 
 
 class Conv(eqx.Module):

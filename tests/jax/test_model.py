@@ -148,3 +148,13 @@ def test_bad_inputs_raise_the_shared_errors(model, batch):
     kind, text = _message(validation.require_target, None, "train_loss_fn")
     with pytest.raises(ValueError, match=re.escape(text)):
         vd.train_loss_fn(model, vd.make_batch(obs))
+
+
+def test_float64_without_x64_is_a_clear_type_error():
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(TypeError, match="needs jax_enable_x64"):
+            vd.make_batch(np.zeros((1, 2, 3)), dtype="float64")
+        assert vd.make_batch(np.zeros((1, 2, 3))).input.dtype == np.float32
+    finally:
+        jax.config.update("jax_enable_x64", True)
