@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -32,7 +31,7 @@ import numpy as np
 
 from .adjoints import parse_adjoint
 from .config import FourDVarNetConfig, OptimizerConfig
-from .params import load_params, save_params
+from .params import atomic_write, load_params, save_params
 from .problems import Problem, lorenz63, lorenz96
 
 __all__ = ["ExperimentConfig", "build_parser", "linear_interpolation", "main", "rmse", "run_experiment"]
@@ -122,23 +121,10 @@ def linear_interpolation(obs: np.ndarray) -> np.ndarray:
     return filled
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save
 
-    _atomic_write(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+    atomic_write(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -238,7 +224,7 @@ def _figures(out: Path, truth: np.ndarray, obs: np.ndarray, estimate: np.ndarray
 def _checkpoint(out: Path, backend: ModuleType, model: Any, opt_state: Any, state: dict[str, Any]) -> None:
     save_params(out / "checkpoint.safetensors", backend.export_params(model), model.config)
     _save_arrays(out / "optimizer.safetensors", backend.export_optimizer_state(opt_state))
-    _atomic_write(out / "state.json", json.dumps(state, indent=1).encode())
+    atomic_write(out / "state.json", json.dumps(state, indent=1).encode())
 
 
 def run_experiment(
@@ -307,7 +293,7 @@ def run_experiment(
         "final_train_loss": losses[-1] if losses else None,
     }
     metrics["figures"] = _figures(out_dir, test.truth[0], test.obs[0], estimate[0], losses)
-    _atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=1).encode())
+    atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=1).encode())
     return metrics
 
 

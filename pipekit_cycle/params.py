@@ -96,11 +96,17 @@ def save_params(
     arrays = validate_params(params, config)
     metadata = {CONFIG_METADATA_KEY: config.to_json()} if config is not None else None
     payload = save({name: np.ascontiguousarray(a) for name, a in arrays.items()}, metadata=metadata)
+    atomic_write(path, payload)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over
+    ``path``: readers see the old file or the new one, never a half-written one."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)

@@ -383,15 +383,15 @@ class DiffraxForwardModel(eqx.Module):
             solver = diffrax.Dopri5()
             controller = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
             max_steps = self.max_steps
-        if trajectory:
-            saveat = diffrax.SaveAt(ts=jnp.arange(n_steps + 1, dtype=state.dtype) * dt)
-        else:
-            saveat = diffrax.SaveAt(t1=True)
+        # t1 is the last save time itself: n_steps * dt computed another way can round below
+        # arange(...)[-1] * dt (dt = 0.05, n = 9) and diffrax rejects a save time past t1.
+        times = jnp.arange(n_steps + 1, dtype=state.dtype) * dt
+        saveat = diffrax.SaveAt(ts=times) if trajectory else diffrax.SaveAt(t1=True)
         solution = diffrax.diffeqsolve(
             _TERM,
             solver,
             t0=0.0,
-            t1=n_steps * dt,
+            t1=times[-1],
             dt0=h,
             y0=state,
             args=self.vector_field,

@@ -141,3 +141,13 @@ def parameter_leaves(model) -> list:
     if isinstance(model, torch.nn.Module):
         return list(model.vector_field.parameters())
     return jax.tree_util.tree_leaves(model.vector_field)
+
+
+def test_rollout_with_a_step_that_rounds_badly():
+    """n_steps * dt and arange(n_steps + 1)[-1] * dt differ in the last bit for dt = 0.05, n = 9:
+    the save times must still lie inside the integration interval."""
+    x0 = np.linspace(-1.0, 1.0, 3) + np.array([0.0, 1.0, 20.0])
+    jax_path = jd.rollout_numpy("lorenz63", x0, 9, 0.05)
+    torch_path = td.rollout_numpy("lorenz63", x0, 9, 0.05)
+    assert jax_path.shape == (10, 3)
+    np.testing.assert_allclose(jax_path, torch_path, rtol=1e-12)
