@@ -69,6 +69,8 @@ def run_job(backend: str, adjoint: str, k: int, args: argparse.Namespace) -> dic
     """One configuration in a fresh ``python -m benchmarks.worker`` process."""
     command = [sys.executable, "-m", "benchmarks.worker", "--backend", backend, "--adjoint", adjoint, "--k", str(k),
                "--repeats", str(args.repeats), "--device", args.device, "--threads", str(args.threads)]
+    if backend == "vardax_jax" and args.jax_compile_only:
+        command.append("--compile-only")
     env = dict(os.environ)
     if backend == "vardax_jax" and args.xla_flags is not None:
         env["XLA_FLAGS"] = args.xla_flags
@@ -83,8 +85,9 @@ def run_job(backend: str, adjoint: str, k: int, args: argparse.Namespace) -> dic
         row["process_s"] = time.perf_counter() - start
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode or not lines:
-        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
-        row["error"] = f"exit {out.returncode}: " + " | ".join(tail)
+        text = (out.stderr or out.stdout).strip().splitlines()
+        causes = [line.strip() for line in text if "Error" in line and "equinox.filter_jit" not in line]
+        row["error"] = f"exit {out.returncode}: " + " | ".join((causes or text)[-3:])
         return row
     row.update(json.loads(lines[-1]))
     return row
@@ -118,6 +121,11 @@ def table(rows: list[dict[str, Any]]) -> str:
                          "| | | | | | | | |")
             continue
         ref = _find(rows, "reference", "unrolled", row["K"])
+        if row.get("time_s") is None:  # compile-only (JAX): memory of the compiled step, nothing ran
+            alloc_ratio = _ratio(row["alloc_mib"], ref["alloc_mib"]) if ref else None
+            lines.append(f"| {row['backend']} | {row['adjoint']} | {row['K']} | (compile only) | - | - | - | "
+                         f"{_fmt(row['alloc_mib'], '.1f')} | {row['alloc_kind']} | - | {_fmt(alloc_ratio)} | - |")
+            continue
         time_ratio = _ratio(row["time_s"], ref["time_s"]) if ref else None
         alloc_ratio = _ratio(row["alloc_mib"], ref["alloc_mib"]) if ref else None
         rss_ratio = _ratio(max(row["rss_mib"], 1.0), max(ref["rss_mib"], 1.0)) if ref else None
@@ -134,7 +142,9 @@ def _mem_ratio(rows: list[dict[str, Any]], backend: str, adjoint: str, hi: int, 
     a, b = _find(rows, backend, adjoint, hi), _find(rows, backend, adjoint, lo)
     if a is None or b is None:
         return None, None
-    return _ratio(a["alloc_mib"], b["alloc_mib"]), _ratio(max(a["rss_mib"], 1.0), max(b["rss_mib"], 1.0))
+    rss = None if a["rss_mib"] is None or b["rss_mib"] is None else _ratio(max(a["rss_mib"], 1.0),
+                                                                           max(b["rss_mib"], 1.0))
+    return _ratio(a["alloc_mib"], b["alloc_mib"]), rss
 
 
 def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -150,7 +160,7 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     for backend in backends:
         fast, slow = _find(rows, backend, "truncated:1", 16), _find(rows, backend, "unrolled", 16)
-        ratio = _ratio(fast["time_s"], slow["time_s"]) if fast and slow else None
+        ratio = _ratio(fast["time_s"], slow["time_s"]) if fast and slow and fast["time_s"] else None
         out.append({"target": "truncated:1 step time / unrolled at K=16", "backend": backend, "ratio": ratio,
                     "threshold": 0.45, "verdict": verdict(ratio, 0.45), "detail": ""})
         for adjoint, threshold in (("checkpoint", 3.0), ("implicit", 1.3), ("truncated:1", 1.3)):
@@ -166,7 +176,7 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for backend in backends:
         for k in ks:
             mine, ref = _find(rows, backend, "checkpoint", k), _find(rows, "reference", "unrolled", k)
-            if mine is None or ref is None:
+            if mine is None or ref is None or mine.get("time_s") is None:
                 continue
             ratio = _ratio(mine["time_s"], ref["time_s"])
             is_torch = backend == "vardax_torch"
@@ -186,13 +196,30 @@ def targets_markdown(items: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _loads(values: list[float] | None) -> str:
+    return "-" if not values else "/".join(f"{v:.1f}" for v in values)
+
+
 def machine_markdown(info: dict[str, Any]) -> str:
     """The machine block of the report."""
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
     return (f"Machine: {info['cpu']}, {info['logical_cores']} logical cores, {info['memory_gib']} GiB; "
-            f"load average before {info['load_average']}, after {info.get('load_average_after')}; "
+            f"load average (1, 5, 15 min) before {_loads(info['load_average'])}, after "
+            f"{_loads(info.get('load_average_after'))}; "
             f"{info['platform']}; Python {info['python']}; {versions}; commit {info['git_commit']}; "
             f"XLA_FLAGS={info.get('xla_flags_jax')!r}; device {info.get('device')}.")
+
+
+def render(paths: list[Path]) -> int:
+    """Print the machine lines, the merged table and the targets of result JSON files."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        info = data["machine"]
+        print(f"{path.name}: {machine_markdown(info)}\n")
+        rows.extend(data["rows"])
+    print(table(rows) + "\n\n## Targets\n\n" + targets_markdown(targets(rows)))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,13 +235,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration subprocess")
     parser.add_argument("--xla-flags", default=None, help="XLA_FLAGS for the JAX workers (default: inherited)")
+    parser.add_argument("--jax-compile-only", action="store_true",
+                        help="vardax_jax rows: compiled temp memory only (no run, no time)")
     parser.add_argument("--label", default="", help="a tag added to the result file names")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--install-reference", action="store_true",
                         help="pip-install ocean4dvarnet 1.0.6 (--no-deps) and its models' imports, then exit")
+    parser.add_argument("--render", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="print the table and targets of earlier result files (merged; partial runs too)")
     args = parser.parse_args(argv)
     if args.install_reference:
         return install_reference()
+    if args.render:
+        return render(args.render)
     args.ks = args.ks or list(QUICK_KS if args.quick else FULL_KS)
     args.repeats = args.repeats or (2 if args.quick else 5)
     if args.device == "cuda":
@@ -239,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         if "error" in row:
             print(f"[{i}/{len(jobs)}] {backend} {adjoint} K={k}: {row['error']}", flush=True)
+        elif row.get("time_s") is None:
+            print(f"[{i}/{len(jobs)}] {backend} {adjoint} K={k}: compiled, {row['alloc_kind']} "
+                  f"{_fmt(row['alloc_mib'], '.1f')} MiB [{row['process_s']:.0f} s]", flush=True)
         else:
             print(f"[{i}/{len(jobs)}] {backend} {adjoint} K={k}: step {row['time_s'] * 1e3:.0f} ms "
                   f"(min {row['time_min_s'] * 1e3:.0f}), RSS +{row['rss_mib']:.1f} MiB "

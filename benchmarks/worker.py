@@ -112,8 +112,9 @@ def _peak_rss(step: Callable[[], None]) -> tuple[float, float]:
     return max(peak - before, 0) / 1024, peak / 1024
 
 
-def run_jax(adjoint: str, k: int, repeats: int, device: str) -> dict[str, Any]:
-    """A ``vardax_jax`` configuration (default JAX backend; ``device`` only checked)."""
+def run_jax(adjoint: str, k: int, repeats: int, device: str, compile_only: bool = False) -> dict[str, Any]:
+    """A ``vardax_jax`` configuration (default JAX backend; ``device`` only checked).
+    ``compile_only``: lower and compile the step, report XLA's temp memory, run nothing."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -156,6 +157,11 @@ def run_jax(adjoint: str, k: int, repeats: int, device: str) -> dict[str, Any]:
     analysis = compiled.compiled.memory_analysis()
     temp_bytes = int(analysis.temp_size_in_bytes) if analysis is not None else None
     state = {"model": model, "opt": opt_state, "loss": math.nan}
+    if compile_only:
+        return {"rss_mib": None, "rss_abs_mib": None, "alloc_mib": None if temp_bytes is None else temp_bytes / 2**20,
+                "alloc_kind": "xla_temp_size", "xla_temp_mib": None if temp_bytes is None else temp_bytes / 2**20,
+                "times_s": [], "compile_s": compile_s, "loss": math.nan, "device": str(jax.devices()[0]),
+                "platform": platform, "compile_only": True}
 
     def step() -> None:
         new_model, new_opt, loss, finite = compiled(state["model"], batch, state["opt"])
@@ -317,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--compile-only", action="store_true", help="vardax_jax: XLA temp memory only, no run")
     args = parser.parse_args(argv)
     if args.backend != "vardax_jax":
         import torch
@@ -333,14 +340,15 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
     start = time.perf_counter()
     if args.backend == "vardax_jax":
-        row = run_jax(args.adjoint, args.k, args.repeats, args.device)
+        row = run_jax(args.adjoint, args.k, args.repeats, args.device, compile_only=args.compile_only)
     elif args.backend == "vardax_torch":
         row = run_torch(args.adjoint, args.k, args.repeats, args.device)
     else:
         row = run_reference(args.k, args.repeats, args.device)
     row.update(backend=args.backend, adjoint=args.adjoint if args.backend != "reference" else "unrolled",
-               K=args.k, repeats=args.repeats, time_s=statistics.median(row["times_s"]),
-               time_min_s=min(row["times_s"]), wall_s=time.perf_counter() - start)
+               K=args.k, repeats=args.repeats, wall_s=time.perf_counter() - start,
+               time_s=statistics.median(row["times_s"]) if row["times_s"] else None,
+               time_min_s=min(row["times_s"]) if row["times_s"] else None)
     print(json.dumps(row), flush=True)
 
 

@@ -22,7 +22,7 @@ ROWS = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipekit_cycle.demo", description=__doc__)
     parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backends", default=",".join(available_backends()))
     args = parser.parse_args(argv)
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
         print("no backend installed: pip install 'pipekit-cycle[all]'", file=sys.stderr)
         return 1
-    config = ExperimentConfig(system="l96", steps=args.steps, seed=args.seed)
+    config = ExperimentConfig(system="l96", steps=args.steps, seed=args.seed, train_windows=512, test_windows=64)
     metrics = {}
     for name in names:
         print(f"== training on Lorenz-96 with {name} ({config.steps} steps, adjoint {config.adjoint}) ==")
