@@ -1,20 +1,30 @@
-"""Input checks shared by the backends, so both raise the same exception with the same words.
+"""Input checks shared by the backends, so both raise the same exception with the same words
+(the learned inner solve and the dynamics layer).
 
 Each check takes plain shapes and dtype names (``str(array.dtype)``), never a backend array.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "DYNAMICS_MESSAGES",
+    "SOLVERS",
+    "SYSTEMS",
     "as_observations",
     "check_batch_shapes",
+    "check_count",
     "check_float_dtype",
     "check_same_dtype",
+    "check_state_shape",
+    "check_tolerance",
     "dims_text",
+    "dynamics_message",
     "require_target",
 ]
 
@@ -91,3 +101,51 @@ def require_target(target: object | None, where: str) -> None:
     """``ValueError`` if a loss that needs the truth gets a batch without ``target``."""
     if target is None:
         raise ValueError(f"{where} needs batch.target (make_batch(obs, target=truth)); got target=None")
+
+
+# --- the dynamics layer (vardax_*/dynamics.py): every user-facing error, word for word -------
+
+SOLVERS = ("rk4", "dopri5")
+SYSTEMS = ("lorenz63", "lorenz96", "linear")
+DYNAMICS_MESSAGES = {
+    "state_shape": "{name} must have shape {expected} with the state dimension N={n} last, got shape {shape}",
+    "dt": "dt must be a finite number > 0, got {dt!r}",
+    "n_steps": "n_steps must be an int >= 0, got {value!r}",
+    "substeps": "substeps must be an int >= 1, got {value!r}",
+    "max_steps": "max_steps must be an int >= 1, got {value!r}",
+    "solver": "solver must be one of 'rk4', 'dopri5', got {value!r}",
+    "tolerance": "{name} must be a finite number > 0, got {value!r}",
+    "system": "system must be one of 'lorenz63', 'lorenz96', 'linear', got {value!r}",
+    "parameters": "parameters for {system!r} must be a subset of {allowed}, got {given}",
+    "matrix": "a linear vector field needs a square matrix (N, N), got shape {shape}",
+    "background_cov": (
+        "background_cov must be variances (N={n},) > 0 or a symmetric positive definite (N, N) matrix, got {what}"
+    ),
+    "obs_var": "obs_var must be a variance > 0, scalar or (N={n},), got {what}",
+    "obs_time": "obs must have n_steps + 1 = {expected} times on axis -2, got {got}",
+}
+
+
+def dynamics_message(key: str, **fields: Any) -> str:
+    """The message ``DYNAMICS_MESSAGES[key]`` filled with ``fields``."""
+    return DYNAMICS_MESSAGES[key].format(**fields)
+
+
+def check_count(key: str, value: Any, minimum: int) -> int:
+    """``value`` as an int if it is an int >= ``minimum``, else ``ValueError`` (message ``key``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(dynamics_message(key, value=value))
+    return int(value)
+
+
+def check_tolerance(name: str, value: Any) -> float:
+    """``value`` as a float if it is finite and > 0, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(dynamics_message("tolerance", name=name, value=value))
+    return float(value)
+
+
+def check_state_shape(name: str, shape: tuple[int, ...], n: int, expected: str = "(..., N)") -> None:
+    """``ValueError`` unless ``shape`` ends with the state dimension ``n``."""
+    if len(shape) < 1 or shape[-1] != n:
+        raise ValueError(dynamics_message("state_shape", name=name, expected=expected, n=n, shape=tuple(shape)))

@@ -23,7 +23,7 @@ Conventions shared with ``vardax_torch.dynamics`` (same names, same numbers):
   fourth-order RK method has the same stability polynomial, so on a linear ODE it equals the
   classical RK4 of `pipekit_cycle.problems.rk4_step` to rounding; on a nonlinear one they
   differ by O(dt^5) per step.) ``solver="dopri5"`` is adaptive with ``rtol``/``atol``.
-* error messages are the ``_MESSAGES`` below, word for word in both backends.
+* error messages are ``pipekit_cycle.validation.DYNAMICS_MESSAGES``, shared by both backends.
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ from jaxtyping import Array, ArrayLike
 from pipekit_cycle import ConvergenceWarning, check_layer
 from pipekit_cycle import adjoints as specs
 from pipekit_cycle.problems import L63_BETA, L63_RHO, L63_SIGMA, L96_FORCING
+from pipekit_cycle.validation import SOLVERS
+from pipekit_cycle.validation import check_count as _check_count
+from pipekit_cycle.validation import check_state_shape as _check_state
+from pipekit_cycle.validation import check_tolerance as _check_tolerance
+from pipekit_cycle.validation import dynamics_message as _message
 
 __all__ = [
     "DiffraxForwardModel",
@@ -63,34 +68,8 @@ __all__ = [
 ]
 
 SolverName = Literal["rk4", "dopri5"]
-SOLVERS: Final = ("rk4", "dopri5")
-SYSTEMS: Final = ("lorenz63", "lorenz96", "linear")
 DEFAULT_RTOL: Final = 1e-6
 DEFAULT_ATOL: Final = 1e-8
-
-# Every user-facing error of this module, word for word the same in vardax_torch/dynamics.py:
-# the conformance suite compares exception types AND messages across backends.
-_MESSAGES: Final = {
-    "state_shape": "{name} must have shape {expected} with the state dimension N={n} last, got shape {shape}",
-    "dt": "dt must be a finite number > 0, got {dt!r}",
-    "n_steps": "n_steps must be an int >= 0, got {value!r}",
-    "substeps": "substeps must be an int >= 1, got {value!r}",
-    "max_steps": "max_steps must be an int >= 1, got {value!r}",
-    "solver": "solver must be one of 'rk4', 'dopri5', got {value!r}",
-    "tolerance": "{name} must be a finite number > 0, got {value!r}",
-    "system": "system must be one of 'lorenz63', 'lorenz96', 'linear', got {value!r}",
-    "parameters": "parameters for {system!r} must be a subset of {allowed}, got {given}",
-    "matrix": "a linear vector field needs a square matrix (N, N), got shape {shape}",
-    "background_cov": (
-        "background_cov must be variances (N={n},) > 0 or a symmetric positive definite (N, N) matrix, got {what}"
-    ),
-    "obs_var": "obs_var must be a variance > 0, scalar or (N={n},), got {what}",
-    "obs_time": "obs must have n_steps + 1 = {expected} times on axis -2, got {got}",
-}
-
-
-def _message(key: str, **fields: Any) -> str:
-    return _MESSAGES[key].format(**fields)
 
 
 def _default_float() -> Any:
@@ -109,23 +88,6 @@ def _check_dt(dt: Any) -> Any:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(_message("dt", dt=value))
     return value
-
-
-def _check_count(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(_message(key, value=value))
-    return int(value)
-
-
-def _check_tolerance(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(_message("tolerance", name=name, value=value))
-    return float(value)
-
-
-def _check_state(name: str, shape: tuple[int, ...], n: int, expected: str = "(..., N)") -> None:
-    if len(shape) < 1 or shape[-1] != n:
-        raise ValueError(_message("state_shape", name=name, expected=expected, n=n, shape=tuple(shape)))
 
 
 # --------------------------------------------------------------------------------------------
