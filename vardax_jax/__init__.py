@@ -3,6 +3,7 @@ their adjoints on optimistix/lineax). See DESIGN section 3 and docs/backend-cont
 
 from . import adjoints, amortized, calibration, checkpoint, dynamics, grad_mod, model, params, priors, solver, training
 from .adjoints import (
+    AbstractAdjoint,
     FixedPointNeumann,
     ImplicitAdjoint,
     KStepAdjoint,
@@ -58,6 +59,7 @@ from .solver import (
 from .training import eval_step, loss_and_grads, make_optimizer, reconstruction_loss, train_loss_fn, train_step
 
 __all__ = [
+    "AbstractAdjoint",
     "AffineCoupling",
     "AmortizedPosterior",
     "Batch1D",

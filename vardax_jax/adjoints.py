@@ -25,6 +25,7 @@ import pipekit_cycle as pk
 from pipekit_cycle.adjoints import DYNAMICS, LINEAR_SOLVERS
 
 __all__ = [
+    "AbstractAdjoint",
     "FixedPointNeumann",
     "ImplicitAdjoint",
     "KStepAdjoint",
@@ -37,6 +38,7 @@ __all__ = [
     "to_spec",
 ]
 
+AbstractAdjoint = optx.AbstractAdjoint
 RecursiveCheckpointAdjoint = optx.RecursiveCheckpointAdjoint
 DEFAULT_MAX_STEPS = 1000
 

@@ -55,6 +55,8 @@ from .solver import (
     solve_4dvarnet,
     solve_4dvarnet_1d_fixedpoint,
     solve_4dvarnet_2d_fixedpoint,
+    solve_4dvarnet_checkpointed,
+    solve_4dvarnet_kstep,
     solve_4dvarnet_unrolled,
     variational_cost,
 )
@@ -123,6 +125,8 @@ __all__ = [
     "solve_4dvarnet",
     "solve_4dvarnet_1d_fixedpoint",
     "solve_4dvarnet_2d_fixedpoint",
+    "solve_4dvarnet_checkpointed",
+    "solve_4dvarnet_kstep",
     "solve_4dvarnet_unrolled",
     "solver",
     "strong_4dvar_numpy",

@@ -54,6 +54,8 @@ __all__ = [
     "solve_4dvarnet",
     "solve_4dvarnet_1d_fixedpoint",
     "solve_4dvarnet_2d_fixedpoint",
+    "solve_4dvarnet_checkpointed",
+    "solve_4dvarnet_kstep",
     "solve_4dvarnet_unrolled",
     "variational_cost",
 ]
@@ -216,6 +218,18 @@ def solve_4dvarnet(model: FourDVarNet, batch: Any, adjoint: Any = None) -> Tenso
         leaf = RecursiveCheckpointAdjoint.leaf_steps if adjoint.checkpoints is None else None
         return run_checkpointed(params, st, x, h, c, y, m, n_steps, adjoint.n_segments(n_steps), leaf)[0]
     raise TypeError(f"no inner-solve loop for the adjoint {adjoint!r}")
+
+
+def solve_4dvarnet_checkpointed(model: FourDVarNet, batch: Any, checkpoints: int | None = None) -> Tensor:
+    """``K`` steps recomputed from stored boundary states: exact gradient, memory sublinear in
+    ``K`` (``checkpoints``: see `RecursiveCheckpointAdjoint`)."""
+    return solve_4dvarnet(model, batch, RecursiveCheckpointAdjoint(checkpoints))
+
+
+def solve_4dvarnet_kstep(model: FourDVarNet, batch: Any, k: int) -> Tensor:
+    """``max(K - k, 0)`` graph-free warm-up steps (state AND carry cut), then ``min(k, K)`` live
+    steps."""
+    return solve_4dvarnet(model, batch, KStepAdjoint(k))
 
 
 # ----------------------------------------------------------------------------- fixed point
