@@ -5,7 +5,13 @@ import vardax_torch
 
 BACKEND_NAMED = {
     "vardax_jax": {"DiffraxForwardModel", "FixedPointNeumann", "ThreeEighthsRK4", "to_optimistix_adjoint"},
-    "vardax_torch": {"BacksolveOdeint", "CheckpointedOdeint", "DirectOdeint", "TorchDiffEqForwardModel", "to_torch_adjoint"},
+    "vardax_torch": {
+        "BacksolveOdeint",
+        "CheckpointedOdeint",
+        "DirectOdeint",
+        "TorchDiffEqForwardModel",
+        "to_torch_adjoint",
+    },
 }
 MODULES = ("adjoints", "grad_mod", "priors", "solver", "model", "training", "amortized", "dynamics", "params")
 
