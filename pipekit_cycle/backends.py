@@ -62,6 +62,10 @@ def load_backend(name: str) -> ModuleType:
         )
     try:
         return importlib.import_module(target)
-    except ImportError as error:
+    except ModuleNotFoundError as error:
+        # Only a missing third-party module means "not installed"; any other ImportError is a
+        # defect in the backend itself and propagates unchanged.
+        if error.name is None or error.name.split(".")[0] == target.split(".")[0]:
+            raise
         hint = f": pip install 'pipekit-cycle[{extra}]'" if extra else ""
-        raise BackendNotInstalledError(f"backend {name!r} failed to import ({error}){hint}") from error
+        raise BackendNotInstalledError(f"backend {name!r} needs {error.name!r}, which is missing{hint}") from error

@@ -49,3 +49,14 @@ def test_protocols_are_runtime_checkable():
     assert isinstance(Model(), protocols.ForwardModel)
     assert not isinstance(object(), protocols.GradModulator)
     assert isinstance(lambda x: x, protocols.Prior)
+
+
+def test_a_broken_backend_is_not_reported_as_missing(tmp_path, monkeypatch):
+    (tmp_path / "broken_backend_module.py").write_text("from pipekit_cycle.validation import NO_SUCH_NAME\n")
+    (tmp_path / "needs_missing_dep.py").write_text("import a_framework_that_is_not_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError, match="NO_SUCH_NAME") as info:
+        pipekit_cycle.load_backend("broken_backend_module")
+    assert not isinstance(info.value, pipekit_cycle.BackendNotInstalledError)
+    with pytest.raises(pipekit_cycle.BackendNotInstalledError, match="'a_framework_that_is_not_installed'"):
+        pipekit_cycle.load_backend("needs_missing_dep")
