@@ -81,11 +81,29 @@ def _clip(grads: list[Tensor], clip_norm: float | None) -> list[Tensor]:
     return [g * clip_norm / max(norm, clip_norm) for g in grads]
 
 
+def _is_current(optimizer: torch.optim.Optimizer, opt_state: dict) -> bool:
+    """Whether ``opt_state`` is a ``state_dict()`` of ``optimizer`` as it is now: the same
+    tensor objects (``state_dict()`` returns references, a fresh dict each call). Then loading
+    it would only copy every buffer again, on every step."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    saved = opt_state.get("state", {})
+    if len(saved) != len(optimizer.state) or len(opt_state.get("param_groups", ())) != len(optimizer.param_groups):
+        return False
+    for group, saved_group in zip(optimizer.param_groups, opt_state["param_groups"], strict=True):
+        if any(group[key] != value for key, value in saved_group.items() if key != "params"):
+            return False
+    for index, entry in saved.items():
+        live = optimizer.state.get(params[index]) if 0 <= index < len(params) else None
+        if live is None or entry.keys() != live.keys() or any(entry[key] is not live[key] for key in entry):
+            return False
+    return True
+
+
 def _train_step(
     model: FourDVarNet, batch: Any, optimizer: torch.optim.Optimizer, opt_state: dict,
     loss_fn: Callable[[FourDVarNet, Any], Tensor],
 ) -> tuple[FourDVarNet, dict, Tensor]:
-    if opt_state is not None and opt_state is not optimizer.state_dict():
+    if opt_state is not None and not _is_current(optimizer, opt_state):
         optimizer.load_state_dict(opt_state)
     params = list(model.parameters())
     with torch.enable_grad():
