@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .params import validate_params
+from .params import check_against_schema, validate_params
 
 __all__ = [
     "KINDS",
@@ -93,12 +93,5 @@ def amortized_schema(
 def validate_amortized_params(params: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Check ``params`` against ``amortized_schema(**config)`` (names, shapes, one float dtype)."""
     arrays = validate_params(params)
-    expected = amortized_schema(**config)
-    missing = sorted(set(expected) - set(arrays))
-    unexpected = sorted(set(arrays) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"parameter names do not match the schema: missing {missing}, unexpected {unexpected}")
-    for name, shape in expected.items():
-        if arrays[name].shape != shape:
-            raise ValueError(f"parameter {name!r} must have shape {shape}, got {arrays[name].shape}")
+    check_against_schema(arrays, amortized_schema(**config))
     return arrays

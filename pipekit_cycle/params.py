@@ -72,15 +72,19 @@ def validate_params(params: Mapping[str, np.ndarray], config: FourDVarNetConfig 
     if len(dtypes) > 1:
         raise TypeError(f"parameters must share one dtype, got {sorted(str(d) for d in dtypes)}")
     if config is not None:
-        expected = schema(config)
-        missing = sorted(set(expected) - set(arrays))
-        unexpected = sorted(set(arrays) - set(expected))
-        if missing or unexpected:
-            raise ValueError(f"parameter names do not match the schema: missing {missing}, unexpected {unexpected}")
-        for name, shape in expected.items():
-            if arrays[name].shape != shape:
-                raise ValueError(f"parameter {name!r} must have shape {shape}, got {arrays[name].shape}")
+        check_against_schema(arrays, schema(config))
     return arrays
+
+
+def check_against_schema(arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]]) -> None:
+    """``ValueError`` unless ``arrays`` has exactly the names of ``expected``, each of its shape."""
+    missing = sorted(set(expected) - set(arrays))
+    unexpected = sorted(set(arrays) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"parameter names do not match the schema: missing {missing}, unexpected {unexpected}")
+    for name, shape in expected.items():
+        if np.shape(arrays[name]) != tuple(shape):
+            raise ValueError(f"parameter {name!r} must have shape {shape}, got {np.shape(arrays[name])}")
 
 
 def save_params(
