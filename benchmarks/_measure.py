@@ -16,7 +16,7 @@ import subprocess
 import sys
 from typing import Any
 
-__all__ = ["machine_info", "profiler_peak_bytes", "reset_peak_rss", "status_kib"]
+__all__ = ["gpu_info", "machine_info", "profiler_peak_bytes", "reset_peak_rss", "status_kib"]
 
 
 def status_kib(field: str) -> int:
@@ -108,3 +108,13 @@ def machine_info() -> dict[str, Any]:
         "git_commit": _git_commit(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
+
+
+def gpu_info() -> str | None:
+    """``name, memory, driver`` of each GPU from ``nvidia-smi`` (``None`` without one)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return "; ".join(line.strip() for line in out.stdout.splitlines() if line.strip()) or None

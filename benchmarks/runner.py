@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._measure import machine_info
+from benchmarks._measure import gpu_info, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -207,7 +207,8 @@ def machine_markdown(info: dict[str, Any]) -> str:
             f"load average (1, 5, 15 min) before {_loads(info['load_average'])}, after "
             f"{_loads(info.get('load_average_after'))}; "
             f"{info['platform']}; Python {info['python']}; {versions}; commit {info['git_commit']}; "
-            f"XLA_FLAGS={info.get('xla_flags_jax')!r}; device {info.get('device')}.")
+            f"XLA_FLAGS={info.get('xla_flags_jax')!r}; device {info.get('device')}"
+            + (f" ({info['gpu']})." if info.get("gpu") else "."))
 
 
 def render(paths: list[Path]) -> int:
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     info["xla_flags_jax"] = args.xla_flags if args.xla_flags is not None else os.environ.get("XLA_FLAGS", "")
     info["device"] = args.device
+    info["gpu"] = gpu_info() if args.device == "cuda" else None
     info["argv"] = sys.argv[1:] if argv is None else argv
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + (f"-{args.label}" if args.label else "")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools as ft
+import warnings
 from typing import Any
 
 import equinox as eqx
@@ -23,6 +24,7 @@ import optimistix as optx
 
 import pipekit_cycle as pk
 from pipekit_cycle.adjoints import DYNAMICS, LINEAR_SOLVERS
+from pipekit_cycle.errors import ConvergenceWarning
 
 __all__ = [
     "AbstractAdjoint",
@@ -160,12 +162,57 @@ class FixedPointNeumann(lx.AbstractLinearSolver):
         return True
 
 
+def _warn_backward_not_converged(name: str, rtol: float, atol: float, hit_max_steps, num_steps) -> None:
+    if bool(hit_max_steps):
+        warnings.warn(
+            ConvergenceWarning(
+                f"implicit adjoint: the {name} solve of (I - dT/dx)^T lambda = g did not converge in "
+                f"{int(num_steps)} steps (rtol={rtol}, atol={atol}); its last iterate is used"
+            ),
+            stacklevel=2,
+        )
+
+
+class WarnIfMaxSteps(lx.AbstractLinearSolver):
+    """An iterative lineax solver whose ``max_steps_reached`` becomes a `ConvergenceWarning`
+    (the last iterate is used) instead of a run-time error.
+
+    optimistix solves the implicit backward system with ``throw=True``, so a solve that runs
+    out of steps would abort the training step; vardax_torch warns and goes on, and both
+    backends must behave alike. Any other failure still raises.
+    """
+
+    solver: lx.AbstractLinearSolver
+    name: str = eqx.field(static=True)
+
+    def init(self, operator, options):
+        return self.solver.init(operator, options)
+
+    def compute(self, state, vector, options):
+        solution, result, stats = self.solver.compute(state, vector, options)
+        hit = result == lx.RESULTS.max_steps_reached
+        solver = self.solver
+        warn = ft.partial(_warn_backward_not_converged, self.name, getattr(solver, "rtol", None),
+                          getattr(solver, "atol", None))
+        jax.debug.callback(warn, hit, stats.get("num_steps", getattr(solver, "max_steps", -1)))
+        return solution, lx.RESULTS.where(hit, lx.RESULTS.successful, result), stats
+
+    def transpose(self, state, options):
+        return self.solver.transpose(state, options)
+
+    def conj(self, state, options):
+        return self.solver.conj(state, options)
+
+    def assume_full_rank(self):
+        return self.solver.assume_full_rank()
+
+
 def _linear_solver(name: str, rtol: float, atol: float, max_steps: int | None) -> lx.AbstractLinearSolver:
     steps = DEFAULT_MAX_STEPS if max_steps is None else max_steps
     if name in ("auto", "gmres"):  # "auto" is GMRES in both backends (backend contract)
-        return lx.GMRES(rtol=rtol, atol=atol, max_steps=steps)
+        return WarnIfMaxSteps(lx.GMRES(rtol=rtol, atol=atol, max_steps=steps), "gmres")
     if name == "neumann":
-        return FixedPointNeumann(rtol=rtol, atol=atol, max_steps=steps)
+        return WarnIfMaxSteps(FixedPointNeumann(rtol=rtol, atol=atol, max_steps=steps), "neumann")
     if name == "dense":
         return lx.LU()
     raise ValueError(f"linear_solver must be one of {', '.join(LINEAR_SOLVERS)}; got {name!r}")

@@ -12,6 +12,7 @@ never on module state, so a recomputed step is bit-identical to the original.
 * ``RecursiveCheckpointAdjoint``: the K steps are cut into segments (`_Segment`, a custom
   ``autograd.Function``); each segment's forward runs without a graph and stores only its input
   ``(x, hidden, cell)``; its backward recomputes the segment with a graph and back-propagates.
+  The last segment runs live (it would be recomputed first thing in the backward).
   ``checkpoints=None`` recurses: a segment longer than ``leaf_steps`` (4) is recomputed as
   ``round(sqrt(n))`` checkpointed sub-segments, so the live graph never exceeds 4 steps.
   A custom Function rather than ``torch.utils.checkpoint``: the non-reentrant checkpoint around
@@ -171,14 +172,21 @@ def _segment_sizes(n_steps: int, n_segments: int) -> list[int]:
 def run_checkpointed(
     params: Params, st: Statics, x, h, c, y, m, n: int, n_segments: int | None, leaf: int | None,
 ):
-    """``n`` steps as checkpointed segments (`_Segment`). ``n_segments`` segments of near-equal
-    length (``None``: ``round(sqrt(n))``); with ``leaf`` set, a segment longer than ``leaf``
-    steps is itself recomputed as checkpointed segments in its backward (recursively)."""
+    """``n`` steps as ``n_segments`` segments of near-equal length (``None``: ``round(sqrt(n))``),
+    the longest last. Every segment but the last is a `_Segment` (graph-free forward, recomputed
+    in the backward); the last runs live, since its graph would be rebuilt at once anyway.
+    With ``leaf`` set, ``n <= leaf`` steps run live, and a longer last segment is split the
+    same way (recursively), so no live graph exceeds ``leaf`` steps."""
+    if leaf is not None and n <= leaf:
+        return run_steps(params, st, x, h, c, y, m, n, live=True)
     n_segments = max(1, round(math.sqrt(n))) if n_segments is None else max(1, min(n_segments, n))
+    *stored, last = _segment_sizes(n, n_segments)[::-1]
     names = list(params)
-    for size in _segment_sizes(n, n_segments):
+    for size in stored:
         x, h, c = _Segment.apply(size, st, names, leaf, x, h, c, y, m, *params.values())
-    return x, h, c
+    if leaf is not None and last > leaf:
+        return run_checkpointed(params, st, x, h, c, y, m, last, None, leaf)
+    return run_steps(params, st, x, h, c, y, m, last, live=True)
 
 
 def _initial(model: FourDVarNet, batch: Any):

@@ -158,3 +158,30 @@ def test_float64_without_x64_is_a_clear_type_error():
         assert vd.make_batch(np.zeros((1, 2, 3))).input.dtype == np.float32
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+@pytest.mark.parametrize("space", [(9,), (7, 6)])
+def test_both_convolution_lowerings_match_a_direct_sum(space):
+    """``correlate_valid`` lowers to im2col on CPU and to ``lax.conv`` elsewhere: both equal the
+    defining sum, and so do their first and second derivatives (the training step needs both)."""
+    from vardax_jax.grad_mod import _correlate_im2col, _correlate_xla
+
+    x = np.random.default_rng(0).standard_normal((2, 3, *space))
+    w = np.random.default_rng(1).standard_normal((4, 3, *(3,) * len(space)))
+    out_space = tuple(n - 2 for n in space)
+    expected = np.zeros((2, 4, *out_space))
+    for tap in np.ndindex(*w.shape[2:]):
+        window = x[(slice(None), slice(None), *(slice(t, t + n) for t, n in zip(tap, out_space, strict=True)))]
+        expected += np.einsum("bi...,oi->bo...", window, w[(slice(None), slice(None), *tap)])
+    for lowering in (_correlate_im2col, _correlate_xla):
+        np.testing.assert_allclose(lowering(jnp.asarray(x), jnp.asarray(w)), expected, rtol=1e-12, atol=1e-12)
+
+    def second_order(lowering):
+        def inner(x, w):  # d/dx of a nonlinear function of the correlation, as dU/dx is
+            return jax.grad(lambda z: jnp.sum(jnp.tanh(lowering(z, w)) ** 2))(x)
+
+        return jax.grad(lambda x, w: jnp.sum(jnp.sin(inner(x, w))), argnums=(0, 1))(jnp.asarray(x), jnp.asarray(w))
+
+    for a, b in zip(second_order(_correlate_im2col), second_order(_correlate_xla), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        assert float(jnp.max(jnp.abs(a))) > 1e-3
