@@ -137,6 +137,29 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summary(rows: list[dict[str, Any]]) -> str:
+    """A compact markdown table: one line per backend x adjoint, per K the median step time in
+    ms, its ratio to the reference at that K, and the allocator figure in MiB."""
+    ks = sorted({r["K"] for r in rows})
+    head = "| backend | adjoint | " + " | ".join(f"K={k}: ms (x ref), MiB" for k in ks) + " |"
+    lines = [head, "|" + "---|" * (len(ks) + 2)]
+    keys = sorted({(r["backend"], r["adjoint"]) for r in rows},
+                  key=lambda key: (BACKENDS.index(key[0]) if key[0] in BACKENDS else 9,
+                                   ADJOINTS.index(key[1]) if key[1] in ADJOINTS else 9))
+    for backend, adjoint in keys:
+        cells = []
+        for k in ks:
+            row, ref = _find(rows, backend, adjoint, k), _find(rows, "reference", "unrolled", k)
+            if row is None or row.get("time_s") is None:
+                cells.append("-")
+                continue
+            ratio = _ratio(row["time_s"], ref["time_s"]) if ref and backend != "reference" else None
+            cells.append(f"{row['time_s'] * 1e3:.0f}" + (f" ({ratio:.2f})" if ratio else "")
+                         + f", {_fmt(row['alloc_mib'], '.0f')}")
+        lines.append(f"| {backend} | {adjoint} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _mem_ratio(rows: list[dict[str, Any]], backend: str, adjoint: str, hi: int, lo: int,
                ) -> tuple[float | None, float | None]:
     a, b = _find(rows, backend, adjoint, hi), _find(rows, backend, adjoint, lo)
@@ -212,14 +235,19 @@ def machine_markdown(info: dict[str, Any]) -> str:
 
 
 def render(paths: list[Path]) -> int:
-    """Print the machine lines, the merged table and the targets of result JSON files."""
-    rows: list[dict[str, Any]] = []
+    """Print the machine lines, the merged table and the targets of result JSON files; a row of
+    a later file replaces the row of the same (backend, adjoint, K) from an earlier one."""
+    merged: dict[tuple[str, str, int], dict[str, Any]] = {}
     for path in paths:
         data = json.loads(path.read_text())
         info = data["machine"]
         print(f"{path.name}: {machine_markdown(info)}\n")
-        rows.extend(data["rows"])
-    print(table(rows) + "\n\n## Targets\n\n" + targets_markdown(targets(rows)))
+        for row in data["rows"]:
+            merged[(row["backend"], row["adjoint"], row["K"])] = row
+    order = {name: i for i, name in enumerate(BACKENDS)}
+    adjoints = {name: i for i, name in enumerate(ADJOINTS)}
+    rows = sorted(merged.values(), key=lambda r: (r["K"], order.get(r["backend"], 9), adjoints.get(r["adjoint"], 9)))
+    print(table(rows) + "\n\n## Summary\n\n" + summary(rows) + "\n\n## Targets\n\n" + targets_markdown(targets(rows)))
     return 0
 
 
@@ -285,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         json_path.write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
     info["load_average_after"] = list(os.getloadavg())
     items = targets(rows)
-    report = "\n\n".join([f"# Benchmark {stamp}", machine_markdown(info), table(rows), "## Targets",
-                          targets_markdown(items)]) + "\n"
+    report = "\n\n".join([f"# Benchmark {stamp}", machine_markdown(info), table(rows), "## Summary", summary(rows),
+                          "## Targets", targets_markdown(items)]) + "\n"
     json_path.write_text(json.dumps({"machine": info, "rows": rows, "targets": items}, indent=2))
     md_path.write_text(report)
     print("\n" + report)

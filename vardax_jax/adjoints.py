@@ -162,8 +162,8 @@ class FixedPointNeumann(lx.AbstractLinearSolver):
         return True
 
 
-def _warn_backward_not_converged(name: str, rtol: float, atol: float, hit_max_steps, num_steps) -> None:
-    if bool(hit_max_steps):
+def _warn_backward_not_converged(name: str, rtol: float, atol: float, stopped_early, num_steps) -> None:
+    if bool(stopped_early):
         warnings.warn(
             ConvergenceWarning(
                 f"implicit adjoint: the {name} solve of (I - dT/dx)^T lambda = g did not converge in "
@@ -173,13 +173,14 @@ def _warn_backward_not_converged(name: str, rtol: float, atol: float, hit_max_st
         )
 
 
-class WarnIfMaxSteps(lx.AbstractLinearSolver):
-    """An iterative lineax solver whose ``max_steps_reached`` becomes a `ConvergenceWarning`
-    (the last iterate is used) instead of a run-time error.
+class WarnIfStoppedShort(lx.AbstractLinearSolver):
+    """An iterative lineax solver that, when it stops short of its tolerance (out of steps,
+    or GMRES's breakdown or stagnation), emits a `ConvergenceWarning` and returns its last
+    iterate instead of raising at run time.
 
-    optimistix solves the implicit backward system with ``throw=True``, so a solve that runs
-    out of steps would abort the training step; vardax_torch warns and goes on, and both
-    backends must behave alike. Any other failure still raises.
+    optimistix solves the implicit backward system with ``throw=True``, so such a solve would
+    abort the training step; vardax_torch warns and goes on, and both backends must behave
+    alike. A singular operator or a non-finite input still raises.
     """
 
     solver: lx.AbstractLinearSolver
@@ -190,12 +191,13 @@ class WarnIfMaxSteps(lx.AbstractLinearSolver):
 
     def compute(self, state, vector, options):
         solution, result, stats = self.solver.compute(state, vector, options)
-        hit = result == lx.RESULTS.max_steps_reached
+        short = (lx.RESULTS.max_steps_reached, lx.RESULTS.breakdown, lx.RESULTS.stagnation)
+        stopped = ft.reduce(jnp.logical_or, [result == r for r in short])
         solver = self.solver
         warn = ft.partial(_warn_backward_not_converged, self.name, getattr(solver, "rtol", None),
                           getattr(solver, "atol", None))
-        jax.debug.callback(warn, hit, stats.get("num_steps", getattr(solver, "max_steps", -1)))
-        return solution, lx.RESULTS.where(hit, lx.RESULTS.successful, result), stats
+        jax.debug.callback(warn, stopped, stats.get("num_steps", getattr(solver, "max_steps", -1)))
+        return solution, lx.RESULTS.where(stopped, lx.RESULTS.successful, result), stats
 
     def transpose(self, state, options):
         return self.solver.transpose(state, options)
@@ -210,9 +212,9 @@ class WarnIfMaxSteps(lx.AbstractLinearSolver):
 def _linear_solver(name: str, rtol: float, atol: float, max_steps: int | None) -> lx.AbstractLinearSolver:
     steps = DEFAULT_MAX_STEPS if max_steps is None else max_steps
     if name in ("auto", "gmres"):  # "auto" is GMRES in both backends (backend contract)
-        return WarnIfMaxSteps(lx.GMRES(rtol=rtol, atol=atol, max_steps=steps), "gmres")
+        return WarnIfStoppedShort(lx.GMRES(rtol=rtol, atol=atol, max_steps=steps), "gmres")
     if name == "neumann":
-        return WarnIfMaxSteps(FixedPointNeumann(rtol=rtol, atol=atol, max_steps=steps), "neumann")
+        return WarnIfStoppedShort(FixedPointNeumann(rtol=rtol, atol=atol, max_steps=steps), "neumann")
     if name == "dense":
         return lx.LU()
     raise ValueError(f"linear_solver must be one of {', '.join(LINEAR_SOLVERS)}; got {name!r}")

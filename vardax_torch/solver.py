@@ -279,14 +279,16 @@ def gmres(
 ) -> tuple[Tensor, float, int]:
     """Restarted GMRES(``restart``) for ``A x = b`` on flat vectors; stops when
     ``||b - A x|| <= atol + rtol ||b||`` or after ``max_steps`` products. Returns
-    ``(x, residual norm, products used)``."""
+    ``(x, residual norm, products used)``. The Krylov basis, ``restart + 1`` vectors, is
+    allocated once up front (as lineax does), so memory does not depend on ``max_steps``."""
     tol = atol + rtol * float(b.norm())
     restart = max(1, min(restart, b.numel()))
     x = torch.zeros_like(b)
     r, used = b.clone(), 0
     beta = float(r.norm())
+    basis = b.new_zeros(restart + 1, b.numel())
     while beta > tol and used < max_steps:
-        basis = [r / beta]
+        basis[0] = r / beta
         hess = b.new_zeros(restart + 1, restart)
         for j in range(restart):
             w = matvec(basis[j])
@@ -301,8 +303,8 @@ def gmres(
             estimate = float((hess[: j + 2, : j + 1] @ coeffs - rhs).norm())
             if estimate <= tol or used >= max_steps or float(hess[j + 1, j]) <= 1e-14 * beta:
                 break
-            basis.append(w / hess[j + 1, j])
-        x = x + torch.stack(basis[: coeffs.numel()], dim=1) @ coeffs
+            basis[j + 1] = w / hess[j + 1, j]
+        x = x + basis[: coeffs.numel()].T @ coeffs
         r = b - matvec(x)
         beta = float(r.norm())
     return x, beta, used

@@ -23,7 +23,7 @@ def test_every_spec_maps():
     assert isinstance(implicit, optx.ImplicitAdjoint) and isinstance(implicit, vd.ImplicitAdjoint)
     fields = (implicit.linear_solver_name, implicit.rtol, implicit.atol, implicit.max_steps)
     assert fields == ("neumann", 1e-8, 1e-9, 40)
-    assert isinstance(implicit.linear_solver, vd.FixedPointNeumann)
+    assert isinstance(implicit.linear_solver.solver, vd.FixedPointNeumann)  # inside WarnIfStoppedShort
     assert isinstance(vd.to_native_adjoint(pk.ImplicitAdjoint("dense")).linear_solver, lx.LU)
 
 

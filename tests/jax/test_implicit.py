@@ -15,7 +15,7 @@ from jax.flatten_util import ravel_pytree
 import pipekit_cycle as pk
 import vardax_jax as vd
 from vardax_jax import solver
-from vardax_jax.adjoints import WarnIfMaxSteps
+from vardax_jax.adjoints import WarnIfStoppedShort
 
 B, T = 2, 4
 
@@ -69,7 +69,7 @@ def test_auto_is_gmres_and_tolerances_travel():
     adjoint = vd.to_native_adjoint(pk.ImplicitAdjoint(rtol=1e-9, atol=1e-7, max_steps=30))
     assert isinstance(adjoint, vd.ImplicitAdjoint) and isinstance(adjoint, optx.ImplicitAdjoint)
     gmres = adjoint.linear_solver.solver
-    assert isinstance(adjoint.linear_solver, WarnIfMaxSteps) and isinstance(gmres, lx.GMRES)
+    assert isinstance(adjoint.linear_solver, WarnIfStoppedShort) and isinstance(gmres, lx.GMRES)
     assert (gmres.rtol, gmres.atol, gmres.max_steps) == (1e-9, 1e-7, 30)
     assert (adjoint.rtol, adjoint.atol, adjoint.max_steps) == (1e-9, 1e-7, 30)
 
