@@ -137,16 +137,19 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _row_order(backend: str, adjoint: str) -> tuple[int, int]:
+    """Sort key: backends and adjoints in the order of `BACKENDS` and `ADJOINTS`."""
+    return (BACKENDS.index(backend) if backend in BACKENDS else len(BACKENDS),
+            ADJOINTS.index(adjoint) if adjoint in ADJOINTS else len(ADJOINTS))
+
+
 def summary(rows: list[dict[str, Any]]) -> str:
     """A compact markdown table: one line per backend x adjoint, per K the median step time in
     ms, its ratio to the reference at that K, and the allocator figure in MiB."""
     ks = sorted({r["K"] for r in rows})
     head = "| backend | adjoint | " + " | ".join(f"K={k}: ms (x ref), MiB" for k in ks) + " |"
     lines = [head, "|" + "---|" * (len(ks) + 2)]
-    keys = sorted({(r["backend"], r["adjoint"]) for r in rows},
-                  key=lambda key: (BACKENDS.index(key[0]) if key[0] in BACKENDS else 9,
-                                   ADJOINTS.index(key[1]) if key[1] in ADJOINTS else 9))
-    for backend, adjoint in keys:
+    for backend, adjoint in sorted({(r["backend"], r["adjoint"]) for r in rows}, key=lambda key: _row_order(*key)):
         cells = []
         for k in ks:
             row, ref = _find(rows, backend, adjoint, k), _find(rows, "reference", "unrolled", k)
@@ -244,9 +247,7 @@ def render(paths: list[Path]) -> int:
         print(f"{path.name}: {machine_markdown(info)}\n")
         for row in data["rows"]:
             merged[(row["backend"], row["adjoint"], row["K"])] = row
-    order = {name: i for i, name in enumerate(BACKENDS)}
-    adjoints = {name: i for i, name in enumerate(ADJOINTS)}
-    rows = sorted(merged.values(), key=lambda r: (r["K"], order.get(r["backend"], 9), adjoints.get(r["adjoint"], 9)))
+    rows = sorted(merged.values(), key=lambda r: (r["K"], *_row_order(r["backend"], r["adjoint"])))
     print(table(rows) + "\n\n## Summary\n\n" + summary(rows) + "\n\n## Targets\n\n" + targets_markdown(targets(rows)))
     return 0
 
