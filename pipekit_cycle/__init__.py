@@ -19,6 +19,8 @@ from .adjoints import (
     applicable_layers,
     as_adjoint_spec,
     check_layer,
+    check_solver_adjoint,
+    checkpoint_schedule,
     parse_adjoint,
 )
 from .backends import BackendNotInstalledError, available_backends, load_backend
@@ -58,6 +60,8 @@ __all__ = [
     "available_backends",
     "backends",
     "check_layer",
+    "check_solver_adjoint",
+    "checkpoint_schedule",
     "config",
     "errors",
     "load_backend",

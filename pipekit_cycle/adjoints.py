@@ -44,7 +44,10 @@ __all__ = [
     "adjoint_from_dict",
     "applicable_layers",
     "as_adjoint_spec",
+    "binomial_split",
     "check_layer",
+    "check_solver_adjoint",
+    "checkpoint_schedule",
     "parse_adjoint",
 ]
 
@@ -52,6 +55,9 @@ INNER_SOLVE: Final = "inner_solve"
 DYNAMICS: Final = "dynamics"
 LAYERS: Final = (INNER_SOLVE, DYNAMICS)
 LINEAR_SOLVERS: Final = ("auto", "gmres", "neumann", "dense")
+LEARNED: Final = "learned"
+FIXED_POINT: Final = "fixed_point"
+SOLVERS: Final = (LEARNED, FIXED_POINT)
 
 LinearSolverName: TypeAlias = Literal["auto", "gmres", "neumann", "dense"]
 
@@ -152,9 +158,12 @@ class ImplicitAdjoint(AbstractAdjointSpec):
 
     The backward solves ``(I - \partial T/\partial x)^T \lambda = \partial L/\partial x^*``
     matrix-free with ``linear_solver`` (one of ``auto, gmres, neumann, dense``) and returns
-    ``\lambda^T \partial T/\partial \theta``. ``rtol``/``atol`` are the tolerances of both the
-    forward fixed-point iteration and the backward linear solve; ``max_steps`` bounds both
-    (``None``: the backend's default). Memory is independent of the iteration count.
+    ``\lambda^T \partial T/\partial \theta``. ``rtol``/``atol``/``max_steps`` are the
+    tolerances of that backward linear solve only (``max_steps`` ``None``: 1000); the forward
+    iteration stops by the solver's own rule (``FourDVarNetConfig.fixed_point_rtol/atol`` and
+    ``n_solver_steps``), as in optimistix. At the inner solve it needs
+    ``solver="fixed_point"``, whose output is a fixed point; the learned ConvLSTM solve's is
+    not. Memory is independent of the iteration count.
     """
 
     linear_solver: LinearSolverName = "auto"
@@ -327,3 +336,59 @@ def check_layer(spec: object, layer: str) -> AdjointSpec:
             f"{type(coerced).__name__} does not apply at the {layer!r} layer; it belongs to the {belongs} layer{hint}"
         )
     return coerced
+
+
+def check_solver_adjoint(solver: str, spec: object) -> None:
+    """``ValueError`` when ``spec`` cannot differentiate the inner ``solver`` (DESIGN 3.2).
+
+    Only ``ImplicitAdjoint`` is restricted: the implicit function theorem needs an output that
+    is a fixed point, which only ``solver="fixed_point"`` computes. ``spec`` may be any object;
+    one that is not spec-shaped (a backend-native or user adjoint) is not checked here.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    coerced = as_adjoint_spec(spec)
+    if isinstance(coerced, ImplicitAdjoint) and solver != FIXED_POINT:
+        raise ValueError(
+            f"ImplicitAdjoint needs solver=\"fixed_point\" (the implicit function theorem holds at a fixed point); "
+            f"the {solver!r} solver's output is not one: use RecursiveCheckpointAdjoint or TruncatedAdjoint with it"
+        )
+
+
+def checkpoint_schedule(n_steps: int, checkpoints: int | None) -> int:
+    """The number of states ``RecursiveCheckpointAdjoint(checkpoints)`` stores for ``n_steps``.
+
+    The one rule both backends and both layers use: ``None`` is ``ceil(log2 n_steps)`` (at
+    least 1), the count for which binomial checkpointing (Griewank 1992; online: Stumm &
+    Walther 2010, equinox's checkpointed loop) costs ``O(n log n)`` step evaluations for
+    ``O(log n)`` stored states; an explicit count is clipped to ``[1, n_steps]``.
+
+    >>> [checkpoint_schedule(n, None) for n in (1, 2, 8, 9, 64)]
+    [1, 1, 3, 4, 6]
+    """
+    _check_positive_int("checkpoint_schedule", "n_steps", n_steps, allow_none=False)
+    _check_positive_int("checkpoint_schedule", "checkpoints", checkpoints, allow_none=True)
+    if checkpoints is None:
+        checkpoints = (n_steps - 1).bit_length()
+    return max(1, min(checkpoints, n_steps))
+
+
+def binomial_split(n_steps: int, checkpoints: int) -> int:
+    r"""Steps to advance before storing the next state, in offline binomial checkpointing.
+
+    With ``s`` stored states and ``r`` the least integer with ``\binom{s + r}{s} >= n``, an
+    ``n``-step reversal takes ``r`` sweeps at most (Griewank & Walther 2000, "revolve"). The
+    first ``m`` steps are reversed later with ``s`` states and ``r - 1`` sweeps
+    (``m <= \binom{s + r - 1}{s}``), the remaining ``n - m`` now with ``s - 1`` states and ``r``
+    sweeps. Returns ``m`` in ``[1, n - 1]`` (``n >= 2``); ``checkpoints = 1`` gives ``n - 1``.
+
+    >>> binomial_split(64, 6), binomial_split(10, 1), binomial_split(2, 3)
+    (28, 9, 1)
+    """
+    _check_positive_int("binomial_split", "checkpoints", checkpoints, allow_none=False)
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 2:
+        raise ValueError(f"binomial_split.n_steps must be an int >= 2, got {n_steps!r}")
+    sweeps = 1
+    while math.comb(checkpoints + sweeps, checkpoints) < n_steps:
+        sweeps += 1
+    return max(1, min(math.comb(checkpoints + sweeps - 1, checkpoints), n_steps - 1))

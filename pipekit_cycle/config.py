@@ -9,14 +9,16 @@ from typing import Any, Literal
 
 from .adjoints import (
     INNER_SOLVE,
+    SOLVERS,
     AdjointSpec,
     RecursiveCheckpointAdjoint,
     adjoint_from_dict,
     as_adjoint_spec,
     check_layer,
+    check_solver_adjoint,
 )
 
-__all__ = ["OPTIMIZERS", "PADDINGS", "FourDVarNetConfig", "OptimizerConfig"]
+__all__ = ["OPTIMIZERS", "PADDINGS", "SOLVERS", "FourDVarNetConfig", "OptimizerConfig"]
 
 PADDINGS = ("zeros", "circular")
 OPTIMIZERS = ("adam", "sgd")
@@ -42,10 +44,20 @@ class FourDVarNetConfig:
     ``(B, T, H, W)``); ``n_time`` is T, the channel axis of every convolution.
     ``hidden_dim`` is the ConvLSTM's channel count, ``prior_hidden_dim`` the prior's;
     ``kernel_size`` (odd) is shared by every convolution, padded to keep the size
-    (``padding="zeros"`` or ``"circular"`` for periodic domains). The inner solve runs
-    ``n_solver_steps`` steps ``x <- x - alpha * u`` on the cost
-    ``obs_weight * sum(m (x - y)^2) + prior_weight * sum((x - phi(x))^2)`` and is
-    differentiated as ``solver_adjoint`` says.
+    (``padding="zeros"`` or ``"circular"`` for periodic domains).
+
+    ``solver`` says WHAT the inner solve computes (DESIGN 3.2):
+
+    * ``"learned"`` (default): ``n_solver_steps`` steps ``x <- x - alpha * u`` of the ConvLSTM
+      on the cost ``obs_weight * sum(m (x - y)^2) + prior_weight * sum((x - phi(x))^2)``;
+    * ``"fixed_point"``: ``x <- m y + (1 - m) phi(x)`` from ``x_0 = m y``, at most
+      ``n_solver_steps`` iterations, stopping once
+      ``max |x_{n+1} - x_n| / (fixed_point_atol + fixed_point_rtol |x_{n+1}|) < 1``
+      (optimistix's ``FixedPointIteration`` test; both tolerances 0: exactly
+      ``n_solver_steps`` iterations). The modulator is unused.
+
+    ``solver_adjoint`` says HOW it is differentiated, never what it computes; ``ImplicitAdjoint``
+    needs ``solver="fixed_point"``.
     """
 
     state_shape: tuple[int, ...]
@@ -58,6 +70,9 @@ class FourDVarNetConfig:
     obs_weight: float = 1.0
     prior_weight: float = 1.0
     padding: Literal["zeros", "circular"] = "zeros"
+    solver: Literal["learned", "fixed_point"] = "learned"
+    fixed_point_rtol: float = 1e-6
+    fixed_point_atol: float = 1e-6
     solver_adjoint: AdjointSpec = dataclasses.field(default_factory=RecursiveCheckpointAdjoint)
 
     def __post_init__(self) -> None:
@@ -79,10 +94,16 @@ class FourDVarNetConfig:
         _finite_float(name, "prior_weight", self.prior_weight, positive=False)
         if self.padding not in PADDINGS:
             raise ValueError(f"{name}.padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"{name}.solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        _finite_float(name, "fixed_point_rtol", self.fixed_point_rtol, positive=False)
+        _finite_float(name, "fixed_point_atol", self.fixed_point_atol, positive=False)
         spec = as_adjoint_spec(self.solver_adjoint)
         if spec is None:
             raise ValueError(f"{name}.solver_adjoint must be an adjoint spec, got {self.solver_adjoint!r}")
-        object.__setattr__(self, "solver_adjoint", check_layer(spec, INNER_SOLVE))
+        spec = check_layer(spec, INNER_SOLVE)
+        check_solver_adjoint(self.solver, spec)
+        object.__setattr__(self, "solver_adjoint", spec)
 
     @property
     def ndim(self) -> int:

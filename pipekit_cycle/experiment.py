@@ -7,43 +7,151 @@ with the same flags. Data are simulated from the seed; the state is standardised
 training truth's mean and standard deviation (per component) before it reaches the model,
 and every reported RMSE is in the physical units.
 
-Output directory::
+Run directory (``--out``)::
 
-    checkpoint.safetensors   model parameters + the FourDVarNetConfig (atomic write)
-    optimizer.safetensors    optimizer state (atomic write)
-    state.json               step, sampler state, loss history, experiment config (atomic write)
-    metrics.json             held-out RMSE: learned solver, linear interpolation, 4D-Var
-    reconstruction.png, loss.png   (when matplotlib is installed)
+    checkpoints/step-000050/           one checkpoint per directory, the last two kept
+        checkpoint.safetensors         model parameters + the FourDVarNetConfig as metadata
+        optimizer.safetensors          optimizer state
+        state.json                     step, sampler state, training losses, held-out losses,
+                                       experiment config, backend
+    checkpoints/step-000100/           the latest
+    checkpoints/damaged-step-...       a checkpoint that could not be read, set aside on resume
+    metrics.json                       held-out RMSE: learned solver, interpolation, 4D-Var
+    reconstruction.png, loss.png, hovmoeller.png (Lorenz-96)   when matplotlib is installed
+
+Checkpoints: one every ``checkpoint_every`` steps and one at the last step. Each is written
+whole into a temporary directory and renamed into place, so a checkpoint directory is either
+complete or absent; then all but the two newest are removed. A held-out loss (the training
+loss on the held-out windows) is recorded at step 0 and at every checkpoint. Files are
+written atomically with the mode the umask gives (`pipekit_cycle.params.atomic_write`).
+
+Runs are never overwritten by accident: a directory that holds a run is refused unless
+``resume`` (continue from the newest readable checkpoint) or ``overwrite`` (remove the run's
+files, then start again; other files in the directory are left alone). On resume:
+
+* the settings must be those of the run, except ``steps``, ``checkpoint_every`` and
+  ``fourdvar_windows``, which change nothing about the training trajectory; the error names
+  each field that differs;
+* ``steps`` is the target total: training continues from the checkpoint's step up to
+  ``steps``, exactly as if it had not stopped (same batches, same optimizer state). Asking
+  fewer steps than the run has already been trained for is refused (a model cannot be
+  untrained, and writing the smaller number into metrics.json would be false); asking the
+  same number evaluates the run again. ``metrics.json``'s ``steps`` is always the number of
+  steps the evaluated model was trained for;
+* a damaged checkpoint (unreadable safetensors or JSON, a missing file, contents that do not
+  fit) is reported with a warning naming the file and what is wrong, set aside as
+  ``damaged-step-...``, and the previous checkpoint is used; with none readable,
+  `CheckpointError` names every damaged file.
+
+Command-line errors: an invalid flag value (checked in full before anything is written) and a
+refused run directory are usage errors (one line, exit status 2); an unreadable run is exit
+status 1; Ctrl-C prints where the last checkpoint is and the command that resumes it (exit
+status 130).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
 import os
-from collections.abc import Sequence
+import re
+import shlex
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn, TextIO
 
 import numpy as np
 
-from .adjoints import parse_adjoint
+from .adjoints import INNER_SOLVE, SPEC_TYPES, AdjointSpec, parse_adjoint
 from .config import FourDVarNetConfig, OptimizerConfig
-from .params import atomic_write, load_params, save_params
+from .params import CONFIG_METADATA_KEY, atomic_write, save_params, validate_params
 from .problems import Problem, lorenz63, lorenz96
 
-__all__ = ["ExperimentConfig", "build_parser", "linear_interpolation", "main", "rmse", "run_experiment"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointFallbackWarning",
+    "ConfigError",
+    "ExperimentConfig",
+    "FiguresSkippedWarning",
+    "RunDirectoryError",
+    "build_parser",
+    "latest_checkpoint",
+    "linear_interpolation",
+    "list_checkpoints",
+    "main",
+    "rmse",
+    "run_experiment",
+]
 
 SYSTEMS = ("l63", "l96")
 QUASI_STATIC_STAGE = 50
+CHECKPOINTS = "checkpoints"
+MODEL_FILE = "checkpoint.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+METRICS_FILE = "metrics.json"
+KEEP_CHECKPOINTS = 2
+# Settings a resume may change: none of them alters the batches or the updates.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "fourdvar_windows")
+FIGURE_FILES = ("reconstruction.png", "loss.png", "hovmoeller.png")
+# The single top-level checkpoint of earlier versions: still recognised as a run, so it is
+# never silently overwritten, and removed by --overwrite.
+LEGACY_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)
+EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
+
+_STEP_DIR = re.compile(r"step-(\d+)")
+_STATE_KEYS = ("step", "sampler", "losses", "held_out", "experiment", "backend")
+_POSITIVE_INTS = ("steps", "batch_size", "solver_steps", "train_windows", "test_windows", "hidden_dim",
+                  "prior_hidden_dim", "checkpoint_every")
+
+
+class ConfigError(ValueError):
+    """An invalid `ExperimentConfig` value: ``field`` names it, ``problem`` says what is allowed."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+class RunDirectoryError(ValueError):
+    """The run directory does not allow what was asked (it holds a run and neither resume nor
+    overwrite was asked, or a resume asks other settings); the message names the flag."""
+
+
+class CheckpointError(ValueError):
+    """No readable checkpoint; the message names each damaged file and what is wrong with it."""
+
+
+class CheckpointFallbackWarning(UserWarning):
+    """The newest checkpoint was damaged; the run resumed from an earlier one."""
+
+
+class FiguresSkippedWarning(UserWarning):
+    """matplotlib is not installed: the run's figures were not drawn."""
+
+
+def _check_int(field: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(field, f"must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """What to train and how. ``window_length`` ``None``: 200 for l63 (Fablet et al. 2021),
-    10 for l96."""
+    10 for l96. Every field is checked at construction (`ConfigError`, a ``ValueError``); the
+    adjoint is stored in its canonical text form (``str(parse_adjoint(adjoint))``)."""
 
     system: Literal["l63", "l96"] = "l96"
     adjoint: str = "checkpoint"
@@ -62,14 +170,61 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
-            raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, got {self.system!r}")
-        parse_adjoint(self.adjoint)
-        for field in ("steps", "batch_size", "solver_steps", "train_windows", "test_windows", "checkpoint_every"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{field} must be an int >= 1, got {value!r}")
+            raise ConfigError("system", f"must be one of {', '.join(SYSTEMS)}, got {self.system!r}")
+        for field in _POSITIVE_INTS:
+            _check_int(field, getattr(self, field), 1)
+        _check_int("seed", self.seed, 0)  # numpy generators refuse negative seeds
+        _check_int("fourdvar_windows", self.fourdvar_windows, 0)
+        if self.window_length is not None:
+            _check_int("window_length", self.window_length, 2)
+        lr = self.lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ConfigError("lr", f"must be a finite number > 0, got {lr!r}")
         if self.batch_size > self.train_windows:
-            raise ValueError(f"batch_size ({self.batch_size}) must be <= train_windows ({self.train_windows})")
+            raise ConfigError(
+                "batch_size", f"must be at most the number of training windows ({self.train_windows}), "
+                f"got {self.batch_size}"
+            )
+        object.__setattr__(self, "adjoint", str(self._check_adjoint()))
+
+    def _check_adjoint(self) -> AdjointSpec:
+        text = self.adjoint
+        if not isinstance(text, str):
+            raise ConfigError("adjoint", f"must be a text such as 'truncated:2', got {text!r}")
+        allowed = self._allowed_adjoints()
+        tag = text.split(":", 1)[0].strip().lower()
+        known = {cls.tag: cls for cls in SPEC_TYPES}
+        if tag not in known:
+            raise ConfigError("adjoint", f"unknown adjoint {text!r}; allowed here: {allowed}")
+        if INNER_SOLVE not in known[tag].layers:
+            layers = "/".join(sorted(known[tag].layers))
+            raise ConfigError(
+                "adjoint",
+                f"{text!r} is a {layers}-layer adjoint (for an ODE forward model), not one for the learned "
+                f"inner solve; allowed here: {allowed}",
+            )
+        try:
+            spec = parse_adjoint(text)
+        except (ValueError, TypeError) as error:
+            raise ConfigError("adjoint", f"{error}") from None
+        try:
+            self._model_config(spec)
+        except (ValueError, TypeError) as error:
+            raise ConfigError("adjoint", f"{text!r} cannot differentiate this solver: {error}") from None
+        return spec
+
+    def _allowed_adjoints(self) -> str:
+        tags = []
+        for cls in SPEC_TYPES:
+            if INNER_SOLVE not in cls.layers:
+                continue
+            try:
+                self._model_config(cls())
+            except (ValueError, TypeError):
+                continue  # e.g. one that needs another solver than this driver's
+            tags.append(cls.tag)
+        example = " (options as in truncated:2)" if "truncated" in tags else ""
+        return ", ".join(tags) + example
 
     @property
     def length(self) -> int:
@@ -86,7 +241,7 @@ class ExperimentConfig:
             problem = lorenz96(total, self.length, seed=self.seed)
         return problem.split(self.train_windows)
 
-    def model_config(self) -> FourDVarNetConfig:
+    def _model_config(self, spec: AdjointSpec) -> FourDVarNetConfig:
         state_shape = (3,) if self.system == "l63" else (40,)
         return FourDVarNetConfig(
             state_shape=state_shape,
@@ -95,8 +250,11 @@ class ExperimentConfig:
             prior_hidden_dim=self.prior_hidden_dim,
             n_solver_steps=self.solver_steps,
             padding="zeros" if self.system == "l63" else "circular",  # Lorenz-96 is periodic
-            solver_adjoint=parse_adjoint(self.adjoint),
+            solver_adjoint=spec,
         )
+
+    def model_config(self) -> FourDVarNetConfig:
+        return self._model_config(parse_adjoint(self.adjoint))
 
     def optimizer_config(self) -> OptimizerConfig:
         return OptimizerConfig(name="adam", lr=self.lr)
@@ -121,18 +279,6 @@ def linear_interpolation(obs: np.ndarray) -> np.ndarray:
     return filled
 
 
-def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from safetensors.numpy import save
-
-    atomic_write(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
-
-
-def _load_arrays(path: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
-    return load_file(str(path))
-
-
 class _Standardiser:
     """``(x - mean) / std`` per component, with statistics of the training truth."""
 
@@ -148,33 +294,317 @@ class _Standardiser:
         return x * self.std + self.mean
 
 
-def _predict(backend: ModuleType, model: Any, obs: np.ndarray, batch_size: int) -> np.ndarray:
+# --- the run directory -------------------------------------------------------------------------
+
+
+def list_checkpoints(out: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """``(step, directory)`` of every checkpoint in the run directory ``out``, oldest first."""
+    root = Path(out) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        match = _STEP_DIR.fullmatch(entry.name)
+        if match and entry.is_dir():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def latest_checkpoint(out: str | os.PathLike[str]) -> Path | None:
+    """The newest checkpoint directory of the run in ``out`` (``None`` if it has none); load its
+    model with ``pipekit_cycle.load_params(path / "checkpoint.safetensors")``."""
+    found = list_checkpoints(out)
+    return found[-1][1] if found else None
+
+
+def _describe_run(out: Path) -> str | None:
+    """What run ``out`` holds, in words, or ``None`` if it holds none."""
+    found = list_checkpoints(out)
+    if found:
+        return f"its last checkpoint is at step {found[-1][0]}"
+    if (out / CHECKPOINTS).is_dir() and any((out / CHECKPOINTS).glob("damaged-step-*")):
+        return "only damaged checkpoints"
+    if any((out / name).exists() for name in LEGACY_FILES):
+        return "the single checkpoint of an earlier version"
+    if (out / METRICS_FILE).exists():
+        return "the results of a run"
+    return None
+
+
+def _remove_run(out: Path) -> None:
+    """Remove the files a run writes (only those: ``--out`` may hold other files)."""
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    for name in (METRICS_FILE, *FIGURE_FILES, *LEGACY_FILES):
+        (out / name).unlink(missing_ok=True)
+
+
+def _fsync_directory(path: Path) -> None:
+    # Makes a rename durable; not every platform or file system can open a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _tidy_checkpoints(out: Path, damaged: Sequence[Path]) -> None:
+    """Remove temporary directories an interrupted write left behind, and set ``damaged``
+    checkpoints aside so they never count among the two kept."""
+    root = out / CHECKPOINTS
+    if not root.is_dir():
+        return
+    for entry in root.glob(".tmp-*"):
+        shutil.rmtree(entry, ignore_errors=True)
+    for path in damaged:
+        target = root / f"damaged-{path.name}"
+        suffix = 1
+        while target.exists():
+            suffix += 1
+            target = root / f"damaged-{path.name}-{suffix}"
+        os.replace(path, target)
+
+
+def _write_checkpoint(
+    out: Path, step: int, backend: ModuleType, model: Any, opt_state: Any, state: dict[str, Any]
+) -> Path:
+    root = out / CHECKPOINTS
+    root.mkdir(exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()  # plain mkdir, not mkdtemp: the directory gets the umask's mode, not 0700
+    save_params(tmp / MODEL_FILE, backend.export_params(model), model.config)
+    _save_arrays(tmp / OPTIMIZER_FILE, backend.export_optimizer_state(opt_state))
+    atomic_write(tmp / STATE_FILE, json.dumps(state, indent=1).encode())
+    _fsync_directory(tmp)
+    if final.exists():  # only after a fallback re-trains over a step; keep it until replaced
+        stale = root / f".tmp-stale-{final.name}-{os.getpid()}"
+        os.replace(final, stale)
+        os.replace(tmp, final)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_directory(root)
+    for _, old in list_checkpoints(out)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save
+
+    atomic_write(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+
+
+def _read_safetensors(file: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    from safetensors import safe_open
+
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    try:
+        with safe_open(str(file), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+            arrays = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as error:  # safetensors raises its own types (SafetensorError) besides OSError
+        raise CheckpointError(f"{file}: not a readable safetensors file ({error})") from None
+    return arrays, metadata
+
+
+def _read_state(directory: Path, step: int) -> dict[str, Any]:
+    file = directory / STATE_FILE
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: missing") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{file}: not valid JSON ({error})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{file}: unreadable ({error})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: holds a JSON {type(state).__name__}, not an object")
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{file}: lacks {', '.join(missing)}")
+    if state["step"] != step:
+        raise CheckpointError(f"{file}: records step {state['step']!r} but lies in {directory.name}")
+    if not isinstance(state["losses"], list) or len(state["losses"]) != step:
+        raise CheckpointError(f"{file}: does not hold one training loss per step ({step})")
+    if not isinstance(state["experiment"], dict):
+        raise CheckpointError(f"{file}: 'experiment' is not an object")
+    return state
+
+
+def _canonical_adjoint(text: object) -> object:
+    try:
+        return str(parse_adjoint(text))  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return text
+
+
+def _check_same_experiment(state: dict[str, Any], config: ExperimentConfig, backend: str) -> None:
+    made = {**state["experiment"], "backend": state["backend"]}
+    made["adjoint"] = _canonical_adjoint(made.get("adjoint"))
+    asked = {**dataclasses.asdict(config), "backend": backend}
+    differ = [key for key in asked if key not in RESUMABLE_CHANGES and made.get(key, "<unset>") != asked[key]]
+    if differ:
+        then = ", ".join(f"{key}={made.get(key, '<unset>')}" for key in differ)
+        now = ", ".join(f"{key}={asked[key]}" for key in differ)
+        raise RunDirectoryError(
+            f"--resume: this run was made with {then}; you asked {now} "
+            f"(ask the same to continue it, or --overwrite to start again)"
+        )
+
+
+@dataclasses.dataclass
+class _Training:
+    """Everything that evolves during training."""
+
+    model: Any
+    optimizer: Any
+    opt_state: Any
+    sampler: np.random.Generator
+    losses: list[float]
+    held_out: list[list[float]]
+    step: int
+
+
+def _fresh(backend: ModuleType, config: ExperimentConfig) -> _Training:
+    model = backend.build_model(config.model_config(), seed=config.seed)
+    optimizer, opt_state = backend.make_optimizer(config.optimizer_config(), model)
+    return _Training(model, optimizer, opt_state, np.random.default_rng(config.seed + 1), [], [], 0)
+
+
+def _load(backend: ModuleType, config: ExperimentConfig, directory: Path, state: dict[str, Any]) -> _Training:
+    """A fresh model and optimizer (an import that fails half-way leaves nothing behind for the
+    fallback), loaded from ``directory``; `CheckpointError` naming the file otherwise."""
+    training = _fresh(backend, config)
+    file = directory / MODEL_FILE
+    arrays, metadata = _read_safetensors(file)
+    try:
+        saved = FourDVarNetConfig.from_json(metadata[CONFIG_METADATA_KEY])
+    except (KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{file}: no readable model config in its metadata ({error!r})") from None
+    if saved != training.model.config:
+        raise CheckpointError(f"{file}: holds a model of another configuration ({saved})")
+    try:
+        training.model = backend.import_params(training.model, validate_params(arrays, saved))
+    except Exception as error:  # any failure means these parameters cannot be used
+        raise CheckpointError(f"{file}: {error}") from None
+    file = directory / OPTIMIZER_FILE
+    arrays, _ = _read_safetensors(file)
+    try:
+        training.opt_state = backend.import_optimizer_state(training.optimizer, training.opt_state, arrays)
+    except Exception as error:  # backends raise ValueError, KeyError, RuntimeError... for a foreign state
+        raise CheckpointError(f"{file}: does not fit this optimizer ({error})") from None
+    try:
+        training.sampler.bit_generator.state = state["sampler"]
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{directory / STATE_FILE}: unusable sampler state ({error!r})") from None
+    training.losses = [float(loss) for loss in state["losses"]]
+    training.held_out = [[int(step), float(loss)] for step, loss in state["held_out"]]
+    training.step = int(state["step"])
+    return training
+
+
+def _restore(
+    backend: ModuleType, config: ExperimentConfig, out: Path
+) -> tuple[_Training, list[Path]]:
+    """The newest readable checkpoint of ``out`` and the damaged newer ones; writes nothing."""
+    found = list_checkpoints(out)
+    if not found:
+        held = _describe_run(out)
+        why = f" (it holds {held}, which cannot be resumed)" if held else ""
+        remedy = "pass --overwrite to start it again" if held else "leave out --resume to start a run"
+        raise RunDirectoryError(f"--resume: {out} holds no checkpoint to resume{why}; {remedy}")
+    damaged: list[tuple[Path, CheckpointError]] = []
+    for step, directory in reversed(found):
+        try:
+            state = _read_state(directory, step)
+            _check_same_experiment(state, config, backend.__name__)
+            if step > config.steps:
+                raise RunDirectoryError(
+                    f"--steps: this run is already at step {step}, and --steps is the total to reach; "
+                    f"ask --steps {step} or more to continue it (--steps {step} evaluates it again)"
+                )
+            training = _load(backend, config, directory, state)
+        except CheckpointError as error:
+            damaged.append((directory, error))
+            continue
+        for _, error in damaged:
+            warnings.warn(
+                f"{error}; resuming from the previous checkpoint, {directory} (step {step}); the damaged one "
+                f"is set aside as damaged-step-...",
+                CheckpointFallbackWarning,
+                stacklevel=3,
+            )
+        return training, [path for path, _ in damaged]
+    raise CheckpointError(
+        "no readable checkpoint: " + "; ".join(str(error) for _, error in damaged)
+        + " (--overwrite starts the run again)"
+    )
+
+
+# --- training and evaluation -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _progress(total: int, initial: int, enabled: bool, desc: str) -> Iterator[Any]:
+    from tqdm import tqdm
+
+    # A context manager so that Ctrl-C closes the bar and the message starts on its own line.
+    with tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step", dynamic_ncols=True) as bar:
+        yield bar
+
+
+def _batches(count: int, size: int) -> range:
+    return range(0, count, size)
+
+
+def _predict(backend: ModuleType, model: Any, obs: np.ndarray, batch_size: int, bar: Any) -> np.ndarray:
     outputs = []
-    for start in range(0, obs.shape[0], batch_size):
+    for start in _batches(obs.shape[0], batch_size):
         batch = backend.make_batch(obs[start : start + batch_size])
         outputs.append(np.asarray(backend.to_numpy(model(batch))))
+        bar.update(1)
     return np.concatenate(outputs)
 
 
-def _fourdvar_rmse(backend: ModuleType, problem: Problem, windows: int) -> float | None:
-    """Classical strong-constraint 4D-Var on the first held-out windows, where the backend has
-    the dynamics layer. Background: the linearly interpolated observations at the first time,
-    with the observation noise variance as its (diagonal) covariance; the analysis is rolled
-    out through the window and compared with the truth.
+def _held_out_loss(backend: ModuleType, model: Any, obs: np.ndarray, truth: np.ndarray, batch_size: int) -> float:
+    """The training loss on the held-out windows (a batch mean, so weighted by batch size)."""
+    total = 0.0
+    for start in _batches(obs.shape[0], batch_size):
+        chunk = slice(start, start + batch_size)
+        batch = backend.make_batch(obs[chunk], target=truth[chunk])
+        total += float(backend.eval_step(model, batch)) * obs[chunk].shape[0]
+    return total / obs.shape[0]
+
+
+def _fourdvar_stages(length: int) -> list[int]:
+    return sorted({*range(min(QUASI_STATIC_STAGE, length), length, QUASI_STATIC_STAGE), length})
+
+
+def _has_fourdvar(backend: ModuleType, windows: int) -> bool:
+    return windows >= 1 and all(hasattr(backend, name) for name in ("strong_4dvar_numpy", "rollout_numpy"))
+
+
+def _fourdvar(backend: ModuleType, problem: Problem, windows: int, bar: Any) -> np.ndarray | None:
+    """Classical strong-constraint 4D-Var trajectories ``(windows, T, N)`` of the first held-out
+    windows, where the backend has the dynamics layer. Background: the linearly interpolated
+    observations at the first time, with the observation noise variance as its (diagonal)
+    covariance; the analysis is rolled out through the window.
 
     Long chaotic windows give the strong-constraint cost many local minima (a 200-step
     Lorenz-63 window landed 14 units away from the truth), so the window is grown
     quasi-statically (Pires, Vautard & Talagrand 1996): 50 steps, then 100, ..., each stage's
     background being the previous stage's analysis.
     """
-    needed = ("strong_4dvar_numpy", "rollout_numpy")
-    if windows < 1 or not all(hasattr(backend, name) for name in needed):
+    if not _has_fourdvar(backend, windows):
         return None
-    obs, truth = problem.obs[:windows], problem.truth[:windows]
+    obs = problem.obs[:windows]
     variance = problem.obs_noise_std**2
     analysis = linear_interpolation(obs)[:, 0]
-    length = obs.shape[1]
-    for stage in sorted({*range(min(QUASI_STATIC_STAGE, length), length, QUASI_STATIC_STAGE), length}):
+    for stage in _fourdvar_stages(obs.shape[1]):
         analysis = backend.strong_4dvar_numpy(
             problem.system,
             analysis,
@@ -184,47 +614,36 @@ def _fourdvar_rmse(backend: ModuleType, problem: Problem, windows: int) -> float
             obs_var=variance,
             parameters=problem.parameters,
         )
+        bar.update(1)
     trajectory = backend.rollout_numpy(
         problem.system, analysis, obs.shape[1] - 1, problem.dt, parameters=problem.parameters
     )
-    return rmse(trajectory, truth)
+    bar.update(1)
+    return np.asarray(trajectory)
 
 
-def _figures(out: Path, truth: np.ndarray, obs: np.ndarray, estimate: np.ndarray, losses: list[float]) -> list[str]:
+def _draw_figures(out: Path, metrics: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    from .figures import MATPLOTLIB_HINT, RunSummary, build_figures, save_figures
+
+    summary = RunSummary(
+        backend=metrics["backend"],
+        system=metrics["system"],
+        adjoint=metrics["adjoint"],
+        steps=metrics["steps"],
+        rmse_learned=metrics["rmse_learned"],
+        rmse_interpolation=metrics["rmse_interpolation"],
+        rmse_fourdvar=metrics["rmse_fourdvar"],
+        fourdvar_windows=metrics["fourdvar_windows"],
+        test_windows=data["truth"].shape[0],
+    )
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        figures = build_figures(summary, **data)
+    except ImportError as error:
+        warnings.warn(
+            f"figures skipped ({error}); to get them: {MATPLOTLIB_HINT}", FiguresSkippedWarning, stacklevel=3
+        )
         return []
-    components = min(3, truth.shape[-1])
-    figure, axes = plt.subplots(components, 1, figsize=(8, 2.2 * components), sharex=True, squeeze=False)
-    for n in range(components):
-        axis = axes[n, 0]
-        axis.plot(truth[:, n], color="black", label="truth")
-        axis.plot(estimate[:, n], color="tab:blue", label="reconstruction")
-        axis.plot(obs[:, n], "o", color="tab:red", markersize=3, label="observations")
-        axis.set_ylabel(f"x[{n}]")
-    axes[0, 0].legend(loc="upper right", fontsize=8)
-    axes[-1, 0].set_xlabel("time step")
-    figure.tight_layout()
-    figure.savefig(out / "reconstruction.png", dpi=100)
-    plt.close(figure)
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.semilogy(np.arange(1, len(losses) + 1), losses)
-    axis.set_xlabel("training step")
-    axis.set_ylabel("training loss (standardised MSE)")
-    figure.tight_layout()
-    figure.savefig(out / "loss.png", dpi=100)
-    plt.close(figure)
-    return ["reconstruction.png", "loss.png"]
-
-
-def _checkpoint(out: Path, backend: ModuleType, model: Any, opt_state: Any, state: dict[str, Any]) -> None:
-    save_params(out / "checkpoint.safetensors", backend.export_params(model), model.config)
-    _save_arrays(out / "optimizer.safetensors", backend.export_optimizer_state(opt_state))
-    atomic_write(out / "state.json", json.dumps(state, indent=1).encode())
+    return save_figures(out, figures)
 
 
 def run_experiment(
@@ -233,106 +652,173 @@ def run_experiment(
     out: str | os.PathLike[str],
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
+    figures: bool = True,
 ) -> dict[str, Any]:
-    """Train, checkpoint every ``checkpoint_every`` steps, evaluate; returns the metrics.
+    """Train, checkpoint every ``checkpoint_every`` steps, evaluate; returns the metrics (also
+    written to ``out/metrics.json``).
 
-    With ``resume``, training restarts from ``out``'s last checkpoint and continues to
+    ``resume``: continue the run in ``out`` from its newest readable checkpoint up to
     ``config.steps`` exactly as if it had not stopped (same batches, same optimizer state).
+    ``overwrite``: remove the run in ``out`` and start again. Without either, a directory that
+    holds a run is refused. Everything is checked before anything is written: a refusal
+    (`RunDirectoryError`, `CheckpointError`) leaves the disk as it was. See the module
+    docstring for the directory layout and the resume rules. ``figures=False`` draws none
+    (``metrics["figures"]`` is then empty).
     """
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume and overwrite:
+        raise RunDirectoryError("--resume and --overwrite exclude each other: continue the run, or start it again")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunDirectoryError(f"--out: {out_dir} is a file, not a directory")
+    held = _describe_run(out_dir) if out_dir.is_dir() else None
+    if held and not (resume or overwrite):
+        raise RunDirectoryError(
+            f"--out: {out_dir} already holds a run ({held}); pass --resume to continue it or --overwrite to "
+            f"start again"
+        )
     train, test = config.problem()
+    if resume:
+        training, damaged = _restore(backend, config, out_dir)
+    else:
+        training, damaged = _fresh(backend, config), []
+    # Everything above only read; from here on the run directory changes.
+    if overwrite:
+        _remove_run(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _tidy_checkpoints(out_dir, damaged)
+
     scale = _Standardiser(train.truth)
     train_obs, train_truth = scale.forward(train.obs), scale.forward(train.truth)
-    model = backend.build_model(config.model_config(), seed=config.seed)
-    optimizer, opt_state = backend.make_optimizer(config.optimizer_config(), model)
-    sampler = np.random.default_rng(config.seed + 1)
-    losses: list[float] = []
-    start = 0
-    state_path = out_dir / "state.json"
-    if resume and state_path.exists():
-        saved = json.loads(state_path.read_text())
-        if saved["experiment"] != dataclasses.asdict(config) | {"steps": saved["experiment"]["steps"]}:
-            raise ValueError(f"{out_dir} holds a run of another experiment: {saved['experiment']}")
-        params, _ = load_params(out_dir / "checkpoint.safetensors")
-        model = backend.import_params(model, params)
-        opt_state = backend.import_optimizer_state(
-            optimizer, opt_state, _load_arrays(out_dir / "optimizer.safetensors")
-        )
-        sampler.bit_generator.state = saved["sampler"]
-        losses, start = list(saved["losses"]), int(saved["step"])
-    bar = _progress(config.steps, start, progress)
-    for step in range(start, config.steps):
-        chosen = sampler.choice(config.train_windows, size=config.batch_size, replace=False)
-        batch = backend.make_batch(train_obs[chosen], target=train_truth[chosen])
-        model, opt_state, loss = backend.train_step(model, batch, optimizer, opt_state)
-        losses.append(float(loss))
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        bar.update(1)
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            state = {
-                "step": step + 1,
-                "sampler": sampler.bit_generator.state,
-                "losses": losses,
-                "experiment": dataclasses.asdict(config),
-                "backend": backend.__name__,
-            }
-            _checkpoint(out_dir, backend, model, opt_state, state)
-    bar.close()
-    estimate = scale.inverse(_predict(backend, model, scale.forward(test.obs), config.batch_size))
-    metrics = {
+    test_obs, test_truth = scale.forward(test.obs), scale.forward(test.truth)
+
+    def held_out_loss() -> float:
+        return _held_out_loss(backend, training.model, test_obs, test_truth, config.batch_size)
+
+    if not training.held_out:
+        training.held_out.append([0, held_out_loss()])
+    with _progress(config.steps, training.step, progress, "train") as bar:
+        while training.step < config.steps:
+            chosen = training.sampler.choice(config.train_windows, size=config.batch_size, replace=False)
+            batch = backend.make_batch(train_obs[chosen], target=train_truth[chosen])
+            training.model, training.opt_state, loss = backend.train_step(
+                training.model, batch, training.optimizer, training.opt_state
+            )
+            training.losses.append(float(loss))
+            training.step += 1
+            bar.update(1)
+            if training.step % config.checkpoint_every == 0 or training.step == config.steps:
+                training.held_out.append([training.step, held_out_loss()])
+                state = {
+                    "step": training.step,
+                    "sampler": training.sampler.bit_generator.state,
+                    "losses": training.losses,
+                    "held_out": training.held_out,
+                    "experiment": dataclasses.asdict(config),
+                    "backend": backend.__name__,
+                }
+                _write_checkpoint(out_dir, training.step, backend, training.model, training.opt_state, state)
+            bar.set_postfix(loss=f"{training.losses[-1]:.4f}", held_out=f"{training.held_out[-1][1]:.4f}")
+
+    # "up to": a default of 4 must not make --test-windows 2 an error
+    fourdvar_windows = min(config.fourdvar_windows, config.test_windows)
+    fourdvar_windows = fourdvar_windows if _has_fourdvar(backend, fourdvar_windows) else 0
+    fourdvar_units = len(_fourdvar_stages(config.length)) + 1 if fourdvar_windows else 0
+    with _progress(len(_batches(test.obs.shape[0], config.batch_size)) + fourdvar_units, 0, progress,
+                   "evaluate") as bar:
+        estimate = scale.inverse(_predict(backend, training.model, test_obs, config.batch_size, bar))
+        fourdvar = _fourdvar(backend, test, fourdvar_windows, bar)
+    interpolation = linear_interpolation(test.obs)
+    metrics: dict[str, Any] = {
         "backend": backend.__name__,
         "system": config.system,
         "adjoint": config.adjoint,
-        "steps": config.steps,
+        "steps": training.step,  # trained for, not asked (the same, since fewer is refused)
         "rmse_learned": rmse(estimate, test.truth),
-        "rmse_interpolation": rmse(linear_interpolation(test.obs), test.truth),
-        "rmse_fourdvar": _fourdvar_rmse(backend, test, config.fourdvar_windows),
+        "rmse_interpolation": rmse(interpolation, test.truth),
+        "rmse_fourdvar": rmse(fourdvar, test.truth[:fourdvar_windows]) if fourdvar is not None else None,
+        "fourdvar_windows": fourdvar_windows,
         "obs_noise_std": test.obs_noise_std,
-        "final_train_loss": losses[-1] if losses else None,
+        "final_train_loss": training.losses[-1] if training.losses else None,
+        "final_held_out_loss": training.held_out[-1][1],
     }
-    metrics["figures"] = _figures(out_dir, test.truth[0], test.obs[0], estimate[0], losses)
-    atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=1).encode())
+    metrics["figures"] = [] if not figures else _draw_figures(
+        out_dir,
+        metrics,
+        {
+            "truth": test.truth,
+            "obs": test.obs,
+            "learned": estimate,
+            "interpolation": interpolation,
+            "fourdvar": fourdvar,
+            "losses": training.losses,
+            "held_out": training.held_out,
+            "interpolation_loss": float(np.mean((scale.forward(interpolation) - test_truth) ** 2)),
+        },
+    )
+    atomic_write(out_dir / METRICS_FILE, json.dumps(metrics, indent=1).encode())
     return metrics
 
 
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step")
+# --- the command line --------------------------------------------------------------------------
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    """The ``train`` command line, identical for every backend."""
-    parser = argparse.ArgumentParser(prog=prog, description="Train a 4DVarNet on a Lorenz system.")
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the usage block of ~20 flags would bury the message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    # Our messages say what is allowed already; argparse's own get the --help hint.
+    parser.exit(EXIT_USAGE, f"{parser.prog}: error: {message}\n")
+
+
+def _build_parsers(prog: str) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    # allow_abbrev=False: the resume command printed on Ctrl-C edits the flags as typed, which
+    # needs every flag spelled out.
+    parser = _Parser(prog=prog, description="Train a 4DVarNet on a Lorenz system.", allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train, checkpoint and evaluate")
+    train = commands.add_parser(
+        "train", help="train, checkpoint and evaluate", allow_abbrev=False,
+        description="Train a 4DVarNet on a Lorenz system, checkpoint, evaluate on held-out windows.",
+    )
     defaults = ExperimentConfig()
     train.add_argument("--system", choices=SYSTEMS, default=defaults.system)
-    train.add_argument("--adjoint", default=defaults.adjoint, help="e.g. checkpoint, truncated:2, implicit")
-    train.add_argument("--steps", type=int, default=defaults.steps)
+    train.add_argument("--adjoint", default=defaults.adjoint,
+                       help=f"the learned solver's adjoint: {defaults._allowed_adjoints()}")
+    train.add_argument("--steps", type=int, default=defaults.steps,
+                       help="training steps in total (with --resume: the total to reach)")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
     train.add_argument("--solver-steps", type=int, default=defaults.solver_steps)
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--lr", type=float, default=defaults.lr)
     train.add_argument("--train-windows", type=int, default=defaults.train_windows)
     train.add_argument("--test-windows", type=int, default=defaults.test_windows)
-    train.add_argument("--window-length", type=int, default=None)
+    train.add_argument("--window-length", type=int, default=None, help="default: 200 for l63, 10 for l96")
     train.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim)
     train.add_argument("--prior-hidden-dim", type=int, default=defaults.prior_hidden_dim)
     train.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
-    train.add_argument("--fourdvar-windows", type=int, default=defaults.fourdvar_windows)
-    train.add_argument("--out", required=True, help="output directory")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser
+    train.add_argument("--fourdvar-windows", type=int, default=defaults.fourdvar_windows,
+                       help="classical 4D-Var runs on up to this many held-out windows (0: none)")
+    train.add_argument("--out", required=True, help="run directory")
+    again = train.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    again.add_argument("--overwrite", action="store_true", help="remove the run in --out and start again")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    train.add_argument("--no-figures", action="store_true", help="draw no figures")
+    return parser, train
 
 
-def main(backend: ModuleType, argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m <backend> train ...``."""
-    args = build_parser(f"python -m {backend.__name__}").parse_args(argv)
-    config = ExperimentConfig(
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    """The ``train`` command line, identical for every backend."""
+    return _build_parsers(prog)[0]
+
+
+def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    return ExperimentConfig(
         system=args.system,
         adjoint=args.adjoint,
         steps=args.steps,
@@ -348,6 +834,60 @@ def main(backend: ModuleType, argv: Sequence[str] | None = None) -> int:
         checkpoint_every=args.checkpoint_every,
         fourdvar_windows=args.fourdvar_windows,
     )
-    metrics = run_experiment(backend, config, args.out, resume=args.resume, progress=not args.no_progress)
+
+
+def _interrupted_message(prog: str, argv: Sequence[str], config: ExperimentConfig, out: str) -> str:
+    words = [word for word in argv if word not in ("--resume", "--overwrite")]
+    found = list_checkpoints(out)
+    if not found:
+        again = shlex.join([*shlex.split(prog), *words])
+        return (
+            f"interrupted before the first checkpoint (one every {config.checkpoint_every} steps), so there is "
+            f"nothing to resume; start again with: {again}"
+        )
+    step, directory = found[-1]
+    command = shlex.join([*shlex.split(prog), *words, "--resume"])
+    return f"interrupted; the last checkpoint is {directory} (step {step} of {config.steps}); resume with: {command}"
+
+
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int,
+    file: TextIO | None = None, line: str | None = None,
+) -> None:
+    # The default format adds the file, line and source of the warning: noise for a CLI user.
+    print(f"warning: {message}", file=file if file is not None else sys.stderr)
+
+
+def main(backend: ModuleType, argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m <backend> train ...``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = f"python -m {backend.__name__}"
+    parser, train = _build_parsers(prog)
+    args = parser.parse_args(argv)
+    try:
+        config = _config_from_args(args)
+    except ConfigError as error:
+        _usage_error(train, f"argument {error.flag}: {error.problem}")
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            metrics = run_experiment(
+                backend, config, args.out, resume=args.resume, overwrite=args.overwrite,
+                progress=not args.no_progress, figures=not args.no_figures,
+            )
+        except RunDirectoryError as error:
+            _usage_error(train, str(error))
+        except CheckpointError as error:
+            print(f"{train.prog}: error: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+        except FloatingPointError as error:
+            print(f"{train.prog}: error: training diverged ({error}); try a smaller --lr", file=sys.stderr)
+            return EXIT_FAILURE
+        except OSError as error:
+            print(f"{train.prog}: error: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+        except KeyboardInterrupt:
+            print(_interrupted_message(prog, argv, config, args.out), file=sys.stderr)
+            return EXIT_INTERRUPTED
     print(json.dumps(metrics, indent=1))
     return 0

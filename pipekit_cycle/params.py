@@ -105,14 +105,22 @@ def save_params(
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over
-    ``path``: readers see the old file or the new one, never a half-written one."""
+    ``path``: readers see the old file or the new one, never a half-written one.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (``0o666`` less the umask):
+    ``tempfile.mkstemp`` creates ``0o600``, which would hide results from the user's group.
+    """
     target = Path(path)
+    # The umask can only be read by setting it; set it straight back.
+    umask = os.umask(0)
+    os.umask(umask)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -49,8 +49,6 @@ from .priors import BilinAEPrior1D, BilinAEPrior2D
 from .solver import (
     fixedpoint_unrolled,
     solve_4dvarnet,
-    solve_4dvarnet_1d_fixedpoint,
-    solve_4dvarnet_2d_fixedpoint,
     solve_4dvarnet_checkpointed,
     solve_4dvarnet_kstep,
     solve_4dvarnet_unrolled,
@@ -118,8 +116,6 @@ __all__ = [
     "reconstruction_loss",
     "rollout_numpy",
     "solve_4dvarnet",
-    "solve_4dvarnet_1d_fixedpoint",
-    "solve_4dvarnet_2d_fixedpoint",
     "solve_4dvarnet_checkpointed",
     "solve_4dvarnet_kstep",
     "solve_4dvarnet_unrolled",

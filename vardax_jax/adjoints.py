@@ -1,11 +1,17 @@
-"""Native (optimistix) adjoints of the learned inner solve, and the spec -> native mapping.
+"""Native (optimistix) adjoints, and the spec -> native mapping.
 
-| spec (`pipekit_cycle`)            | native here                                   |
-|-----------------------------------|-----------------------------------------------|
-| ``RecursiveCheckpointAdjoint(c)`` | ``optx.RecursiveCheckpointAdjoint(checkpoints=c)`` |
-| ``TruncatedAdjoint(k)``           | `KStepAdjoint` ``(k)`` (`OneStepAdjoint` = k 1) |
-| ``ImplicitAdjoint(...)``          | `ImplicitAdjoint` (an ``optx.ImplicitAdjoint``) |
-| ``DirectAdjoint``, ``BacksolveAdjoint`` | ``ValueError``: dynamics layer only     |
+| spec (`pipekit_cycle`)            | native here                                        |
+|-----------------------------------|----------------------------------------------------|
+| ``RecursiveCheckpointAdjoint(c)`` | `RecursiveCheckpointAdjoint` ``(c)`` (an ``optx.RecursiveCheckpointAdjoint``) |
+| ``TruncatedAdjoint(k)``           | `KStepAdjoint` ``(k)`` (`OneStepAdjoint`: k = 1)     |
+| ``ImplicitAdjoint(...)``          | `ImplicitAdjoint` (an ``optx.ImplicitAdjoint``)      |
+| ``DirectAdjoint``, ``BacksolveAdjoint`` | ``ValueError``: dynamics layer only          |
+
+Every native adjoint is an ``optx.AbstractAdjoint`` and owns its loop: a solve hands
+``apply(primal_fn, rewrite_fn, inputs, tags)`` a ``primal_fn`` that runs its loop with the
+``while_loop`` the adjoint appends to ``inputs`` (optimistix's protocol), so the same adjoint
+works as the ``adjoint=`` of ``optx.minimise`` / ``root_find`` / ``fixed_point`` and of the
+4DVarNet solves in `vardax_jax.solver`. Nothing here reads the layout of ``inputs``.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import lineax as lx
 import optimistix as optx
 
 import pipekit_cycle as pk
-from pipekit_cycle.adjoints import DYNAMICS, LINEAR_SOLVERS
+from pipekit_cycle.adjoints import DYNAMICS, LINEAR_SOLVERS, checkpoint_schedule
 from pipekit_cycle.errors import ConvergenceWarning
 
 __all__ = [
@@ -34,28 +40,13 @@ __all__ = [
     "OneStepAdjoint",
     "RecursiveCheckpointAdjoint",
     "nondiff",
-    "resolve_checkpoints",
     "to_native_adjoint",
     "to_optimistix_adjoint",
     "to_spec",
 ]
 
 AbstractAdjoint = optx.AbstractAdjoint
-RecursiveCheckpointAdjoint = optx.RecursiveCheckpointAdjoint
 DEFAULT_MAX_STEPS = 1000
-
-
-def resolve_checkpoints(checkpoints: int | None, n_steps: int) -> int:
-    """Checkpoints actually stored for ``n_steps`` steps.
-
-    ``None`` picks ``ceil(log2(n_steps))`` (at least 1): the binomial (treeverse) schedule then
-    costs ``O(K log K)`` recomputation for ``O(log K)`` stored states, so memory is
-    logarithmic in K. equinox's own default is ``O(sqrt(K))``; we prefer the smaller memory
-    because the inner step (a gradient of the cost) is cheap to recompute.
-    """
-    if checkpoints is None:
-        checkpoints = max(1, (n_steps - 1).bit_length())
-    return max(1, min(checkpoints, n_steps))
 
 
 def nondiff(tree: Any) -> Any:
@@ -63,53 +54,140 @@ def nondiff(tree: Any) -> Any:
     return jtu.tree_map(lambda x: jax.lax.stop_gradient(x) if eqx.is_inexact_array(x) else x, tree)
 
 
+def _checkpointed_while_loop(cond_fun, body_fun, init_val, *, checkpoints: int | None, max_steps=None, **kwargs):
+    # The shared schedule needs the step bound; without one equinox needs an explicit count.
+    if max_steps is not None:
+        checkpoints = checkpoint_schedule(max_steps, checkpoints)
+    return eqxi.while_loop(cond_fun, body_fun, init_val, max_steps=max_steps, kind="checkpointed",
+                           checkpoints=checkpoints, **kwargs)
+
+
+class RecursiveCheckpointAdjoint(optx.RecursiveCheckpointAdjoint):
+    """``optx.RecursiveCheckpointAdjoint`` whose ``checkpoints=None`` is the project's one rule,
+    ``pipekit_cycle.checkpoint_schedule(max_steps, None) = ceil(log2 max_steps)`` stored states
+    (equinox's online binomial checkpointing; exact gradient, ``O(n log n)`` recomputation).
+    Reverse mode only, like its base."""
+
+    def apply(self, primal_fn, rewrite_fn, inputs, tags):
+        del rewrite_fn, tags
+        return primal_fn((*inputs, ft.partial(_checkpointed_while_loop, checkpoints=self.checkpoints)))
+
+
+def _truncated_while_loop(cond_fun, body_fun, init_val, *, k: int, max_steps=None, buffers=None, **kwargs):
+    r"""``while_loop`` with the same iterates, differentiated through its last ``k`` steps only.
+
+    1. Warm-up, nothing linearised: the loop runs on ``stop_gradient`` of its carry and of
+       every array ``body_fun``/``cond_fun`` close over (``eqx.filter_closure_convert``), until
+       it stops or ``max_steps - k`` steps are done, keeping its last ``k`` carries in a ring.
+    2. Live: from the carry at step ``max(n - k, 0)`` (the original, differentiable ``init_val``
+       at step 0), at most ``k`` steps of the original ``body_fun`` in equinox's checkpointed
+       loop, under the same ``cond_fun``. These are the solve's own last steps, so the value is
+       the solve's own; ``n <= k`` differentiates every step (the exact gradient).
+    """
+    del kwargs
+    dynamic, static = eqx.partition(init_val, eqx.is_array)
+    if max_steps is not None and k >= max_steps:
+        start = init_val
+    else:
+        frozen_body = nondiff(eqx.filter_closure_convert(body_fun, init_val))
+        frozen_cond = nondiff(eqx.filter_closure_convert(cond_fun, init_val))
+        warm_limit = None if max_steps is None else max_steps - k
+        ring = jtu.tree_map(lambda a: jnp.zeros((k, *a.shape), a.dtype), dynamic)
+
+        def warm_cond(carry):
+            i, dyn, _ = carry
+            go = frozen_cond(eqx.combine(dyn, static))
+            return go if warm_limit is None else go & (i < warm_limit)
+
+        def warm_body(carry):
+            i, dyn, ring = carry
+            ring = jtu.tree_map(lambda r, a: r.at[i % k].set(a), ring, dyn)
+            new = frozen_body(eqx.combine(dyn, static))
+            # Closure conversion hands constant outputs back as Python scalars: re-array them.
+            new = jtu.tree_map(lambda ref, x: jnp.asarray(x, ref.dtype) if eqx.is_array(ref) else x, init_val, new)
+            return i + 1, eqx.filter(new, eqx.is_array), ring
+
+        n, dyn, ring = jax.lax.while_loop(warm_cond, warm_body, (jnp.array(0), nondiff(dynamic), ring))
+        stopped = jnp.logical_not(frozen_cond(eqx.combine(dyn, static)))
+        first_live = jnp.where(stopped, n - k, n)
+        slot = jnp.maximum(first_live, 0) % k
+        cut = jtu.tree_map(lambda r, a: jnp.where(stopped, r[slot], a), ring, dyn)
+        start_dyn = jtu.tree_map(lambda a, c: jnp.where(first_live <= 0, a, c), dynamic, cut)
+        start = eqx.combine(start_dyn, static)
+    live_steps = k if max_steps is None else min(k, max_steps)
+
+    def live_cond(carry):
+        j, val = carry
+        return cond_fun(val) & (j < live_steps)
+
+    def live_body(carry):
+        j, val = carry
+        return j + 1, body_fun(val)
+
+    live_buffers = None if buffers is None else (lambda carry: buffers(carry[1]))
+    _, out = eqxi.while_loop(live_cond, live_body, (jnp.array(0), start), max_steps=live_steps,
+                             kind="checkpointed", checkpoints=checkpoint_schedule(live_steps, None),
+                             buffers=live_buffers)
+    return out
+
+
 class KStepAdjoint(optx.AbstractAdjoint):
-    """Truncated backpropagation: only the last ``k`` steps carry the gradient.
+    r"""Truncated backpropagation: the solve runs as it would, and only its last ``k`` steps
+    carry the gradient (state AND every other part of the loop's carry are cut before them).
 
-    For the 4DVarNet inner solve (K fixed steps) the first ``max(K - k, 0)`` steps run on
-    ``stop_gradient`` of the model and batch, so neither the state nor the LSTM carry are
-    linearised, then ``min(k, K)`` live steps follow. The forward value is the full solve's;
-    ``k >= K`` is the exact gradient.
+    With ``n`` the number of steps the solve takes (a fixed ``K`` for the learned 4DVarNet
+    solve; up to ``max_steps`` for a solve with a stopping test):
 
-    As the ``adjoint=`` of ``optx.minimise`` / ``root_find`` / ``fixed_point`` (Bolte, Pauwels &
-    Vaiter 2023, "one-step differentiation of iterative algorithms"): the solve first runs
-    to completion without gradient (``y*``, ``n`` steps). If ``n <= k`` it is re-run from
-    ``y0`` with a checkpointed loop, so the gradient is exactly the unrolled one; otherwise
-    ``k`` differentiable solver steps are taken from ``stop_gradient(y*)`` (warm start). For
-    Newton's method at convergence ``k = 1`` gives the implicit-function-theorem gradient.
-    The reported ``num_steps`` and ``result`` are those of the full solve. Reverse mode only
-    (the live loop is equinox's checkpointed while loop).
+    .. math::
+
+        rac{\partial y_n}{\partial 	heta} pprox \sum_{j=n-k}^{n-1}
+        \Big(\prod_{i=j+1}^{n-1} rac{\partial s}{\partial y}(y_i)\Big)
+        rac{\partial s}{\partial 	heta}(y_j) ,
+
+    the chain rule through the steps ``y_{i+1} = s(y_i, 	heta)`` from ``n - k`` on. On a
+    linear fixed point ``y = A y + 	heta`` this is the truncated Neumann series
+    ``\sum_{j<k} A^j``; for Newton at convergence ``k = 1`` is the implicit-function-theorem
+    gradient (Bolte, Pauwels & Vaiter 2023); ``k >= n`` is the exact (unrolled) gradient.
+    Works as the ``adjoint=`` of ``optx.minimise``, ``optx.root_find``, ``optx.fixed_point`` and
+    ``optx.least_squares`` through the ``while_loop`` alone (see `_truncated_while_loop`): the
+    forward value, the step count and the result are the solve's own. optimistix's line-search
+    methods (gradient descent, nonlinear CG, BFGS, Gauss-Newton, Levenberg-Marquardt, Dogleg)
+    return their last accepted point and carry the next proposal, so there ``k`` updates of
+    the output are ``k + 1`` loop steps, and ``k + 1`` are differentiated (on a quadratic,
+    GradientDescent(lr) then gives exactly ``\sum_{j<k} lr (I - lr H)^j``). A line search that
+    rejects its last proposals near convergence makes the last steps' gradient exactly zero
+    (it is the true truncated gradient): take k large enough to reach accepted steps. Cost: the steps before
+    ``n - k`` run once without a graph, the last ``k`` once with one (when the solve stops
+    early, those ``k`` also ran in the warm-up: a ring of ``k`` carries holds where to restart).
+    Reverse mode only (the live loop is equinox's checkpointed loop).
     """
 
     k: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"KStepAdjoint.k must be an int >= 1, got {self.k!r}")
+        pk.TruncatedAdjoint(self.k)  # the shared validation and words
 
     def apply(self, primal_fn, rewrite_fn, inputs, tags):
         del rewrite_fn, tags
-        fn, solver, y0, args, options, max_steps, f_struct, aux_struct, solve_tags = inputs
-        # 1. The full solve, without gradient: nothing inside it is linearised.
-        lax_loop = ft.partial(eqxi.while_loop, kind="lax")
-        y_star, (n_full, result_full, *_) = primal_fn((*nondiff(inputs), lax_loop))
-        y_star = nondiff(y_star)
-        # 2. The live solve: from y0 when k covers every step taken (exact gradient), else
-        #    warm-started from y*. `where` keeps one live loop instead of a `cond` of two.
-        exact = n_full <= self.k
-        y_start = jtu.tree_map(lambda a, b: jnp.where(exact, a, b), y0, y_star)
-        live_steps = self.k if max_steps is None else min(self.k, max_steps)
-        live_loop = ft.partial(eqxi.while_loop, kind="checkpointed", checkpoints=resolve_checkpoints(None, live_steps))
-        live_inputs = (fn, solver, y_start, args, options, live_steps, f_struct, aux_struct, solve_tags)
-        y, (n_live, result_live, state, static_state, aux, stats) = primal_fn((*live_inputs, live_loop))
-        num_steps = jnp.where(exact, n_live, n_full)
-        result = optx.RESULTS.where(exact, result_live, result_full)
-        return y, (num_steps, result, state, static_state, aux, stats)
+        return primal_fn((*inputs, ft.partial(_truncated_while_loop, k=self.k + _proposal_lag(inputs))))
 
 
-def OneStepAdjoint() -> KStepAdjoint:
-    """``KStepAdjoint(k=1)``: one-step differentiation."""
-    return KStepAdjoint(1)
+# optimistix's line-search methods return the last ACCEPTED point and carry the next proposal
+# `y_eval` in their state, so the loop's last step evaluates a proposal the output never sees:
+# k updates of the output take k + 1 loop steps there.
+_LAGGING_SOLVERS = (optx.AbstractGradientDescent, optx.AbstractQuasiNewton, optx.AbstractGaussNewton)
+
+
+def _proposal_lag(inputs) -> int:
+    is_solver = lambda x: isinstance(x, optx.AbstractIterativeSolver)  # noqa: E731
+    solvers = [leaf for leaf in jtu.tree_leaves(inputs, is_leaf=is_solver) if is_solver(leaf)]
+    return int(any(isinstance(solver, _LAGGING_SOLVERS) for solver in solvers))
+
+
+class OneStepAdjoint(KStepAdjoint):
+    """`KStepAdjoint` with ``k = 1``: only the solve's last step carries the gradient."""
+
+    k: int = eqx.field(static=True, default=1, init=False)
 
 
 class FixedPointNeumann(lx.AbstractLinearSolver):
@@ -221,31 +299,32 @@ def _linear_solver(name: str, rtol: float, atol: float, max_steps: int | None) -
 
 
 class ImplicitAdjoint(optx.ImplicitAdjoint):
-    r"""``optx.ImplicitAdjoint`` that also carries the fixed-point tolerances.
+    r"""``optx.ImplicitAdjoint`` configured by the spec's fields, ``linear_solver`` included.
 
-    The 4DVarNet inner solve becomes the fixed point ``x* = m y + (1 - m) phi(x*)``, iterated
-    until ``max_i |x_{n+1} - x_n|_i / (atol + rtol |x_{n+1}|_i) < 1`` or ``max_steps``
-    (``None``: 1000); the backward solves ``(I - dT/dx)^T lambda = dL/dx*`` matrix-free with
-    ``linear_solver_name``: ``gmres`` (``auto``), ``neumann`` (`FixedPointNeumann`) or
-    ``dense`` (materialised Jacobian, LU).
+    The backward solves ``(I - dT/dx)^T lambda = dL/dx*`` at the solve's output ``x*`` (which
+    must be a fixed point: the 4DVarNet ``solver="fixed_point"``, or any optimistix solve)
+    matrix-free with ``linear_solver``: ``"gmres"`` (``"auto"``), ``"neumann"``
+    (`FixedPointNeumann`, for fixed points) or ``"dense"`` (materialised Jacobian, LU), to the
+    tolerances ``rtol``, ``atol`` and ``max_steps`` (``None``: 1000), which are the backward
+    solve's only. An iterative solve that stops short warns `ConvergenceWarning` and uses its
+    last iterate (as vardax_torch does). The forward runs in a plain ``lax`` loop.
     """
 
-    rtol: float = 1e-6
-    atol: float = 1e-6
+    linear_solver: str = eqx.field(static=True, default="auto")  # type: ignore[assignment]
+    rtol: float = eqx.field(static=True, default=1e-6)
+    atol: float = eqx.field(static=True, default=1e-6)
     max_steps: int | None = eqx.field(static=True, default=None)
-    linear_solver_name: str = eqx.field(static=True, default="auto")
 
-    def __init__(
-        self, linear_solver: str = "auto", rtol: float = 1e-6, atol: float = 1e-6, max_steps: int | None = None
-    ):
-        spec = pk.ImplicitAdjoint(linear_solver=linear_solver, rtol=rtol, atol=atol, max_steps=max_steps)  # validates
-        self.rtol, self.atol, self.max_steps = spec.rtol, spec.atol, spec.max_steps
-        self.linear_solver_name = spec.linear_solver
-        self.linear_solver = _linear_solver(spec.linear_solver, spec.rtol, spec.atol, spec.max_steps)
+    def __check_init__(self):
+        pk.ImplicitAdjoint(self.linear_solver, self.rtol, self.atol, self.max_steps)  # type: ignore[arg-type]
 
     @property
-    def iteration_max_steps(self) -> int:
-        return DEFAULT_MAX_STEPS if self.max_steps is None else self.max_steps
+    def lineax_solver(self) -> lx.AbstractLinearSolver:
+        """The lineax solver of the backward system."""
+        return _linear_solver(self.linear_solver, self.rtol, self.atol, self.max_steps)
+
+    def apply(self, primal_fn, rewrite_fn, inputs, tags):
+        return optx.ImplicitAdjoint(linear_solver=self.lineax_solver).apply(primal_fn, rewrite_fn, inputs, tags)
 
 
 def to_native_adjoint(spec: Any, layer: str = pk.INNER_SOLVE) -> Any:
@@ -264,9 +343,9 @@ def to_native_adjoint(spec: Any, layer: str = pk.INNER_SOLVE) -> Any:
         return spec
     coerced = pk.check_layer(spec, layer)
     if isinstance(coerced, pk.RecursiveCheckpointAdjoint):
-        return optx.RecursiveCheckpointAdjoint(checkpoints=coerced.checkpoints)
+        return RecursiveCheckpointAdjoint(checkpoints=coerced.checkpoints)
     if isinstance(coerced, pk.TruncatedAdjoint):
-        return KStepAdjoint(k=coerced.k)
+        return OneStepAdjoint() if coerced.k == 1 else KStepAdjoint(k=coerced.k)
     if isinstance(coerced, pk.ImplicitAdjoint):
         return ImplicitAdjoint(coerced.linear_solver, coerced.rtol, coerced.atol, coerced.max_steps)
     raise ValueError(f"no inner-solve adjoint for {coerced!r}")  # unreachable after check_layer
@@ -278,7 +357,7 @@ to_optimistix_adjoint = to_native_adjoint
 def to_spec(native: Any) -> pk.AdjointSpec:
     """The `pipekit_cycle` spec of a native inner-solve adjoint (inverse of `to_native_adjoint`)."""
     if isinstance(native, ImplicitAdjoint):
-        return pk.ImplicitAdjoint(native.linear_solver_name, native.rtol, native.atol, native.max_steps)
+        return pk.ImplicitAdjoint(native.linear_solver, native.rtol, native.atol, native.max_steps)  # type: ignore[arg-type]
     if isinstance(native, optx.ImplicitAdjoint):
         return pk.ImplicitAdjoint()
     if isinstance(native, optx.RecursiveCheckpointAdjoint):

@@ -107,18 +107,25 @@ class AbstractFourDVarNet(eqx.Module):
     obs_weight: float = eqx.field(static=True)
     prior_weight: float = eqx.field(static=True)
     padding: str = eqx.field(static=True)
+    solver: str = eqx.field(static=True)
+    fixed_point_rtol: float = eqx.field(static=True)
+    fixed_point_atol: float = eqx.field(static=True)
 
     ndim: ClassVar[int]
 
     def _build(self, state_shape, n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
-               obs_weight, prior_weight, padding, solver_adjoint, key, dtype, prior_cls, grad_mod_cls):
+               obs_weight, prior_weight, padding, solver_adjoint, key, dtype, prior_cls, grad_mod_cls, solver,
+               fixed_point_rtol, fixed_point_atol):
         native = to_native_adjoint(solver_adjoint)
         # The config validates every field with the shared error words.
         pk.FourDVarNetConfig(
             state_shape=tuple(state_shape), n_time=n_time, hidden_dim=hidden_dim, prior_hidden_dim=prior_hidden_dim,
             kernel_size=kernel_size, n_solver_steps=n_solver_steps, alpha=alpha, obs_weight=obs_weight,
-            prior_weight=prior_weight, padding=padding, solver_adjoint=to_spec(native),
+            prior_weight=prior_weight, padding=padding, solver=solver, fixed_point_rtol=fixed_point_rtol,
+            fixed_point_atol=fixed_point_atol, solver_adjoint=_spec_or_default(native),
         )
+        self.solver = solver
+        self.fixed_point_rtol, self.fixed_point_atol = float(fixed_point_rtol), float(fixed_point_atol)
         pkey, gkey = jr.split(key)
         self.prior = prior_cls(n_time, prior_hidden_dim, kernel_size, padding, key=pkey, dtype=dtype)
         self.grad_mod = grad_mod_cls(n_time, hidden_dim, kernel_size, padding, key=gkey, dtype=dtype)
@@ -139,20 +146,41 @@ class AbstractFourDVarNet(eqx.Module):
             state_shape=self.state_shape, n_time=self.n_time, hidden_dim=self.hidden_dim,
             prior_hidden_dim=self.prior_hidden_dim, kernel_size=self.kernel_size,
             n_solver_steps=self.n_solver_steps, alpha=self.alpha, obs_weight=self.obs_weight,
-            prior_weight=self.prior_weight, padding=self.padding, solver_adjoint=to_spec(self.solver_adjoint),
+            prior_weight=self.prior_weight, padding=self.padding, solver=self.solver,
+            fixed_point_rtol=self.fixed_point_rtol, fixed_point_atol=self.fixed_point_atol,
+            solver_adjoint=to_spec(self.solver_adjoint),
         )
 
+    def checked_adjoint(self, adjoint: Any) -> Any:
+        """``adjoint`` as a native adjoint, after the shared solver check (``ImplicitAdjoint``
+        needs ``solver="fixed_point"``). An adjoint of the user's own, which no spec
+        describes, is taken as it is."""
+        native = to_native_adjoint(adjoint)
+        pk.check_solver_adjoint(self.solver, _spec_or_default(native))
+        return native
+
     def with_adjoint(self, spec: Any):
-        """This model, differentiated by ``spec`` (spec or native adjoint)."""
-        return eqx.tree_at(lambda m: m.solver_adjoint, self, to_native_adjoint(spec))
+        """This model, differentiated by ``spec`` (spec or native adjoint); the value it
+        computes is unchanged."""
+        return eqx.tree_at(lambda m: m.solver_adjoint, self, self.checked_adjoint(spec))
 
     def __call__(self, batch: AbstractBatch, *, adjoint: Any = None) -> Float[Array, "batch time *space"]:
+        """``x_K``, the output of the model's solver, differentiated by ``adjoint`` (``None``:
+        ``solver_adjoint``)."""
         check_batch(self, batch)
-        native = self.solver_adjoint if adjoint is None else to_native_adjoint(adjoint)
+        native = self.solver_adjoint if adjoint is None else self.checked_adjoint(adjoint)
         return solve_4dvarnet_jit(self, batch, native)
 
 
 _DEFAULT_ADJOINT = pk.RecursiveCheckpointAdjoint()
+
+
+def _spec_or_default(native: Any) -> pk.AdjointSpec:
+    # A user's own adjoint has no spec: validate the rest of the config with the default.
+    try:
+        return to_spec(native)
+    except ValueError:
+        return _DEFAULT_ADJOINT
 
 
 class FourDVarNet1D(AbstractFourDVarNet):
@@ -163,9 +191,11 @@ class FourDVarNet1D(AbstractFourDVarNet):
     def __init__(self, state_dim: int, n_time: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
                  kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
                  prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = _DEFAULT_ADJOINT, *,
-                 key: PRNGKeyArray, dtype: Any = None):
+                 key: PRNGKeyArray, dtype: Any = None, solver: str = "learned", fixed_point_rtol: float = 1e-6,
+                 fixed_point_atol: float = 1e-6):
         self._build((state_dim,), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
-                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, BilinAEPrior1D, ConvLSTMGradMod1D)
+                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, BilinAEPrior1D, ConvLSTMGradMod1D,
+                    solver, fixed_point_rtol, fixed_point_atol)
 
 
 class FourDVarNet2D(AbstractFourDVarNet):
@@ -176,9 +206,11 @@ class FourDVarNet2D(AbstractFourDVarNet):
     def __init__(self, n_time: int, height: int, width: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
                  kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
                  prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = _DEFAULT_ADJOINT, *,
-                 key: PRNGKeyArray, dtype: Any = None):
+                 key: PRNGKeyArray, dtype: Any = None, solver: str = "learned", fixed_point_rtol: float = 1e-6,
+                 fixed_point_atol: float = 1e-6):
         self._build((height, width), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
-                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, BilinAEPrior2D, ConvLSTMGradMod2D)
+                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, BilinAEPrior2D, ConvLSTMGradMod2D,
+                    solver, fixed_point_rtol, fixed_point_atol)
 
 
 def build_model(config: pk.FourDVarNetConfig, *, seed: int, dtype: Any = None) -> AbstractFourDVarNet:
@@ -187,6 +219,7 @@ def build_model(config: pk.FourDVarNetConfig, *, seed: int, dtype: Any = None) -
         hidden_dim=config.hidden_dim, prior_hidden_dim=config.prior_hidden_dim, kernel_size=config.kernel_size,
         n_solver_steps=config.n_solver_steps, alpha=config.alpha, obs_weight=config.obs_weight,
         prior_weight=config.prior_weight, padding=config.padding, solver_adjoint=config.solver_adjoint,
+        solver=config.solver, fixed_point_rtol=config.fixed_point_rtol, fixed_point_atol=config.fixed_point_atol,
         key=jr.PRNGKey(seed), dtype=dtype,
     )
     if config.ndim == 1:

@@ -1,15 +1,22 @@
-r"""The learned inner solve of a 4DVarNet, one loop per adjoint, and the fixed-point solve.
+r"""The inner solves of a 4DVarNet: WHAT is computed is the model's ``solver``; HOW it is
+differentiated is the adjoint's, which owns the loop (DESIGN 3.2).
 
-Cost per sample (DESIGN 3.1), ``(B,)``:
+``solver="learned"`` (DESIGN 3.1), cost per sample ``(B,)``:
 
 .. math::
 
-    U(x) = w_{obs} \sum m (x - y)^2 + w_{prior} \sum (x - \phi(x))^2 .
+    U(x) = w_{obs} \sum m (x - y)^2 + w_{prior} \sum (x - \phi(x))^2 ,
 
-Solver: ``x_0 = m y``, carry zeros; ``K`` times ``g = dU/dx(x_k)``,
-``u, carry = grad_mod(g, x_k, carry)``, ``x_{k+1} = x_k - alpha u``.
+``x_0 = m y``, carry zeros; ``K`` times ``g = dU/dx(x_k)``, ``u, carry = grad_mod(g, x_k, carry)``,
+``x_{k+1} = x_k - alpha u``.
 
-Fixed point (Implicit): ``x* = T(x*) = m y + (1 - m) phi(x*)``.
+``solver="fixed_point"``: ``x <- T(x) = m y + (1 - m) phi(x)`` from ``x_0 = m y``, at most
+``K = n_solver_steps`` iterations, stopping by optimistix's ``FixedPointIteration`` test at
+the config's ``fixed_point_rtol/atol``.
+
+Both hand their loop to ``adjoint.apply(primal_fn, rewrite_fn, inputs, tags)`` (optimistix's
+protocol): the learned solve directly, the fixed point through ``optx.fixed_point``. The
+solvers never look at the adjoint's type, so any ``optx.AbstractAdjoint`` plugs in.
 """
 
 from __future__ import annotations
@@ -18,22 +25,19 @@ import functools as ft
 import warnings
 
 import equinox as eqx
-import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float
 
-from pipekit_cycle.errors import ConvergenceWarning
+from pipekit_cycle.errors import fixed_point_not_converged
 
-from .adjoints import ImplicitAdjoint, KStepAdjoint, nondiff, resolve_checkpoints, to_native_adjoint
+from .adjoints import KStepAdjoint, RecursiveCheckpointAdjoint, to_native_adjoint
 
 __all__ = [
     "fixedpoint_map",
     "fixedpoint_unrolled",
     "solve_4dvarnet",
-    "solve_4dvarnet_1d_fixedpoint",
-    "solve_4dvarnet_2d_fixedpoint",
     "solve_4dvarnet_checkpointed",
     "solve_4dvarnet_kstep",
     "solve_4dvarnet_unrolled",
@@ -52,73 +56,35 @@ def variational_cost(model, x: State, batch) -> Float[Array, " batch"]:
     return model.obs_weight * obs + model.prior_weight * prior
 
 
-def _initial(model, batch):
-    x0 = batch.mask * batch.input
-    return x0, model.grad_mod.init_carry(x0)
-
-
 def solver_step(model, batch, x: State, carry):
-    """One step ``x <- x - alpha * grad_mod(dU/dx, x, carry)``; returns ``(x, carry)``."""
+    """One learned step ``x <- x - alpha * grad_mod(dU/dx, x, carry)``; returns ``(x, carry)``."""
     grad = jax.grad(lambda z: jnp.sum(variational_cost(model, z, batch)))(x)
     update, carry = model.grad_mod(grad, x, carry)
     return x - model.alpha * update, carry
 
 
-def _run(model, batch, x, carry, n_steps: int):
-    # fori_loop with static bounds lowers to a scan: reverse-differentiable, stores every step.
-    body = lambda _, xc: solver_step(model, batch, *xc)  # noqa: E731
-    return jax.lax.fori_loop(0, n_steps, body, (x, carry))
-
-
-def solve_4dvarnet_unrolled(model, batch) -> State:
-    """Plain backprop through ``K = n_solver_steps`` steps (the reference; memory O(K))."""
-    x, carry = _initial(model, batch)
-    return _run(model, batch, x, carry, model.n_solver_steps)[0]
-
-
-def solve_4dvarnet_checkpointed(model, batch, checkpoints: int | None = None) -> State:
-    """``K`` steps in equinox's checkpointed while loop: exact gradient, memory
-    ``O(checkpoints)`` states (``None``: `resolve_checkpoints`, about ``log2 K``)."""
+def _learned_primal(inputs):
+    model, batch, while_loop = inputs
+    x0 = batch.mask * batch.input
     n_steps = model.n_solver_steps
-    x, carry = _initial(model, batch)
 
     def body(val):
         i, x, carry = val
         return (i + 1, *solver_step(model, batch, x, carry))
 
-    _, x, _ = eqxi.while_loop(
-        lambda val: val[0] < n_steps,
-        body,
-        (jnp.array(0), x, carry),
-        max_steps=n_steps,
-        kind="checkpointed",
-        checkpoints=resolve_checkpoints(checkpoints, n_steps),
-    )
+    init = (jnp.array(0), x0, model.grad_mod.init_carry(x0))
+    _, x, _ = while_loop(lambda val: val[0] < n_steps, body, init, max_steps=n_steps)
+    return x, None
+
+
+def _learned_rewrite(root, residual, inputs):
+    # Reached only when an implicit adjoint is forced past the model's own check.
+    raise ValueError('ImplicitAdjoint needs solver="fixed_point": the learned solve\'s output is not a fixed point')
+
+
+def _solve_learned(model, batch, adjoint) -> State:
+    x, _ = adjoint.apply(_learned_primal, _learned_rewrite, (model, batch), frozenset())
     return x
-
-
-def solve_4dvarnet_kstep(model, batch, k: int) -> State:
-    """``max(K - k, 0)`` warm-up steps on ``stop_gradient`` of model and batch (state AND carry
-    cut from the graph, nothing linearised), then ``min(k, K)`` live steps."""
-    n_steps = model.n_solver_steps
-    n_warm = max(n_steps - k, 0)
-    x, carry = _initial(model, batch)
-    if n_warm:
-        x, carry = _run(nondiff(model), nondiff(batch), x, carry, n_warm)
-        x, carry = nondiff((x, carry))
-    return _run(model, batch, x, carry, n_steps - n_warm)[0]
-
-
-def solve_4dvarnet(model, batch, adjoint=None) -> State:
-    """The inner solve differentiated as ``adjoint`` (spec or native; ``None``: the model's)."""
-    adjoint = model.solver_adjoint if adjoint is None else to_native_adjoint(adjoint)
-    if isinstance(adjoint, KStepAdjoint):
-        return solve_4dvarnet_kstep(model, batch, adjoint.k)
-    if isinstance(adjoint, optx.RecursiveCheckpointAdjoint):
-        return solve_4dvarnet_checkpointed(model, batch, adjoint.checkpoints)
-    if isinstance(adjoint, optx.ImplicitAdjoint):
-        return _solve_fixedpoint(model, batch, adjoint)
-    raise TypeError(f"no inner-solve loop for the adjoint {adjoint!r}")
 
 
 def fixedpoint_map(x: State, args) -> tuple[State, State]:
@@ -128,60 +94,79 @@ def fixedpoint_map(x: State, args) -> tuple[State, State]:
     return batch.mask * batch.input + (1 - batch.mask) * model.prior(x), x
 
 
-def _warn_not_converged(max_steps: int, rtol: float, atol: float, converged, residual, n_steps) -> None:
+def _warn_not_converged(max_steps: int, rtol: float, atol: float, converged, residual) -> None:
     if not bool(converged):
-        warnings.warn(
-            ConvergenceWarning(
-                f"fixed-point iteration did not converge after {int(n_steps)} steps (max_steps={max_steps}): "
-                f"residual max|x_(n+1) - x_n| = {float(residual):.3e}, rtol={rtol}, atol={atol}"
-            ),
-            stacklevel=2,
-        )
+        warnings.warn(fixed_point_not_converged(max_steps, float(residual), rtol, atol), stacklevel=2)
 
 
-def _solve_fixedpoint(model, batch, adjoint=None) -> State:
-    if adjoint is None:
-        adjoint = model.solver_adjoint if isinstance(model.solver_adjoint, ImplicitAdjoint) else ImplicitAdjoint()
-    adjoint = to_native_adjoint(adjoint)
-    rtol, atol = getattr(adjoint, "rtol", 1e-6), getattr(adjoint, "atol", 1e-6)
-    max_steps = getattr(adjoint, "iteration_max_steps", 1000)
-    x0 = batch.mask * batch.input
+def _solve_fixed_point(model, batch, adjoint) -> State:
+    rtol, atol, max_steps = model.fixed_point_rtol, model.fixed_point_atol, model.n_solver_steps
     sol = optx.fixed_point(
         fixedpoint_map,
         optx.FixedPointIteration(rtol=rtol, atol=atol),
-        x0,
+        batch.mask * batch.input,
         args=(model, batch),
         has_aux=True,
         max_steps=max_steps,
         adjoint=adjoint,
         throw=False,
     )
-    residual = jnp.max(jnp.abs(jax.lax.stop_gradient(sol.value - sol.aux)))
-    converged = sol.result == optx.RESULTS.successful
-    warn = ft.partial(_warn_not_converged, max_steps, rtol, atol)
-    jax.debug.callback(warn, converged, residual, sol.stats["num_steps"])
+    if rtol > 0 or atol > 0:  # both 0: exactly n_solver_steps iterations were asked for
+        residual = jnp.max(jnp.abs(jax.lax.stop_gradient(sol.value - sol.aux)))
+        converged = sol.result == optx.RESULTS.successful
+        warn = ft.partial(_warn_not_converged, max_steps, rtol, atol)
+        jax.debug.callback(warn, converged, residual)
     return sol.value
 
 
-def solve_4dvarnet_1d_fixedpoint(model, batch, adjoint=None) -> State:
-    """Fixed point ``x* = m y + (1 - m) phi(x*)`` of a 1D model, differentiated by the implicit
-    function theorem (``adjoint``: an `ImplicitAdjoint` or spec; ``None``: the model's if it is
-    implicit, else the default). Warns `ConvergenceWarning` (residual, steps) when not converged."""
-    if model.ndim != 1:
-        raise ValueError("solve_4dvarnet_1d_fixedpoint needs a 1D model (FourDVarNet1D)")
-    return _solve_fixedpoint(model, batch, adjoint)
+_SOLVERS = {"learned": _solve_learned, "fixed_point": _solve_fixed_point}
 
 
-def solve_4dvarnet_2d_fixedpoint(model, batch, adjoint=None) -> State:
-    """As `solve_4dvarnet_1d_fixedpoint`, for a 2D model (FourDVarNet2D)."""
-    if model.ndim != 2:
-        raise ValueError("solve_4dvarnet_2d_fixedpoint needs a 2D model (FourDVarNet2D)")
-    return _solve_fixedpoint(model, batch, adjoint)
+def solve_4dvarnet(model, batch, adjoint=None) -> State:
+    """The model's inner solve (``model.solver``) on ``batch``, differentiated by ``adjoint``
+    (a spec or any ``optx.AbstractAdjoint``; ``None``: ``model.solver_adjoint``). The value
+    does not depend on the adjoint."""
+    native = model.solver_adjoint if adjoint is None else to_native_adjoint(adjoint)
+    return _SOLVERS[model.solver](model, batch, native)
+
+
+def _unrolled_while_loop(cond_fun, body_fun, init_val, *, max_steps, **kwargs):
+    del kwargs
+
+    def step(val, _):
+        return jax.lax.cond(cond_fun(val), body_fun, lambda v: v, val), None
+
+    return jax.lax.scan(step, init_val, length=max_steps)[0]
+
+
+class _Unrolled(optx.AbstractAdjoint):
+    """Plain backprop through every step (a scan of ``max_steps`` guarded steps): the reference."""
+
+    def apply(self, primal_fn, rewrite_fn, inputs, tags):
+        del rewrite_fn, tags
+        return primal_fn((*inputs, _unrolled_while_loop))
+
+
+def solve_4dvarnet_unrolled(model, batch) -> State:
+    """The model's solve with plain backprop through every step (the reference; memory O(K))."""
+    return solve_4dvarnet(model, batch, _Unrolled())
+
+
+def solve_4dvarnet_checkpointed(model, batch, checkpoints: int | None = None) -> State:
+    """The solve under `RecursiveCheckpointAdjoint` ``(checkpoints)``: exact gradient, memory
+    ``O(checkpoints)`` states (``None``: ``pipekit_cycle.checkpoint_schedule``, ``ceil(log2 K)``)."""
+    return solve_4dvarnet(model, batch, RecursiveCheckpointAdjoint(checkpoints))
+
+
+def solve_4dvarnet_kstep(model, batch, k: int) -> State:
+    """The solve under `KStepAdjoint` ``(k)``: the steps before the last ``k`` run with state AND
+    carry cut from the graph, the last ``k`` carry the gradient."""
+    return solve_4dvarnet(model, batch, KStepAdjoint(k))
 
 
 def fixedpoint_unrolled(model, batch, n_iterations: int) -> State:
-    """Plain backprop through ``n_iterations`` fixed-point iterations from ``x_0 = m y`` (the
-    reference the implicit gradient is checked against)."""
+    """Plain backprop through exactly ``n_iterations`` iterations ``x <- T(x)`` from ``x_0 = m y``,
+    no stopping test (the reference the implicit gradient is checked against)."""
     x0 = batch.mask * batch.input
     return jax.lax.fori_loop(0, n_iterations, lambda _, x: fixedpoint_map(x, (model, batch))[0], x0)
 

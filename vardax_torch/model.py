@@ -14,10 +14,12 @@ from pipekit_cycle import FourDVarNetConfig
 from pipekit_cycle.adjoints import RecursiveCheckpointAdjoint as _CheckpointSpec
 from pipekit_cycle.validation import as_observations, check_batch_shapes, check_same_dtype
 
+from pipekit_cycle.adjoints import check_solver_adjoint
+
 from .adjoints import AbstractAdjoint, to_native_adjoint
 from .grad_mod import ConvLSTMGradMod1D, ConvLSTMGradMod2D
 from .priors import BilinAEPrior1D, BilinAEPrior2D
-from .solver import Statics, solve_4dvarnet
+from .solver import solve_4dvarnet
 
 __all__ = ["Batch1D", "Batch2D", "FourDVarNet1D", "FourDVarNet2D", "build_model", "make_batch", "to_numpy"]
 
@@ -80,6 +82,14 @@ def to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
+def _spec_or_default(native: AbstractAdjoint) -> Any:
+    # A user's own adjoint has no spec: validate the rest of the config with the default.
+    try:
+        return native.to_spec()
+    except ValueError:
+        return _CheckpointSpec()
+
+
 class FourDVarNet(nn.Module):
     """Shared body of `FourDVarNet1D` / `FourDVarNet2D` (see those)."""
 
@@ -89,7 +99,8 @@ class FourDVarNet(nn.Module):
         self, state_shape: tuple[int, ...], n_time: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
         kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
         prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = None, *,
-        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None,
+        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None, solver: str = "learned",
+        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6,
     ) -> None:
         super().__init__()
         solver_adjoint = to_native_adjoint(_CheckpointSpec() if solver_adjoint is None else solver_adjoint)
@@ -97,7 +108,9 @@ class FourDVarNet(nn.Module):
         FourDVarNetConfig(
             state_shape=tuple(state_shape), n_time=n_time, hidden_dim=hidden_dim, prior_hidden_dim=prior_hidden_dim,
             kernel_size=kernel_size, n_solver_steps=n_solver_steps, alpha=alpha, obs_weight=obs_weight,
-            prior_weight=prior_weight, padding=padding, solver_adjoint=solver_adjoint.to_spec(),  # type: ignore[arg-type]
+            prior_weight=prior_weight, padding=padding, solver=solver,  # type: ignore[arg-type]
+            fixed_point_rtol=fixed_point_rtol, fixed_point_atol=fixed_point_atol,
+            solver_adjoint=_spec_or_default(solver_adjoint),
         )
         torch_dtype = _as_torch_dtype(dtype)
         generator = generator if generator is not None else torch.Generator().manual_seed(seed)
@@ -109,7 +122,9 @@ class FourDVarNet(nn.Module):
         self.state_shape = tuple(state_shape)
         self.n_time, self.hidden_dim, self.prior_hidden_dim = n_time, hidden_dim, prior_hidden_dim
         self.kernel_size, self.n_solver_steps = kernel_size, n_solver_steps
-        self.statics = Statics(float(alpha), float(obs_weight), float(prior_weight), padding)
+        self.alpha, self.obs_weight, self.prior_weight = float(alpha), float(obs_weight), float(prior_weight)
+        self.padding, self.solver = padding, solver
+        self.fixed_point_rtol, self.fixed_point_atol = float(fixed_point_rtol), float(fixed_point_atol)
         self.solver_adjoint: AbstractAdjoint = solver_adjoint
 
     @property
@@ -120,12 +135,12 @@ class FourDVarNet(nn.Module):
     @property
     def config(self) -> FourDVarNetConfig:
         """The `pipekit_cycle.FourDVarNetConfig` describing this model."""
-        st = self.statics
         return FourDVarNetConfig(
             state_shape=self.state_shape, n_time=self.n_time, hidden_dim=self.hidden_dim,
             prior_hidden_dim=self.prior_hidden_dim, kernel_size=self.kernel_size,
-            n_solver_steps=self.n_solver_steps, alpha=st.alpha, obs_weight=st.obs_weight,
-            prior_weight=st.prior_weight, padding=st.padding,  # type: ignore[arg-type]
+            n_solver_steps=self.n_solver_steps, alpha=self.alpha, obs_weight=self.obs_weight,
+            prior_weight=self.prior_weight, padding=self.padding, solver=self.solver,  # type: ignore[arg-type]
+            fixed_point_rtol=self.fixed_point_rtol, fixed_point_atol=self.fixed_point_atol,
             solver_adjoint=self.solver_adjoint.to_spec(),
         )
 
@@ -139,14 +154,23 @@ class FourDVarNet(nn.Module):
         )
         check_same_dtype(str(batch.input.dtype), str(self.dtype))
 
+    def checked_adjoint(self, adjoint: Any) -> AbstractAdjoint:
+        """``adjoint`` as a native adjoint, after the shared solver check (``ImplicitAdjoint``
+        needs ``solver="fixed_point"``). An adjoint of the user's own, which no spec
+        describes, is taken as it is."""
+        native = to_native_adjoint(adjoint)
+        check_solver_adjoint(self.solver, _spec_or_default(native))
+        return native
+
     def with_adjoint(self, spec: Any) -> FourDVarNet:
-        """A shallow copy sharing every parameter, differentiated by ``spec`` (spec or native)."""
+        """A shallow copy sharing every parameter, differentiated by ``spec`` (spec or native);
+        the value it computes is unchanged."""
         clone = copy.copy(self)
-        clone.solver_adjoint = to_native_adjoint(spec)
+        clone.solver_adjoint = self.checked_adjoint(spec)
         return clone
 
     def forward(self, batch: Any, *, adjoint: Any = None) -> Tensor:
-        """The inner solve: the reconstruction ``(B, T, *S)``; ``adjoint`` (spec or native)
+        """``x_K``, the output of the model's solver ``(B, T, *S)``; ``adjoint`` (spec or native)
         overrides ``solver_adjoint`` for this call."""
         return solve_4dvarnet(self, batch, adjoint)
 
@@ -166,11 +190,13 @@ class FourDVarNet1D(FourDVarNet):
         self, state_dim: int, n_time: int, hidden_dim: int = 16, prior_hidden_dim: int = 16, kernel_size: int = 3,
         n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0, prior_weight: float = 1.0,
         padding: str = "zeros", solver_adjoint: Any = None, *,
-        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None,
+        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None, solver: str = "learned",
+        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6,
     ) -> None:
         super().__init__((state_dim,), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
                          obs_weight, prior_weight, padding, solver_adjoint, seed=seed, generator=generator,
-                         dtype=dtype)
+                         dtype=dtype, solver=solver, fixed_point_rtol=fixed_point_rtol,
+                         fixed_point_atol=fixed_point_atol)
 
 
 class FourDVarNet2D(FourDVarNet):
@@ -182,11 +208,13 @@ class FourDVarNet2D(FourDVarNet):
         self, n_time: int, height: int, width: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
         kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
         prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = None, *,
-        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None,
+        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None, solver: str = "learned",
+        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6,
     ) -> None:
         super().__init__((height, width), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
                          obs_weight, prior_weight, padding, solver_adjoint, seed=seed, generator=generator,
-                         dtype=dtype)
+                         dtype=dtype, solver=solver, fixed_point_rtol=fixed_point_rtol,
+                         fixed_point_atol=fixed_point_atol)
 
 
 def build_model(
@@ -197,6 +225,7 @@ def build_model(
         hidden_dim=config.hidden_dim, prior_hidden_dim=config.prior_hidden_dim, kernel_size=config.kernel_size,
         n_solver_steps=config.n_solver_steps, alpha=config.alpha, obs_weight=config.obs_weight,
         prior_weight=config.prior_weight, padding=config.padding, solver_adjoint=config.solver_adjoint,
+        solver=config.solver, fixed_point_rtol=config.fixed_point_rtol, fixed_point_atol=config.fixed_point_atol,
         seed=seed, generator=generator, dtype=dtype,
     )
     if config.ndim == 1:

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from pipekit_cycle import load_backend, load_params
-from pipekit_cycle.experiment import ExperimentConfig, build_parser, linear_interpolation, run_experiment
+from pipekit_cycle.experiment import (
+    ConfigError,
+    ExperimentConfig,
+    build_parser,
+    latest_checkpoint,
+    linear_interpolation,
+    list_checkpoints,
+    run_experiment,
+)
 
 
 def test_linear_interpolation_closed_form():
@@ -17,45 +25,77 @@ def test_linear_interpolation_closed_form():
 
 
 @pytest.mark.parametrize(
-    ("changes", "word"),
-    [({"system": "l99"}, "system"), ({"adjoint": "bogus"}, "unknown adjoint"), ({"steps": 0}, "steps"),
-     ({"batch_size": 100}, "batch_size")],
+    ("changes", "field", "word"),
+    [
+        ({"system": "l99"}, "system", "l63, l96"),
+        ({"adjoint": "bogus"}, "adjoint", "unknown adjoint"),
+        ({"adjoint": "backsolve"}, "adjoint", "dynamics-layer"),
+        ({"adjoint": "direct"}, "adjoint", "dynamics-layer"),
+        ({"adjoint": "truncated:0"}, "adjoint", ">= 1"),
+        ({"steps": 0}, "steps", ">= 1"),
+        ({"steps": 2.5}, "steps", "integer"),
+        ({"batch_size": 100}, "batch_size", r"training windows \(64\)"),
+        ({"lr": float("nan")}, "lr", "finite"),
+        ({"lr": 0.0}, "lr", "> 0"),
+        ({"seed": -1}, "seed", ">= 0"),
+        ({"window_length": 1}, "window_length", ">= 2"),
+        ({"hidden_dim": 0}, "hidden_dim", ">= 1"),
+        ({"fourdvar_windows": -1}, "fourdvar_windows", ">= 0"),
+    ],
 )
-def test_experiment_config_validation(changes, word):
-    with pytest.raises(ValueError, match=word):
+def test_experiment_config_validation(changes, field, word):
+    with pytest.raises(ConfigError, match=word) as caught:
         ExperimentConfig(**changes)
+    assert caught.value.field == field and isinstance(caught.value, ValueError)
+
+
+def test_adjoint_is_stored_in_canonical_form():
+    assert ExperimentConfig(adjoint="truncated:k=2").adjoint == "truncated:2"
+    assert ExperimentConfig(adjoint=" Checkpoint ").adjoint == "checkpoint"
 
 
 def test_both_backends_share_the_command_line():
     args = build_parser("x").parse_args(["train", "--system", "l63", "--adjoint", "truncated:2", "--out", "o"])
-    assert args.system == "l63" and args.adjoint == "truncated:2" and not args.resume
-
-
-TINY = {"system": "l96", "steps": 4, "batch_size": 2, "solver_steps": 2, "train_windows": 4, "test_windows": 2,
-        "window_length": 4, "hidden_dim": 3, "prior_hidden_dim": 3, "checkpoint_every": 2, "fourdvar_windows": 0}
+    assert args.system == "l63" and args.adjoint == "truncated:2" and not args.resume and not args.overwrite
 
 
 @pytest.mark.parametrize("backend_name", ["vardax_jax", "vardax_torch"])
-def test_resume_is_bit_exact(tmp_path, backend_name):
+def test_resume_is_bit_exact(tmp_path, backend_name, tiny):
     backend = load_backend(backend_name)
-    straight = run_experiment(backend, ExperimentConfig(**TINY), tmp_path / "straight", progress=False)
-    run_experiment(backend, ExperimentConfig(**{**TINY, "steps": 2}), tmp_path / "resumed", progress=False)
-    resumed = run_experiment(backend, ExperimentConfig(**TINY), tmp_path / "resumed", resume=True, progress=False)
-    a, config_a = load_params(tmp_path / "straight" / "checkpoint.safetensors")
-    b, _ = load_params(tmp_path / "resumed" / "checkpoint.safetensors")
-    assert config_a == ExperimentConfig(**TINY).model_config()
+    straight = run_experiment(backend, ExperimentConfig(**tiny), tmp_path / "straight", progress=False,
+                              figures=False)
+    run_experiment(backend, ExperimentConfig(**{**tiny, "steps": 2}), tmp_path / "resumed", progress=False,
+                   figures=False)
+    resumed = run_experiment(backend, ExperimentConfig(**tiny), tmp_path / "resumed", resume=True, progress=False,
+                             figures=False)
+    a, config_a = load_params(latest_checkpoint(tmp_path / "straight") / "checkpoint.safetensors")
+    b, _ = load_params(latest_checkpoint(tmp_path / "resumed") / "checkpoint.safetensors")
+    assert config_a == ExperimentConfig(**tiny).model_config()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
     assert straight["rmse_learned"] == resumed["rmse_learned"]
-    state = json.loads((tmp_path / "resumed" / "state.json").read_text())
+    state = json.loads((latest_checkpoint(tmp_path / "resumed") / "state.json").read_text())
     assert state["step"] == 4 and len(state["losses"]) == 4
+    # a held-out loss at the start and at every checkpoint, the same whether resumed or not
+    straight_state = json.loads((latest_checkpoint(tmp_path / "straight") / "state.json").read_text())
+    assert [step for step, _ in state["held_out"]] == [0, 2, 4]
+    assert state["held_out"] == straight_state["held_out"]
     metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert metrics["rmse_interpolation"] > 0 and np.isfinite(metrics["rmse_learned"])
-    assert (tmp_path / "straight" / "reconstruction.png").stat().st_size > 1000
+    assert metrics["steps"] == 4 and metrics["final_held_out_loss"] == state["held_out"][-1][1]
 
 
-def test_resume_refuses_another_experiment(tmp_path):
-    backend = load_backend("vardax_torch")
-    run_experiment(backend, ExperimentConfig(**{**TINY, "steps": 2}), tmp_path, progress=False)
-    with pytest.raises(ValueError, match="another experiment"):
-        run_experiment(backend, ExperimentConfig(**{**TINY, "seed": 5}), tmp_path, resume=True, progress=False)
+def test_keeps_the_last_two_checkpoints(tmp_path, tiny):
+    run_experiment(load_backend("vardax_torch"), ExperimentConfig(**{**tiny, "steps": 7}), tmp_path,
+                   progress=False, figures=False)
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [6, 7]
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_final_evaluation_shows_progress(tmp_path, tiny, capsys):
+    run_experiment(load_backend("vardax_torch"), ExperimentConfig(**{**tiny, "fourdvar_windows": 1}), tmp_path,
+                   figures=False)
+    err = capsys.readouterr().err
+    assert "train" in err and "evaluate" in err
+    # one unit per prediction batch, per quasi-static 4D-Var stage and for the roll-out
+    assert "3/3" in err

@@ -1,0 +1,242 @@
+"""The figures of an experiment run (`pipekit_cycle.experiment`), drawn with matplotlib.
+
+matplotlib is optional (``pip install 'pipekit-cycle[all]'`` or ``pip install matplotlib``):
+every builder imports it when called and raises ``ImportError`` without it, which the
+driver turns into a one-line notice. Figures are built on ``matplotlib.figure.Figure``
+directly, never through ``pyplot``, so drawing touches no global backend state, and they
+are written atomically with the umask's permissions (`pipekit_cycle.params.atomic_write`).
+
+Every figure's title names the backend, the system, the adjoint, the steps trained and the
+held-out RMSE of the learned solver and of the two baselines (linear interpolation and
+classical strong-constraint 4D-Var):
+
+``reconstruction.png``
+    a few components of the first held-out window: truth, observations, the learned
+    reconstruction and both baselines;
+``hovmoeller.png`` (Lorenz-96)
+    time x component panels of the first held-out windows, stacked: truth, observations,
+    reconstruction, its error and the interpolation's error (shared colour scales);
+``loss.png``
+    the training loss of every step and the held-out loss recorded at every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .params import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "MATPLOTLIB_HINT",
+    "RunSummary",
+    "build_figures",
+    "hovmoeller_figure",
+    "loss_figure",
+    "reconstruction_figure",
+    "save_figures",
+]
+
+MATPLOTLIB_HINT = "pip install 'pipekit-cycle[all]' (or pip install matplotlib)"
+SYSTEM_NAMES = {"l63": "Lorenz-63", "l96": "Lorenz-96"}
+HOVMOELLER_WINDOWS = 4
+RECONSTRUCTION_COMPONENTS = 3
+DPI = 110
+SMOOTHING_WINDOWS = 25
+MIN_SMOOTHING = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """What a figure's title says about the run."""
+
+    backend: str
+    system: str
+    adjoint: str
+    steps: int
+    rmse_learned: float
+    rmse_interpolation: float
+    rmse_fourdvar: float | None
+    fourdvar_windows: int
+    test_windows: int
+
+    def headline(self) -> str:
+        """Two lines: the run, then the held-out RMSE of the solver and the baselines."""
+        system = SYSTEM_NAMES.get(self.system, self.system)
+        scores = [f"learned {self.rmse_learned:.3f}", f"interpolation {self.rmse_interpolation:.3f}"]
+        if self.rmse_fourdvar is not None:
+            scores.append(f"4D-Var {self.rmse_fourdvar:.3f} ({self.fourdvar_windows} windows)")
+        return (
+            f"{system}, {self.backend}, adjoint {self.adjoint}, {self.steps} steps\n"
+            f"held-out RMSE over {self.test_windows} windows: {', '.join(scores)}"
+        )
+
+
+def _rmse(estimate: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((estimate - truth) ** 2)))
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def reconstruction_figure(
+    summary: RunSummary,
+    truth: np.ndarray,
+    obs: np.ndarray,
+    learned: np.ndarray,
+    interpolation: np.ndarray,
+    fourdvar: np.ndarray | None,
+) -> Figure:
+    """Time series of the first components of one window (each array ``(T, N)``); the legend
+    gives each estimate's RMSE on this window, the title the held-out RMSE."""
+    components = min(RECONSTRUCTION_COMPONENTS, truth.shape[-1])
+    figure = _new_figure(9.0, 1.2 + 2.1 * components)
+    axes: Sequence[Axes] = figure.subplots(components, 1, sharex=True, squeeze=False)[:, 0]
+    times = np.arange(truth.shape[0])
+    estimates = [
+        (learned, "learned solver", {"color": "tab:blue", "linewidth": 1.6}),
+        (interpolation, "linear interpolation", {"color": "tab:gray", "linestyle": "--", "linewidth": 1.1}),
+    ]
+    if fourdvar is not None:
+        estimates.append((fourdvar, "4D-Var", {"color": "tab:green", "linestyle": ":", "linewidth": 1.4}))
+    for n, axis in enumerate(axes):
+        axis.plot(times, truth[:, n], color="black", linewidth=1.2, label="truth")
+        for estimate, label, style in estimates:
+            axis.plot(times, estimate[:, n], label=f"{label} (RMSE {_rmse(estimate, truth):.3f})", **style)
+        axis.plot(times, obs[:, n], "o", color="tab:red", markersize=3, label="observations")
+        axis.set_ylabel(f"x[{n}]")
+    axes[0].legend(loc="upper right", fontsize=7, ncol=2)
+    axes[-1].set_xlabel("time step (first held-out window)")
+    figure.suptitle(summary.headline(), fontsize=9)
+    return figure
+
+
+def _stack(windows: np.ndarray) -> np.ndarray:
+    return windows.reshape(-1, windows.shape[-1])
+
+
+def hovmoeller_figure(
+    summary: RunSummary, truth: np.ndarray, obs: np.ndarray, learned: np.ndarray, interpolation: np.ndarray
+) -> Figure:
+    """Time x component panels (arrays ``(W, T, N)``; the first windows are stacked along time,
+    separated by lines): truth, observations, reconstruction, its error and the interpolation's
+    error. States share one colour scale and errors another, so the two error panels compare."""
+    import matplotlib
+
+    count = min(HOVMOELLER_WINDOWS, truth.shape[0])
+    length = truth.shape[1]
+    truth, obs = _stack(truth[:count]), _stack(obs[:count])
+    learned, interpolation = _stack(learned[:count]), _stack(interpolation[:count])
+    error_learned, error_interpolation = learned - truth, interpolation - truth
+    state_range = (float(np.min(truth)), float(np.max(truth)))
+    error_bound = float(max(np.max(np.abs(error_learned)), np.max(np.abs(error_interpolation)), 1e-12))
+    state_map = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")  # unobserved entries in grey
+    error_map = matplotlib.colormaps["RdBu_r"]
+    panels = [
+        (truth, "truth", state_map, state_range),
+        (obs, "observations (grey: unobserved)", state_map, state_range),
+        (learned, "learned reconstruction", state_map, state_range),
+        (error_learned, f"reconstruction - truth\nRMSE {_rmse(learned, truth):.3f}", error_map, None),
+        (error_interpolation, f"interpolation - truth\nRMSE {_rmse(interpolation, truth):.3f}", error_map, None),
+    ]
+    figure = _new_figure(15.0, 2.0 + 0.12 * truth.shape[0])
+    axes: Sequence[Axes] = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for axis, (values, title, cmap, value_range) in zip(axes, panels, strict=True):
+        low, high = value_range if value_range is not None else (-error_bound, error_bound)
+        image = axis.imshow(
+            np.ma.masked_invalid(values), aspect="auto", origin="upper", cmap=cmap, vmin=low, vmax=high,
+            interpolation="nearest",
+        )
+        for start in range(length, truth.shape[0], length):
+            axis.axhline(start - 0.5, color="white", linewidth=1.0)
+        axis.set_title(title, fontsize=8)
+        axis.set_xlabel("component")
+        if value_range is None or axis is axes[2]:
+            figure.colorbar(image, ax=axis, shrink=0.85)
+    axes[0].set_yticks([w * length for w in range(count)], [f"window {w}" for w in range(count)])
+    axes[0].set_ylabel(f"time ({length} steps per window)")
+    figure.suptitle(summary.headline(), fontsize=9)
+    return figure
+
+
+def loss_figure(
+    summary: RunSummary,
+    losses: Sequence[float],
+    held_out: Sequence[Sequence[float]],
+    interpolation_loss: float | None = None,
+) -> Figure:
+    """The training loss of every step and the held-out loss ``[[step, loss], ...]``; with
+    ``interpolation_loss`` (the same loss of linear interpolation on the held-out windows), the
+    line the learned solver has to get under."""
+    figure = _new_figure(7.5, 4.2)
+    axis = figure.subplots()
+    if losses:
+        steps = np.arange(1, len(losses) + 1)
+        axis.semilogy(steps, losses, color="tab:blue", alpha=0.35, linewidth=0.8,
+                      label=f"train (one batch per step; last {losses[-1]:.4f})")
+        width = len(losses) // SMOOTHING_WINDOWS
+        if width >= MIN_SMOOTHING:  # one batch per step is noisy; a running mean shows the trend
+            smooth = np.convolve(np.asarray(losses, dtype=float), np.ones(width) / width, mode="valid")
+            axis.semilogy(steps[width - 1 :], smooth, color="tab:blue", linewidth=1.5,
+                          label=f"train, running mean over {width} steps")
+    if held_out:
+        steps, values = zip(*held_out, strict=True)
+        axis.semilogy(steps, values, "o-", color="tab:orange", markersize=4,
+                      label=f"held-out ({summary.test_windows} windows; last {values[-1]:.4f})")
+    if interpolation_loss is not None:
+        axis.axhline(interpolation_loss, color="tab:gray", linestyle="--", linewidth=1.1,
+                     label=f"linear interpolation, held-out ({interpolation_loss:.4f})")
+    axis.set_xlabel("training step")
+    axis.set_ylabel("loss (standardised MSE)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.suptitle(summary.headline(), fontsize=9)
+    return figure
+
+
+def build_figures(
+    summary: RunSummary,
+    *,
+    truth: np.ndarray,
+    obs: np.ndarray,
+    learned: np.ndarray,
+    interpolation: np.ndarray,
+    fourdvar: np.ndarray | None,
+    losses: Sequence[float],
+    held_out: Sequence[Sequence[float]],
+    interpolation_loss: float | None = None,
+) -> dict[str, Figure]:
+    """Every figure of a run by file name; arrays are the held-out windows ``(W, T, N)``
+    (``fourdvar``: its first windows, or ``None``). ``ImportError`` without matplotlib."""
+    first_fourdvar = fourdvar[0] if fourdvar is not None and len(fourdvar) else None
+    figures = {
+        "reconstruction.png": reconstruction_figure(
+            summary, truth[0], obs[0], learned[0], interpolation[0], first_fourdvar
+        ),
+        "loss.png": loss_figure(summary, losses, held_out, interpolation_loss),
+    }
+    if summary.system == "l96":  # three of 40 components say little; a Hovmoeller shows them all
+        figures["hovmoeller.png"] = hovmoeller_figure(summary, truth, obs, learned, interpolation)
+    return figures
+
+
+def save_figures(out: str | Path, figures: Mapping[str, Figure]) -> list[str]:
+    """Write each figure as PNG into ``out`` (rendered in memory, then written atomically, so
+    an interrupted run never leaves half an image); returns the file names."""
+    for name, figure in figures.items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=DPI)
+        atomic_write(Path(out) / name, buffer.getvalue())
+    return list(figures)

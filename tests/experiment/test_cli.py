@@ -1,0 +1,130 @@
+"""The ``train`` command line: usage errors, Ctrl-C, one-line messages."""
+
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipekit_cycle.experiment import build_parser, list_checkpoints
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "allowed"),
+    [
+        (["--steps", "-1"], "--steps", "integer >= 1"),
+        (["--adjoint", "backsolve"], "--adjoint", "allowed here: checkpoint, truncated"),
+        (["--batch-size", "100"], "--batch-size", "at most the number of training windows (64)"),
+    ],
+)
+def test_invalid_flag_is_a_one_line_usage_error(tmp_path, module_cli, argv, flag, allowed):
+    out = tmp_path / "run"
+    result = module_cli(["train", *argv, "--out", str(out)])
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"argument {flag}:" in result.stderr and allowed in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--steps", "0"], "--steps"),
+        (["--steps", "abc"], "--steps"),
+        (["--system", "l99"], "--system"),
+        (["--adjoint", "direct"], "--adjoint"),
+        (["--adjoint", "bogus"], "--adjoint"),
+        (["--adjoint", "truncated:0"], "--adjoint"),
+        (["--adjoint", "checkpoint:0"], "--adjoint"),
+        (["--solver-steps", "0"], "--solver-steps"),
+        (["--lr", "-0.1"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--seed", "-1"], "--seed"),
+        (["--train-windows", "1"], "--batch-size"),
+        (["--test-windows", "0"], "--test-windows"),
+        (["--window-length", "0"], "--window-length"),
+        (["--hidden-dim", "0"], "--hidden-dim"),
+        (["--prior-hidden-dim", "-2"], "--prior-hidden-dim"),
+        (["--checkpoint-every", "0"], "--checkpoint-every"),
+        (["--fourdvar-windows", "-1"], "--fourdvar-windows"),
+        (["--resume", "--overwrite"], "--overwrite"),
+    ],
+)
+def test_every_invalid_flag_value_is_a_usage_error(tmp_path, cli, argv, flag):
+    out = tmp_path / "run"
+    status, err = cli(["train", *argv, "--out", str(out)])
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("python -m vardax_torch train: error: ")
+    assert flag in err
+    assert not out.exists()
+
+
+def test_out_that_is_a_file_is_a_usage_error(tmp_path, cli, tiny_flags):
+    (tmp_path / "file").write_text("x")
+    status, err = cli(["train", *tiny_flags(), "--out", str(tmp_path / "file")])
+    assert status == 2 and "--out" in err and "not a directory" in err
+
+
+def test_ctrl_c_names_the_last_checkpoint_and_the_resume_command(tmp_path, tiny_flags):
+    out = tmp_path / "run"
+    argv = ["train", *tiny_flags(steps=1_000_000, checkpoint_every=3), "--out", str(out), "--no-progress"]
+    child = subprocess.Popen([sys.executable, "-m", "vardax_torch", *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list_checkpoints(out) and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+        assert list_checkpoints(out), "no checkpoint was written"
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130
+    assert err.count("\n") == 1 and "Traceback" not in err
+    step, directory = list_checkpoints(out)[-1]
+    assert f"the last checkpoint is {directory} (step {step} of 1000000)" in err
+    command = err.strip().split("resume with: ", 1)[1]
+    assert command == shlex.join(["python", "-m", "vardax_torch", *argv, "--resume"])
+    args = build_parser("x").parse_args(shlex.split(command)[3:])
+    assert args.resume and args.out == str(out)
+
+
+def test_no_readable_checkpoint_is_one_line_exit_1(tmp_path, cli, tiny_flags):
+    out = tmp_path / "run"
+    assert cli(["train", *tiny_flags(), "--out", str(out), "--no-progress", "--no-figures"])[0] == 0
+    for _, directory in list_checkpoints(out):
+        (directory / "state.json").write_text("{not json")
+    status, err = cli(["train", *tiny_flags(), "--out", str(out), "--resume", "--no-progress", "--no-figures"])
+    assert status == 1 and err.count("\n") == 1
+    assert "step-000002/state.json: not valid JSON" in err and "step-000004/state.json: not valid JSON" in err
+
+
+def test_fallback_warning_is_one_line_at_the_cli(tmp_path, cli, tiny_flags, capsys):
+    out = tmp_path / "run"
+    assert cli(["train", *tiny_flags(), "--out", str(out), "--no-progress", "--no-figures"])[0] == 0
+    latest = list_checkpoints(out)[-1][1]
+    (latest / "optimizer.safetensors").write_bytes(b"\x00" * 20)
+    status, err = cli(["train", *tiny_flags(), "--out", str(out), "--resume", "--no-progress", "--no-figures"])
+    assert status == 0
+    assert err.count("\n") == 1 and err.startswith("warning: ")
+    assert f"{latest}/optimizer.safetensors: not a readable safetensors file" in err
+    assert "resuming from the previous checkpoint" in err
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+
+
+def test_ctrl_c_during_the_evaluation(tmp_path, cli, tiny_flags, monkeypatch):
+    import pipekit_cycle.experiment as experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "_predict", interrupted)
+    out = tmp_path / "run"
+    status, err = cli(["train", *tiny_flags(), "--out", str(out), "--no-progress", "--no-figures", "--overwrite"])
+    assert status == 130 and err.count("\n") == 1
+    assert f"the last checkpoint is {out / 'checkpoints' / 'step-000004'} (step 4 of 4)" in err
+    assert err.rstrip().endswith(f"--out {out} --no-progress --no-figures --resume")  # --overwrite dropped
+    assert not (out / "metrics.json").exists()
