@@ -74,7 +74,8 @@ class RunSummary:
         system = SYSTEM_NAMES.get(self.system, self.system)
         scores = [f"learned {self.rmse_learned:.3f}", f"interpolation {self.rmse_interpolation:.3f}"]
         if self.rmse_fourdvar is not None:
-            scores.append(f"4D-Var {self.rmse_fourdvar:.3f} ({self.fourdvar_windows} windows)")
+            plural = "s" if self.fourdvar_windows != 1 else ""
+            scores.append(f"4D-Var {self.rmse_fourdvar:.3f} ({self.fourdvar_windows} window{plural})")
         return (
             f"{system}, {self.backend}, adjoint {self.adjoint}, {self.steps} steps\n"
             f"held-out RMSE over {self.test_windows} windows: {', '.join(scores)}"
