@@ -10,7 +10,7 @@ import numpy as np
 from pipekit_cycle import FourDVarNetConfig, ImplicitAdjoint, parse_adjoint
 from pipekit_cycle.adjoints import AdjointSpec
 
-__all__ = ["CASES", "TOLERANCES", "Case", "adjoint_for", "contractive", "observations", "tolerance"]
+__all__ = ["CASES", "TOLERANCES", "Case", "adjoint_for", "adjoints_for", "config", "contractive", "observations", "tolerance"]
 
 # DESIGN 4: float64 relative 1e-10 on forward values, 1e-8 on gradients; float32 1e-4.
 TOLERANCES = {
@@ -38,31 +38,39 @@ class Case:
     seed: int
 
 
+_LEARNED_1D = FourDVarNetConfig(
+    state_shape=(8,), n_time=4, hidden_dim=4, prior_hidden_dim=4, kernel_size=3, n_solver_steps=4, alpha=0.05
+)
+_LEARNED_2D = FourDVarNetConfig(
+    state_shape=(5, 6), n_time=3, hidden_dim=3, prior_hidden_dim=3, kernel_size=3, n_solver_steps=3, alpha=0.05,
+    padding="circular",
+)
+# The fixed-point solver: at most 80 iterations, stopping at the tolerance `config` sets.
+FIXED_POINT_STEPS = 80
+# Per dtype, the tightest fixed-point tolerance the iteration reaches (float32: its rounding).
+FIXED_POINT_TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
+
 CASES: dict[str, Case] = {
-    "1d": Case(
-        "1d",
-        FourDVarNetConfig(
-            state_shape=(8,), n_time=4, hidden_dim=4, prior_hidden_dim=4, kernel_size=3, n_solver_steps=4, alpha=0.05
-        ),
-        batch_size=3,
-        seed=0,
-    ),
-    "2d": Case(
-        "2d",
-        FourDVarNetConfig(
-            state_shape=(5, 6),
-            n_time=3,
-            hidden_dim=3,
-            prior_hidden_dim=3,
-            kernel_size=3,
-            n_solver_steps=3,
-            alpha=0.05,
-            padding="circular",
-        ),
-        batch_size=2,
-        seed=1,
-    ),
+    "1d": Case("1d", _LEARNED_1D, batch_size=3, seed=0),
+    "2d": Case("2d", _LEARNED_2D, batch_size=2, seed=1),
+    "1d-fp": Case("1d-fp", _LEARNED_1D.replace(solver="fixed_point", n_solver_steps=FIXED_POINT_STEPS), 3, 0),
+    "2d-fp": Case("2d-fp", _LEARNED_2D.replace(solver="fixed_point", n_solver_steps=FIXED_POINT_STEPS), 2, 1),
 }
+
+
+def config(case_name: str, dtype: str) -> FourDVarNetConfig:
+    """The case's config; a fixed-point case gets the stopping tolerance fit for ``dtype``."""
+    base = CASES[case_name].config
+    if base.solver != "fixed_point":
+        return base
+    tol = FIXED_POINT_TOLERANCE[dtype]
+    return base.replace(fixed_point_rtol=tol, fixed_point_atol=tol)
+
+
+def adjoints_for(case_name: str, texts: tuple[str, ...]) -> tuple[str, ...]:
+    """The adjoints of ``texts`` that apply to the case's solver (Implicit: fixed point only)."""
+    fixed_point = CASES[case_name].config.solver == "fixed_point"
+    return tuple(text for text in texts if fixed_point or not text.startswith("implicit"))
 
 
 @functools.cache
@@ -80,7 +88,7 @@ def observations(case_name: str) -> tuple[np.ndarray, np.ndarray]:
 def adjoint_for(text: str, dtype: str) -> AdjointSpec:
     """The spec a check runs for ``text``; Implicit gets tolerances fit for ``dtype``."""
     spec = parse_adjoint(text)
-    if isinstance(spec, ImplicitAdjoint):
+    if isinstance(spec, ImplicitAdjoint):  # the backward linear solve's tolerances
         tight = 1e-13 if dtype == "float64" else 1e-6
         return ImplicitAdjoint(spec.linear_solver, rtol=tight, atol=tight, max_steps=2000)
     return spec

@@ -20,7 +20,16 @@ from pipekit_cycle import (
 )
 from pipekit_cycle.adjoints import SPEC_TYPES
 
-from .cases import CASES, FINITE_DIFFERENCE_TOLERANCE, adjoint_for, contractive, observations, tolerance
+from .cases import (
+    CASES,
+    FINITE_DIFFERENCE_TOLERANCE,
+    adjoint_for,
+    adjoints_for,
+    config,
+    contractive,
+    observations,
+    tolerance,
+)
 from .registry import Measurement, Pair, register, relative_error
 
 __all__ = ["BAD_INPUTS", "SOLVER_ADJOINTS"]
@@ -30,9 +39,12 @@ __all__ = ["BAD_INPUTS", "SOLVER_ADJOINTS"]
 
 
 def _reference_params(pair: Pair, case: str) -> dict[str, np.ndarray]:
+    """The reference's initial parameters; a fixed-point case's prior is made contractive, so
+    the fixed point exists and the iteration converges."""
     reference = pair.reference
-    model = reference.build_model(CASES[case].config, seed=0)
-    return {name: np.asarray(value, dtype=pair.dtype) for name, value in reference.export_params(model).items()}
+    model = reference.build_model(config(case, pair.dtype), seed=0)
+    params = {name: np.asarray(value, dtype=pair.dtype) for name, value in reference.export_params(model).items()}
+    return contractive(params) if CASES[case].config.solver == "fixed_point" else params
 
 
 def _model(backend: ModuleType, config: FourDVarNetConfig, params: dict[str, np.ndarray]) -> Any:
@@ -44,12 +56,10 @@ def _batch(backend: ModuleType, case: str, dtype: str, *, target: bool = True) -
     return backend.make_batch(obs, target=truth if target else None, dtype=dtype)
 
 
-def _models(pair: Pair, case: str, *, contract: bool = False) -> tuple[Any, Any]:
+def _models(pair: Pair, case: str) -> tuple[Any, Any]:
     params = _reference_params(pair, case)
-    if contract:
-        params = contractive(params)
-    config = CASES[case].config
-    return _model(pair.candidate, config, params), _model(pair.reference, config, params)
+    case_config = config(case, pair.dtype)
+    return _model(pair.candidate, case_config, params), _model(pair.reference, case_config, params)
 
 
 def _split(case_id: str) -> tuple[str, str]:
@@ -58,7 +68,8 @@ def _split(case_id: str) -> tuple[str, str]:
 
 
 def _grid(variants: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(f"{case}/{variant}" for case in CASES for variant in variants)
+    """``case/variant`` for every case; adjoint variants only where they apply to the solver."""
+    return tuple(f"{case}/{variant}" for case in CASES for variant in adjoints_for(case, variants))
 
 
 SOLVER_ADJOINTS = ("checkpoint", "checkpoint:2", "truncated:1", "truncated:2", "implicit")
@@ -88,14 +99,33 @@ def _spec_mapping(pair: Pair, case_id: str) -> Measurement:
     return Measurement(0.0 if correct else 1.0, 0.0, f"expected {expected}; got {outcome}")
 
 
-@register("forward", _grid(("checkpoint", "truncated:2", "implicit")))
+@register("forward", _grid(SOLVER_ADJOINTS))
 def _forward(pair: Pair, case_id: str) -> Measurement:
+    """The solver's output under each adjoint agrees across backends."""
     case, text = _split(case_id)
     spec = adjoint_for(text, pair.dtype)
-    candidate, reference = _models(pair, case, contract=text.startswith("implicit"))
+    candidate, reference = _models(pair, case)
     got = pair.candidate.to_numpy(candidate(_batch(pair.candidate, case, pair.dtype), adjoint=spec))
     want = pair.reference.to_numpy(reference(_batch(pair.reference, case, pair.dtype), adjoint=spec))
     return Measurement(relative_error(got, want), tolerance(pair.dtype, "forward"), "solver output")
+
+
+@register("forward_invariance", _grid(SOLVER_ADJOINTS))
+def _forward_invariance(pair: Pair, case_id: str) -> Measurement:
+    """An adjoint says how to differentiate, never what is computed: within the candidate, the
+    output and the loss under each adjoint are bit-identical to those under the default
+    ``checkpoint``, with and without a gradient being taken."""
+    case, text = _split(case_id)
+    backend = pair.candidate
+    model, _ = _models(pair, case)
+    batch = _batch(backend, case, pair.dtype)
+    default = adjoint_for("checkpoint", pair.dtype)
+    spec = adjoint_for(text, pair.dtype)
+    outputs = [backend.to_numpy(model(batch, adjoint=a)) for a in (default, spec)]
+    losses = [float(backend.loss_and_grads(model, batch, adjoint=a)[0]) for a in (default, spec)]
+    exact = np.array_equal(*outputs) and losses[0] == losses[1]
+    error = 0.0 if exact else max(relative_error(*outputs), relative_error(*losses), np.finfo(float).tiny)
+    return Measurement(error, 0.0, f"vs checkpoint, bit for bit (loss {losses[1]!r} vs {losses[0]!r})")
 
 
 @register("variational_cost", tuple(CASES))
@@ -127,7 +157,7 @@ def _losses(pair: Pair, case: str) -> Measurement:
 def _gradients(pair: Pair, case_id: str) -> Measurement:
     case, text = _split(case_id)
     spec = adjoint_for(text, pair.dtype)
-    candidate, reference = _models(pair, case, contract=text.startswith("implicit"))
+    candidate, reference = _models(pair, case)
     loss_c, grads_c = pair.candidate.loss_and_grads(candidate, _batch(pair.candidate, case, pair.dtype), adjoint=spec)
     loss_r, grads_r = pair.reference.loss_and_grads(reference, _batch(pair.reference, case, pair.dtype), adjoint=spec)
     error = max(relative_error(loss_c, loss_r), relative_error(grads_c, grads_r))
@@ -135,7 +165,7 @@ def _gradients(pair: Pair, case_id: str) -> Measurement:
 
 
 def _k_values(case: str) -> tuple[int, int]:
-    steps = CASES[case].config.n_solver_steps
+    steps = CASES[case].config.n_solver_steps  # fixed point: the bound; it may stop earlier
     return steps, steps + 3
 
 
@@ -164,23 +194,34 @@ def _truncation_biased(pair: Pair, case_id: str) -> Measurement:
     return Measurement(0.0 if difference > 1e-3 else 1.0, 0.0, f"relative difference from exact {difference:.3g}")
 
 
-@register("implicit_vs_unrolled", _grid(("forward", "directional_derivative")))
+_FIXED_POINT_CASES = tuple(case for case in CASES if CASES[case].config.solver == "fixed_point")
+
+
+@register("implicit_vs_unrolled", tuple(f"{c}/{v}" for c in _FIXED_POINT_CASES
+                                        for v in ("forward", "gradient", "directional_derivative")))
 def _implicit_vs_unrolled(pair: Pair, case_id: str) -> Measurement:
-    """The implicit solve equals 200 unrolled fixed-point iterations, and its gradient the
-    derivative of the unrolled iteration (central finite difference along a random direction,
-    float64 only; in float32 the difference quotient is noise, so only the forward is checked)."""
+    """The fixed-point solve equals 200 unrolled iterations; its implicit gradient equals the
+    checkpointed gradient of those 200 iterations, and the derivative of the unrolled iteration
+    (central finite difference along a random direction, float64 only; in float32 the
+    difference quotient is noise, so only the forward is checked)."""
     case, what = _split(case_id)
     backend = pair.candidate
     spec = adjoint_for("implicit", pair.dtype)
-    params = contractive(_reference_params(pair, case))
-    config = CASES[case].config
-    model = _model(backend, config, params)
+    params = _reference_params(pair, case)
+    case_config = config(case, pair.dtype)
+    model = _model(backend, case_config, params)
     batch = _batch(backend, case, pair.dtype)
     if what == "forward" or pair.dtype != "float64":
         implicit = backend.to_numpy(model(batch, adjoint=spec))
         unrolled = backend.to_numpy(backend.fixedpoint_unrolled(model, batch, 200))
         return Measurement(relative_error(implicit, unrolled), tolerance(pair.dtype, "forward"), "x* vs 200 iterations")
     _, grads = backend.loss_and_grads(model, batch, adjoint=spec)
+    if what == "gradient":
+        long = _model(backend, case_config.replace(n_solver_steps=200, fixed_point_rtol=0.0, fixed_point_atol=0.0),
+                      params)
+        _, unrolled = backend.loss_and_grads(long, batch, adjoint=adjoint_for("checkpoint", pair.dtype))
+        return Measurement(relative_error(grads, unrolled), tolerance(pair.dtype, "gradient"),
+                           "vs checkpointed through 200 iterations")
     rng = np.random.default_rng(7)
     direction = {
         name: rng.standard_normal(value.shape) if name.startswith("prior.") else np.zeros(value.shape)
@@ -190,7 +231,7 @@ def _implicit_vs_unrolled(pair: Pair, case_id: str) -> Measurement:
     epsilon = 1e-5
 
     def loss_at(step: float) -> float:
-        moved = _model(backend, config, {name: params[name] + step * direction[name] for name in params})
+        moved = _model(backend, case_config, {name: params[name] + step * direction[name] for name in params})
         prediction = backend.fixedpoint_unrolled(moved, batch, 200)
         return float(backend.to_numpy(backend.reconstruction_loss(prediction, batch.target)))
 
@@ -205,12 +246,12 @@ TRAJECTORY_STEPS = 5
 @register("train_trajectory", tuple(CASES))
 def _train_trajectory(pair: Pair, case: str) -> Measurement:
     """Five Adam steps from the same parameters: parameters after every step agree."""
-    config = OptimizerConfig(name="adam", lr=1e-2)
+    optimizer_config = OptimizerConfig(name="adam", lr=1e-2)
     params = _reference_params(pair, case)
     trajectories = []
     for backend in (pair.candidate, pair.reference):
-        model = _model(backend, CASES[case].config, params)
-        optimizer, opt_state = backend.make_optimizer(config, model)
+        model = _model(backend, config(case, pair.dtype), params)
+        optimizer, opt_state = backend.make_optimizer(optimizer_config, model)
         batch = _batch(backend, case, pair.dtype)
         steps = []
         for _ in range(TRAJECTORY_STEPS):
@@ -225,9 +266,9 @@ def _train_trajectory(pair: Pair, case: str) -> Measurement:
 def _param_round_trip(pair: Pair, case: str) -> Measurement:
     """Reference parameters imported into the candidate export unchanged, under schema names."""
     params = _reference_params(pair, case)
-    exported = pair.candidate.export_params(_model(pair.candidate, CASES[case].config, params))
+    exported = pair.candidate.export_params(_model(pair.candidate, config(case, pair.dtype), params))
     shapes = {name: np.shape(value) for name, value in exported.items()}
-    if shapes != schema(CASES[case].config):
+    if shapes != schema(config(case, pair.dtype)):
         return Measurement(float("inf"), 0.0, f"exported shapes {shapes} differ from the schema")
     dtypes = {str(np.asarray(value).dtype) for value in exported.values()}
     if dtypes != {pair.dtype}:
@@ -270,6 +311,9 @@ def _bad_inputs() -> dict[str, Callable[[ModuleType, str], Any]]:
         "dtype_mismatch": lambda b, d: solve(b, d, b.make_batch(obs, dtype="float32" if d == "float64" else "float64")),
         "missing_target": lambda b, d: b.train_loss_fn(b.build_model(config, seed=0), b.make_batch(obs, dtype=d)),
         "direct_at_inner_solve": lambda b, d: b.to_native_adjoint(adjoint_for("direct", d)),
+        "implicit_with_learned_solver": lambda b, d: b.build_model(config, seed=0)(
+            b.make_batch(obs, dtype=d), adjoint=adjoint_for("implicit", d)
+        ),
         "foreign_truncated_k0": lambda b, d: b.to_native_adjoint(foreign_truncated),
         "import_wrong_shape": lambda b, d: b.import_params(
             b.build_model(config, seed=0),
@@ -283,13 +327,13 @@ BAD_INPUTS = tuple(_bad_inputs())
 
 @register("exceptions", BAD_INPUTS)
 def _exceptions(pair: Pair, case: str) -> Measurement:
-    """The same bad input raises the same exception type in both backends."""
+    """The same bad input raises the same exception, with the same message, in both backends."""
     outcomes = []
     for backend in (pair.candidate, pair.reference):
         try:
             _bad_inputs()[case](backend, pair.dtype)
             outcomes.append("no exception")
         except Exception as error:
-            outcomes.append(type(error).__name__)
+            outcomes.append(f"{type(error).__name__}: {error}")
     same = outcomes[0] == outcomes[1] and outcomes[1] != "no exception"
-    return Measurement(0.0 if same else 1.0, 0.0, f"candidate {outcomes[0]}, reference {outcomes[1]}")
+    return Measurement(0.0 if same else 1.0, 0.0, f"candidate {outcomes[0]!r}, reference {outcomes[1]!r}")

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+import optimistix as optx
+
 import pipekit_cycle as pk
 import vardax_jax as vd
 from vardax_jax import solver
@@ -78,7 +80,11 @@ def test_kstep_cuts_state_and_lstm_carry(setup):
     as constants, so the gate weights get nothing through the warm-up."""
     model, batch, exact, one_step = setup
     x0 = batch.mask * batch.input
-    warm_x, warm_carry = jax.jit(lambda m, b: solver._run(m, b, x0, m.grad_mod.init_carry(x0), K - 1))(model, batch)
+    def warm_up(m, b):
+        step = lambda _, xc: solver.solver_step(m, b, *xc)  # noqa: E731
+        return jax.lax.fori_loop(0, K - 1, step, (x0, m.grad_mod.init_carry(x0)))
+
+    warm_x, warm_carry = jax.jit(warm_up)(model, batch)
     warm_x, warm_carry = jax.device_get((warm_x, warm_carry))  # plain constants
 
     def one_live_step(m, b):
@@ -118,3 +124,29 @@ def test_memory_checkpointed_sublinear_unrolled_linear_kstep_flat(record_propert
     assert temp["unrolled", 64] > 5 * temp["unrolled", 8]
     assert temp["checkpointed", 64] <= 3 * temp["checkpointed", 8]
     assert temp["kstep1", 64] <= 1.3 * temp["kstep1", 8]
+
+
+class PythonUnrolledAdjoint(optx.AbstractAdjoint):
+    """A user's own adjoint, defined outside the package: plain backprop through a Python loop
+    of guarded steps (optimistix's protocol: append a while loop to the inputs)."""
+
+    def apply(self, primal_fn, rewrite_fn, inputs, tags):
+        def while_loop(cond_fun, body_fun, init_val, *, max_steps, **kwargs):
+            val = init_val
+            for _ in range(max_steps):
+                val = jax.lax.cond(cond_fun(val), body_fun, lambda v: v, val)
+            return val
+
+        return primal_fn((*inputs, while_loop))
+
+
+@pytest.mark.parametrize("solver_name", ["learned", "fixed_point"])
+def test_an_adjoint_from_outside_the_package_plugs_in(solver_name):
+    cfg = pk.FourDVarNetConfig(state_shape=(N,), n_time=T, hidden_dim=H, prior_hidden_dim=H, n_solver_steps=K,
+                               solver=solver_name)
+    model = vd.build_model(cfg, seed=0).with_adjoint(PythonUnrolledAdjoint())
+    batch = _batch((B, T, N))
+    assert isinstance(model.solver_adjoint, PythonUnrolledAdjoint)
+    exact = _grad(lambda m, b: m(b, adjoint=pk.RecursiveCheckpointAdjoint()), model, batch)
+    assert _rel(_grad(lambda m, b: m(b), model, batch), exact) < 1e-12
+    np.testing.assert_array_equal(np.asarray(model(batch)), np.asarray(model(batch, adjoint="checkpoint")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 import warnings
@@ -14,6 +15,7 @@ import pipekit_cycle as pk
 import vardax_torch as vd
 from pipekit_cycle import ConvergenceWarning
 from vardax_torch import solver
+from vardax_torch.adjoints import dense_solve, gmres, iterate, neumann
 
 F64 = torch.float64
 
@@ -40,7 +42,7 @@ def unrolled_grads(model, batch):
 
 
 def max_rel(grads, ref):
-    return max(np.abs(g - r).max() / np.abs(r).max() for g, r in zip(grads, ref, strict=True))
+    return max(np.abs(g - r).max() / max(np.abs(r).max(), 1e-300) for g, r in zip(grads, ref, strict=True))
 
 
 def graph_nodes(tensor):
@@ -132,21 +134,25 @@ def test_checkpoint_gradients_equal_unrolled(state_shape, checkpoints):
     assert max_rel(list(grads.values()), ref) < 1e-10
 
 
-def test_recursive_checkpoint_default_recurses_and_is_exact():
-    # K=20: round(sqrt(20)) = 4 segments of 5 > leaf (4) steps: each recomputed as 2 sub-segments;
-    # the last one runs at once as a stored segment of 2 steps and a live tail of 3.
-    model, batch = make_model(n_steps=20), make_problem()
-    adjoint = vd.RecursiveCheckpointAdjoint()
-    assert adjoint.n_segments(20) == 4 and adjoint.n_segments(64) == 8 and adjoint.n_segments(8) == 3
+@pytest.mark.parametrize(("n_steps", "checkpoints"), [(20, None), (20, 2), (9, 1)])
+def test_checkpoint_is_binomial_with_the_shared_schedule(n_steps, checkpoints):
+    """Revolve with pipekit_cycle.checkpoint_schedule's count: along the forward chain, one
+    stored segment per snapshot, then one live step; the gradient is exact."""
+    model, batch = make_model(n_steps=n_steps), make_problem()
     _ref_loss, ref = unrolled_grads(model, batch)
+    adjoint = vd.RecursiveCheckpointAdjoint(checkpoints)
     _loss, grads = vd.loss_and_grads(model, batch, adjoint=adjoint)
     assert max_rel(list(grads.values()), ref) < 1e-10
-    # In the graph: 4 segment nodes and the live tail (3 steps, fewer than a 4-step unrolled solve).
-    out = model(batch)
-    names = [type(node).__name__ for node in graph_nodes(out)]
-    assert names.count("_SegmentBackward") == 4
-    leaf_nodes = len(graph_nodes(vd.solve_4dvarnet_unrolled(make_model(n_steps=4), batch)))
-    assert len(names) < leaf_nodes < len(graph_nodes(vd.solve_4dvarnet_unrolled(model, batch))) / 4
+    snapshots = pk.checkpoint_schedule(n_steps, checkpoints)
+    names = [type(node).__name__ for node in graph_nodes(model(batch, adjoint=adjoint))]
+    assert names.count("_SegmentBackward") == min(snapshots, n_steps - 1)
+    one_step = len(graph_nodes(vd.solve_4dvarnet_unrolled(make_model(n_steps=1), batch)))
+    assert len(names) < one_step + 2 * snapshots + 2  # one live step, whatever n_steps
+
+
+def test_checkpoint_schedule_is_shared():
+    assert [pk.checkpoint_schedule(n, None) for n in (1, 2, 8, 9, 64)] == [1, 1, 3, 4, 6]
+    assert pk.checkpoint_schedule(5, 99) == 5
 
 
 # ----------------------------------------------------------------------------- truncated
@@ -172,22 +178,21 @@ def test_kstep_cuts_state_and_lstm_carry(k):
     (x, hidden, cell) fed in as constants."""
     n_steps = 5
     model, batch = make_model(n_steps=n_steps), make_problem()
-    params = dict(model.named_parameters())
+    args = {**dict(model.named_parameters()), "y": batch.input, "m": batch.mask}
+    step = functools.partial(solver._learned_step, model)
     x0 = batch.mask * batch.input
-    h0, c0 = model.grad_mod.init_carry(x0)
-    warm = solver.run_steps(params, model.statics, x0, h0, c0, batch.input, batch.mask, n_steps - k, live=False)
-    x_w, h_w, c_w = (torch.tensor(t.numpy()) for t in warm)  # plain constants
-    out = solver.run_steps(params, model.statics, x_w, h_w, c_w, batch.input, batch.mask, k, live=True)[0]
-    loss = vd.reconstruction_loss(out, batch.target)
-    expected = [g.numpy() for g in torch.autograd.grad(loss, list(params.values()))]
+    carry0 = (x0, *model.grad_mod.init_carry(x0))
+    warm = iterate(step, carry0, args, n_steps - k, graph=False)[0]
+    constants = tuple(torch.tensor(t.numpy()) for t in warm)
+    out = iterate(step, constants, args, k, graph=True)[0][0]
+    params = [args[name] for name, _ in model.named_parameters()]
+    expected = [g.numpy() for g in torch.autograd.grad(vd.reconstruction_loss(out, batch.target), params)]
     _, grads = vd.loss_and_grads(model, batch, adjoint=vd.KStepAdjoint(k))
     assert max_rel(list(grads.values()), expected) < 1e-13
     # Had the carry NOT been cut (state cut only), the gradient would differ.
-    live_warm = solver.run_steps(params, model.statics, x0, h0, c0, batch.input, batch.mask, n_steps - k, live=True)
-    out_c = solver.run_steps(params, model.statics, x_w, live_warm[1], live_warm[2], batch.input, batch.mask, k,
-                             live=True)[0]
-    loss_c = vd.reconstruction_loss(out_c, batch.target)
-    carried = [g.numpy() for g in torch.autograd.grad(loss_c, list(params.values()))]
+    live_warm = iterate(step, carry0, args, n_steps - k, graph=True)[0]
+    out_c = iterate(step, (constants[0], *live_warm[1:]), args, k, graph=True)[0][0]
+    carried = [g.numpy() for g in torch.autograd.grad(vd.reconstruction_loss(out_c, batch.target), params)]
     assert max_rel(carried, expected) > 1e-4
 
 
@@ -200,8 +205,9 @@ def test_kstep_graph_does_not_grow_with_steps():
 # ----------------------------------------------------------------------------- implicit
 
 
-def contractive_model(state_shape, **kwargs):
-    model = make_model(state_shape, **kwargs)
+def contractive_model(state_shape, n_steps=60, tol=1e-12, **kwargs):
+    model = make_model(state_shape, n_steps=n_steps, solver="fixed_point", fixed_point_rtol=tol, fixed_point_atol=tol,
+                       **kwargs)
     with torch.no_grad():
         for p in model.prior.parameters():
             p.mul_(0.5)
@@ -216,8 +222,7 @@ def test_implicit_matches_long_unrolled_iteration(state_shape, linear_solver):
     batch_y = type(batch)(y, batch.mask, batch.target)
     params = list(model.parameters())
     adjoint = vd.ImplicitAdjoint(linear_solver, rtol=1e-12, atol=1e-12)
-    fixed = vd.solve_4dvarnet_1d_fixedpoint if len(state_shape) == 1 else vd.solve_4dvarnet_2d_fixedpoint
-    loss = vd.reconstruction_loss(fixed(model, batch_y, adjoint), batch.target)
+    loss = vd.reconstruction_loss(model(batch_y, adjoint=adjoint), batch.target)
     grads = torch.autograd.grad(loss, [*params, y], allow_unused=True)
     ref_loss = vd.reconstruction_loss(vd.fixedpoint_unrolled(model, batch_y, 200), batch.target)
     ref = torch.autograd.grad(ref_loss, [*params, y], allow_unused=True)
@@ -226,33 +231,84 @@ def test_implicit_matches_long_unrolled_iteration(state_shape, linear_solver):
         if r is None:  # the ConvLSTM takes no part in the fixed point
             assert g is None
             continue
-        assert (g - r).abs().max() <= 1e-6 * r.abs().max()
-    # the model's own __call__ with an Implicit spec is the same fixed point
-    assert torch.allclose(model(batch, adjoint=pk.ImplicitAdjoint(linear_solver, 1e-12, 1e-12)),
-                          fixed(model, batch, adjoint), rtol=0, atol=1e-14)
+        assert (g - r).abs().max() <= 1e-8 * r.abs().max()  # DESIGN 4: float64 gradients
 
 
-def test_implicit_nonconvergence_warns_with_residual():
-    model, batch = contractive_model((8,)), make_problem()
+@pytest.mark.parametrize("state_shape", [(8,), (3, 4)])
+def test_fixed_point_adjoints_share_the_forward_and_agree(state_shape):
+    model, batch = contractive_model(state_shape), make_problem(state_shape)
+    outputs = [model(batch, adjoint=a) for a in ("checkpoint", "checkpoint:2", "truncated:1", "implicit")]
+    for out in outputs[1:]:
+        assert torch.equal(out, outputs[0])
+    _, exact = vd.loss_and_grads(model, batch, adjoint="checkpoint")
+    _, truncated = vd.loss_and_grads(model, batch, adjoint=pk.TruncatedAdjoint(60))
+    _, implicit = vd.loss_and_grads(model, batch, adjoint=pk.ImplicitAdjoint(rtol=1e-13, atol=1e-13))
+    assert max_rel(list(truncated.values()), list(exact.values())) < 1e-13
+    assert max_rel(list(implicit.values()), list(exact.values())) < 1e-9
+    # float64 central finite difference of the loss along a random direction of the prior
+    direction = {name: torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+                 for name, p in model.named_parameters() if name.startswith("prior.")}
+
+    def loss_at(eps):
+        moved = {name: p.detach() + eps * direction.get(name, 0.0) for name, p in model.named_parameters()}
+        with torch.no_grad():
+            out = torch.func.functional_call(model, moved, (batch,))
+        return float(vd.reconstruction_loss(out, batch.target))
+
+    fd = (loss_at(1e-6) - loss_at(-1e-6)) / 2e-6
+    predicted = sum(float((implicit[name] * direction[name].numpy()).sum()) for name in direction)
+    assert abs(predicted - fd) <= 1e-7 * abs(fd)
+
+
+def test_implicit_needs_the_fixed_point_solver():
+    model, batch = make_model(), make_problem()
+    for call in (lambda: model(batch, adjoint="implicit"), lambda: model.with_adjoint(pk.ImplicitAdjoint())):
+        with pytest.raises(ValueError, match='solver="fixed_point"'):
+            call()
+
+
+def test_nonconvergence_warns_with_residual():
+    model, batch = contractive_model((8,), n_steps=2, tol=1e-14), make_problem()
     with pytest.warns(ConvergenceWarning) as record:
         _loss, _ = vd.loss_and_grads(model, batch, adjoint=vd.ImplicitAdjoint("neumann", 1e-14, 1e-14, max_steps=2))
     messages = [str(w.message) for w in record]
-    assert any("fixed-point iteration did not converge in 2 steps: residual" in m for m in messages)
+    assert any("fixed-point iteration did not converge in n_solver_steps=2 steps: residual" in m for m in messages)
     assert any("neumann solve" in m and "residual" in m for m in messages)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        vd.loss_and_grads(model, batch, adjoint=vd.ImplicitAdjoint(rtol=1e-10, atol=1e-10))
+        vd.loss_and_grads(contractive_model((8,), tol=1e-10), batch, adjoint=vd.ImplicitAdjoint(rtol=1e-10, atol=1e-10))
 
 
 def test_implicit_graph_is_one_node_whatever_the_iteration_count():
-    model, batch = contractive_model((8,)), make_problem()
+    batch = make_problem()
     sizes = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for steps in (3, 60):
-            out = model(batch, adjoint=vd.ImplicitAdjoint(rtol=0.0, atol=0.0, max_steps=steps))
-            sizes.append(len(graph_nodes(out)))
+    for steps in (3, 60):
+        out = contractive_model((8,), n_steps=steps, tol=0.0)(batch, adjoint=vd.ImplicitAdjoint())
+        sizes.append(len(graph_nodes(out)))
     assert sizes[0] == sizes[1] < 20
+
+
+class UnrolledAdjoint(vd.AbstractAdjoint):
+    """A user's own adjoint, defined outside the package: plain backprop through the loop."""
+
+    def loop(self, step, carry, args, max_steps, *, converged=None):
+        for _ in range(max_steps):
+            new = step(args, carry)
+            if converged is not None and converged(carry, new):
+                return new
+            carry = new
+        return carry
+
+
+@pytest.mark.parametrize("solver_name", ["learned", "fixed_point"])
+def test_an_adjoint_from_outside_the_package_plugs_in(solver_name):
+    model = make_model(n_steps=5, solver=solver_name).with_adjoint(UnrolledAdjoint())
+    batch = make_problem()
+    assert isinstance(model.solver_adjoint, UnrolledAdjoint)
+    loss, grads = vd.loss_and_grads(model, batch)
+    ref_loss, ref = vd.loss_and_grads(model, batch, adjoint=pk.RecursiveCheckpointAdjoint())
+    assert float(loss) == float(ref_loss)
+    assert max_rel(list(grads.values()), list(ref.values())) < 1e-12
 
 
 def test_linear_solvers_on_a_matrix():
@@ -260,11 +316,11 @@ def test_linear_solvers_on_a_matrix():
     j = 0.3 * torch.randn(12, 12, generator=gen, dtype=F64) / 12**0.5
     b = torch.randn(12, generator=gen, dtype=F64)
     exact = torch.linalg.solve(torch.eye(12, dtype=F64) - j.T, b)
-    x, residual, _ = solver.gmres(lambda v: v - j.T @ v, b, rtol=1e-13, atol=0.0, max_steps=100, restart=5)
+    x, residual, _ = gmres(lambda v: v - j.T @ v, b, rtol=1e-13, atol=0.0, max_steps=100, restart=5)
     assert torch.allclose(x, exact, rtol=0, atol=1e-11) and residual < 1e-11
-    x, _, _ = solver.neumann(lambda v: j.T @ v, b, rtol=1e-14, atol=0.0, max_steps=500)
+    x, _, _ = neumann(lambda v: j.T @ v, b, rtol=1e-14, atol=0.0, max_steps=500)
     assert torch.allclose(x, exact, rtol=0, atol=1e-11)
-    assert torch.allclose(solver.dense_solve(lambda v: v - j.T @ v, b), exact, rtol=0, atol=1e-12)
+    assert torch.allclose(dense_solve(lambda v: v - j.T @ v, b), exact, rtol=0, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- calibration
