@@ -2,7 +2,7 @@
 
 ``jax.jit(grad).lower(...).compile().memory_analysis().temp_size_in_bytes`` (compile only; nothing
 runs), 1D sizes in float64, at K = 8 and K = 64 solver steps for unrolled backprop, the checkpointed loop and
-KStepAdjoint(k=1), and at fixed-point max_steps 50 and 400 for ImplicitAdjoint.
+KStepAdjoint(k=1), and at 50 and 400 iterations of the fixed-point solver for ImplicitAdjoint.
 
     python -m benchmarks.jax_adjoint_memory [--batch 4 --n-time 8 --state-dim 64 --hidden 8]
 """
@@ -58,17 +58,20 @@ def main() -> None:
     for name, solve in solves.items():
         small, large = temp_bytes(model(8), batch, solve), temp_bytes(model(64), batch, solve)
         print(f"{name:22s} K=8: {small:>12,d}  K=64: {large:>12,d}  ratio {large / small:5.2f}")
-    contractive = eqx.tree_at(lambda m: m.prior.conv_out.weight, model(1), model(1).prior.conv_out.weight * 0.3)
-    for name, make in {
-        "implicit (neumann)": lambda s: lambda m, b: solver.solve_4dvarnet_1d_fixedpoint(m, b, vd.ImplicitAdjoint(
-            "neumann", max_steps=s)),
-        "implicit (gmres)": lambda s: lambda m, b: solver.solve_4dvarnet_1d_fixedpoint(m, b, vd.ImplicitAdjoint(
-            "gmres", max_steps=s)),
-        "fixed point unrolled": lambda s: lambda m, b: solver.fixedpoint_unrolled(m, b, s),
-    }.items():
-        small, large = temp_bytes(contractive, batch, make(50)), temp_bytes(contractive, batch, make(400))
-        print(f"{name:22s} n=50: {small:>11,d}  n=400: {large:>11,d}  ratio {large / small:5.2f}")
+    def fixed_point(s):  # solver="fixed_point", exactly s iterations, a contractive prior
+        m = vd.FourDVarNet1D(args.state_dim, args.n_time, hidden_dim=args.hidden, prior_hidden_dim=args.hidden,
+                             n_solver_steps=s, solver="fixed_point", fixed_point_rtol=0.0, fixed_point_atol=0.0,
+                             key=jr.PRNGKey(0))
+        return eqx.tree_at(lambda m: m.prior.conv_out.weight, m, m.prior.conv_out.weight * 0.3)
 
+    for name, adjoint in {
+        "implicit (neumann)": vd.ImplicitAdjoint("neumann"),
+        "implicit (gmres)": vd.ImplicitAdjoint("gmres"),
+        "fixed point unrolled": None,
+    }.items():
+        solve = solver.solve_4dvarnet_unrolled if adjoint is None else (lambda m, b, a=adjoint: m(b, adjoint=a))
+        small, large = temp_bytes(fixed_point(50), batch, solve), temp_bytes(fixed_point(400), batch, solve)
+        print(f"{name:22s} n=50: {small:>11,d}  n=400: {large:>11,d}  ratio {large / small:5.2f}")
 
 if __name__ == "__main__":
     main()

@@ -11,9 +11,10 @@ Sizes (everything, the reference included): batch 4, T = 15, a 64 x 64 state, Co
 channels, prior 32 channels, float32, Adam lr 1e-3; K solver steps.
 
 Adjoints: ``unrolled`` (plain backprop through K steps: the baseline), ``checkpoint``
-(RecursiveCheckpointAdjoint(None)), ``truncated:1`` (TruncatedAdjoint(1)), ``implicit``
-(ImplicitAdjoint(max_steps=K, rtol=0, atol=0): exactly K fixed-point iterations; prior
-weights scaled by 0.3 so the map contracts). Backend ``reference``: ocean4dvarnet 1.0.6's
+(RecursiveCheckpointAdjoint(None)), ``truncated:1`` (TruncatedAdjoint(1)), all on the learned
+ConvLSTM solve; ``implicit`` times ANOTHER computation, the ``solver="fixed_point"`` solve
+(exactly K iterations ``x <- m y + (1 - m) phi(x)``, prior weights scaled by 0.3 so the map
+contracts) under ImplicitAdjoint(max_steps=K, rtol=0, atol=0). Backend ``reference``: ocean4dvarnet 1.0.6's
 ``GradSolver`` (one row per K; install it with ``--install-reference``).
 """
 

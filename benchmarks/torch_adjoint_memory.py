@@ -26,9 +26,10 @@ Deltas of a few MiB are at the resolution of RSS (page caching by the allocator)
 printed with each delta floored at 1 MiB, and the profiler figure is the sharper one.
 
 Configurations: ``unrolled`` (plain backprop through K steps, the reference),
-``checkpoint`` (RecursiveCheckpointAdjoint(None): round(sqrt(K)) segments), ``kstep1``
-(KStepAdjoint(1)), ``implicit`` (ImplicitAdjoint with rtol = atol = 0, so the fixed-point
-iteration runs exactly K = max_steps iterations; the ConvergenceWarning is expected and muted).
+``checkpoint`` (RecursiveCheckpointAdjoint(None): binomial with ceil(log2 K) stored carries),
+``kstep1`` (KStepAdjoint(1)), all on the learned solve; ``implicit`` is another computation,
+the ``solver="fixed_point"`` solve with tolerances 0 (exactly K iterations) under
+ImplicitAdjoint (GMRES, at most K products).
 
 Usage (from the repository root):
 ``python -m benchmarks.torch_adjoint_memory [--n 256] [--batch 4] [--time 8] [--hidden 16]``.
@@ -76,8 +77,11 @@ def worker(config: str, n_steps: int, args: argparse.Namespace) -> dict:
     }[config]
 
     def build(k: int):
+        fixed_point = config == "implicit"  # the fixed-point solver, exactly k iterations
         model = vd.FourDVarNet1D(args.n, args.time, hidden_dim=args.hidden, prior_hidden_dim=args.hidden,
                                  n_solver_steps=k, dtype=torch.float64,
+                                 solver="fixed_point" if fixed_point else "learned",
+                                 fixed_point_rtol=0.0, fixed_point_atol=0.0,
                                  solver_adjoint=adjoint if adjoint is not None else vd.RecursiveCheckpointAdjoint())
         if config == "implicit":  # a contractive prior, so the fixed point exists
             with torch.no_grad():

@@ -59,9 +59,8 @@ def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def adjoint_spec(name: str, k: int) -> Any:
     """The ``pipekit_cycle`` spec for ``name`` at K (``None`` for ``unrolled``); ``implicit`` is
-    ``ImplicitAdjoint(max_steps=K, rtol=0, atol=0)``: exactly K fixed-point iterations (the
-    stopping test ``|dx| / (atol + rtol |x|) < 1`` can never hold), and at most K GMRES products
-    in the backward solve."""
+    ``ImplicitAdjoint(max_steps=K, rtol=0, atol=0)`` on the fixed-point solver (see `_config`):
+    at most K GMRES products in the backward solve."""
     from pipekit_cycle import ImplicitAdjoint, parse_adjoint
 
     if name == "unrolled":
@@ -72,10 +71,16 @@ def adjoint_spec(name: str, k: int) -> Any:
 
 
 def _config(k: int, spec: Any) -> Any:
-    from pipekit_cycle import FourDVarNetConfig, RecursiveCheckpointAdjoint
+    """The benchmark model at K steps. The ``implicit`` rows time a different computation, the
+    ``solver="fixed_point"`` solve (an implicit adjoint needs a fixed point), with tolerances 0:
+    exactly K iterations ``x <- m y + (1 - m) phi(x)``."""
+    from pipekit_cycle import FourDVarNetConfig, ImplicitAdjoint, RecursiveCheckpointAdjoint
 
+    fixed_point = isinstance(spec, ImplicitAdjoint)
     return FourDVarNetConfig(state_shape=(HEIGHT, WIDTH), n_time=N_TIME, hidden_dim=HIDDEN,
                              prior_hidden_dim=PRIOR_HIDDEN, n_solver_steps=k,
+                             solver="fixed_point" if fixed_point else "learned",
+                             fixed_point_rtol=0.0, fixed_point_atol=0.0,
                              solver_adjoint=spec if spec is not None else RecursiveCheckpointAdjoint())
 
 

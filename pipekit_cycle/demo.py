@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {}
     for name in names:
         print(f"== training on Lorenz-96 with {name} ({config.steps} steps, adjoint {config.adjoint}) ==")
-        metrics[name] = run_experiment(load_backend(name), config, Path(args.out) / name)
+        metrics[name] = run_experiment(load_backend(name), config, Path(args.out) / name, overwrite=True)
     width = max(len(label) for _, label in ROWS)
     print()
     print("held-out RMSE".ljust(width) + "".join(f"  {name:>14}" for name in names))

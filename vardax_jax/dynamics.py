@@ -44,6 +44,7 @@ from jaxtyping import Array, ArrayLike
 
 from pipekit_cycle import ConvergenceWarning, check_layer
 from pipekit_cycle import adjoints as specs
+from pipekit_cycle.adjoints import checkpoint_schedule
 from pipekit_cycle.problems import L63_BETA, L63_RHO, L63_SIGMA, L96_FORCING
 from pipekit_cycle.validation import SOLVERS
 from pipekit_cycle.validation import check_count as _check_count
@@ -321,8 +322,11 @@ class DiffraxForwardModel(eqx.Module):
         n_steps = _check_count("n_steps", n_steps, 0)
         return self._solve(state, self.dt, n_steps, trajectory=True)
 
-    def _solve_adjoint(self) -> diffrax.AbstractAdjoint:
+    def _solve_adjoint(self, n_steps: int) -> diffrax.AbstractAdjoint:
         adjoint = self.adjoint
+        if type(adjoint) is diffrax.RecursiveCheckpointAdjoint:
+            # The project's one schedule: as many stored states as vardax_torch, for n_steps.
+            return diffrax.RecursiveCheckpointAdjoint(checkpoints=checkpoint_schedule(n_steps, adjoint.checkpoints))
         if self.solver == "rk4" and isinstance(adjoint, diffrax.BacksolveAdjoint):
             # A fixed-step forward steps the adjoint backwards on the same grid; tolerances only
             # mean something to an adaptive solver (torchdiffeq ignores them there too).
@@ -359,7 +363,7 @@ class DiffraxForwardModel(eqx.Module):
             args=self.vector_field,
             saveat=saveat,
             stepsize_controller=controller,
-            adjoint=self._solve_adjoint(),
+            adjoint=self._solve_adjoint(n_steps),
             max_steps=max_steps,
         )
         ys = solution.ys  # (times, ..., N)

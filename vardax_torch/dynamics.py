@@ -43,6 +43,7 @@ from torch.utils.checkpoint import checkpoint
 
 from pipekit_cycle import ConvergenceWarning, check_layer
 from pipekit_cycle import adjoints as specs
+from pipekit_cycle.adjoints import checkpoint_schedule
 from pipekit_cycle.problems import L63_BETA, L63_RHO, L63_SIGMA, L96_FORCING
 from pipekit_cycle.validation import SOLVERS
 from pipekit_cycle.validation import check_count as _check_count
@@ -183,7 +184,8 @@ class CheckpointedOdeint:
     """``torch.utils.checkpoint`` (non-reentrant) over ``checkpoints`` integration segments.
 
     Only each segment's starting state is stored; the backward re-integrates one segment at a
-    time. ``None``: ``ceil(sqrt(n_steps))`` segments, memory ~ O(sqrt(n_steps)).
+    time. ``pipekit_cycle.checkpoint_schedule(n_steps, checkpoints)`` segments (``None``:
+    ``ceil(log2 n_steps)``, as many stored states as diffrax gets in vardax_jax).
     """
 
     checkpoints: int | None = None
@@ -357,7 +359,7 @@ class TorchDiffEqForwardModel(nn.Module):
     def _integrate_checkpointed(
         self, state: torch.Tensor, n_steps: int, dt: float, checkpoints: int | None
     ) -> torch.Tensor:
-        segments = math.ceil(math.sqrt(n_steps)) if checkpoints is None else min(checkpoints, n_steps)
+        segments = checkpoint_schedule(n_steps, checkpoints)  # the project's one schedule
         bounds = np.linspace(0, n_steps, segments + 1).round().astype(int)
         pieces = [state.unsqueeze(0)]
         current = state

@@ -18,12 +18,26 @@ def test_fourdvarnet_config_json_round_trip():
         n_time=5,
         hidden_dim=4,
         padding="circular",
+        solver="fixed_point",
+        fixed_point_rtol=1e-8,
+        fixed_point_atol=0.0,
         solver_adjoint=ImplicitAdjoint("neumann", rtol=1e-9, max_steps=30),
     )
     again = FourDVarNetConfig.from_json(config.to_json())
     assert again == config
     assert again.ndim == 2
     assert json.loads(config.to_json())["solver_adjoint"]["type"] == "ImplicitAdjoint"
+    assert json.loads(config.to_json())["solver"] == "fixed_point"
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"solver": "newton"}, "solver must be one of learned, fixed_point"),
+    ({"solver_adjoint": ImplicitAdjoint()}, 'ImplicitAdjoint needs solver="fixed_point"'),
+    ({"fixed_point_rtol": -1.0}, "fixed_point_rtol must be a finite float >= 0"),
+])
+def test_solver_is_validated(changes, words):
+    with pytest.raises(ValueError, match=words):
+        FourDVarNetConfig(state_shape=(8,), n_time=3, **changes)
 
 
 def test_fourdvarnet_config_defaults_and_replace():
