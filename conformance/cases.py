@@ -10,7 +10,17 @@ import numpy as np
 from pipekit_cycle import FourDVarNetConfig, ImplicitAdjoint, parse_adjoint
 from pipekit_cycle.adjoints import AdjointSpec
 
-__all__ = ["CASES", "TOLERANCES", "Case", "adjoint_for", "adjoints_for", "config", "contractive", "observations", "tolerance"]
+__all__ = [
+    "CASES",
+    "TOLERANCES",
+    "Case",
+    "adjoint_for",
+    "adjoints_for",
+    "config",
+    "contractive",
+    "observations",
+    "tolerance",
+]
 
 # DESIGN 4: float64 relative 1e-10 on forward values, 1e-8 on gradients; float32 1e-4.
 TOLERANCES = {

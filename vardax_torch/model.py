@@ -12,9 +12,8 @@ from torch import Tensor, nn
 
 from pipekit_cycle import FourDVarNetConfig
 from pipekit_cycle.adjoints import RecursiveCheckpointAdjoint as _CheckpointSpec
-from pipekit_cycle.validation import as_observations, check_batch_shapes, check_same_dtype
-
 from pipekit_cycle.adjoints import check_solver_adjoint
+from pipekit_cycle.validation import as_observations, check_batch_shapes, check_same_dtype
 
 from .adjoints import AbstractAdjoint, to_native_adjoint
 from .grad_mod import ConvLSTMGradMod1D, ConvLSTMGradMod2D

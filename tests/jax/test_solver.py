@@ -5,10 +5,9 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import optimistix as optx
 import pytest
 from jax.flatten_util import ravel_pytree
-
-import optimistix as optx
 
 import pipekit_cycle as pk
 import vardax_jax as vd
