@@ -28,6 +28,8 @@ import dataclasses
 import math
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
+from .validation import check_field_float, check_field_int
+
 __all__ = [
     "DYNAMICS",
     "INNER_SOLVE",
@@ -60,26 +62,6 @@ FIXED_POINT: Final = "fixed_point"
 SOLVERS: Final = (LEARNED, FIXED_POINT)
 
 LinearSolverName: TypeAlias = Literal["auto", "gmres", "neumann", "dense"]
-
-
-def _check_positive_int(owner: str, field: str, value: object, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    allowed = "an int >= 1" + (" or None" if allow_none else "")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{owner}.{field} must be {allowed}, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{owner}.{field} must be {allowed}, got {value!r}")
-
-
-def _check_tolerance(owner: str, field: str, value: object, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    allowed = "a finite float >= 0" + (" or None" if allow_none else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{owner}.{field} must be {allowed}, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{owner}.{field} must be {allowed}, got {value!r}")
 
 
 class AbstractAdjointSpec:
@@ -125,7 +107,7 @@ class RecursiveCheckpointAdjoint(AbstractAdjointSpec):
     layers: ClassVar[frozenset[str]] = frozenset({INNER_SOLVE, DYNAMICS})
 
     def __post_init__(self) -> None:
-        _check_positive_int(type(self).__name__, "checkpoints", self.checkpoints, allow_none=True)
+        check_field_int(type(self).__name__, "checkpoints", self.checkpoints, allow_none=True)
 
     def _options(self) -> list[str]:
         return [] if self.checkpoints is None else [str(self.checkpoints)]
@@ -146,7 +128,7 @@ class TruncatedAdjoint(AbstractAdjointSpec):
     layers: ClassVar[frozenset[str]] = frozenset({INNER_SOLVE})
 
     def __post_init__(self) -> None:
-        _check_positive_int(type(self).__name__, "k", self.k, allow_none=False)
+        check_field_int(type(self).__name__, "k", self.k)
 
     def _options(self) -> list[str]:
         return [str(self.k)]
@@ -180,9 +162,9 @@ class ImplicitAdjoint(AbstractAdjointSpec):
             raise ValueError(
                 f"{name}.linear_solver must be one of {', '.join(LINEAR_SOLVERS)}; got {self.linear_solver!r}"
             )
-        _check_tolerance(name, "rtol", self.rtol, allow_none=False)
-        _check_tolerance(name, "atol", self.atol, allow_none=False)
-        _check_positive_int(name, "max_steps", self.max_steps, allow_none=True)
+        check_field_float(name, "rtol", self.rtol)
+        check_field_float(name, "atol", self.atol)
+        check_field_int(name, "max_steps", self.max_steps, allow_none=True)
 
     def _options(self) -> list[str]:
         options = [] if self.linear_solver == "auto" else [self.linear_solver]
@@ -210,8 +192,8 @@ class BacksolveAdjoint(AbstractAdjointSpec):
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        _check_tolerance(name, "rtol", self.rtol, allow_none=True)
-        _check_tolerance(name, "atol", self.atol, allow_none=True)
+        check_field_float(name, "rtol", self.rtol, allow_none=True)
+        check_field_float(name, "atol", self.atol, allow_none=True)
 
     def _options(self) -> list[str]:
         return [f"{f}={getattr(self, f)!r}" for f in ("rtol", "atol") if getattr(self, f) is not None]
@@ -366,8 +348,8 @@ def checkpoint_schedule(n_steps: int, checkpoints: int | None) -> int:
     >>> [checkpoint_schedule(n, None) for n in (1, 2, 8, 9, 64)]
     [1, 1, 3, 4, 6]
     """
-    _check_positive_int("checkpoint_schedule", "n_steps", n_steps, allow_none=False)
-    _check_positive_int("checkpoint_schedule", "checkpoints", checkpoints, allow_none=True)
+    check_field_int("checkpoint_schedule", "n_steps", n_steps)
+    check_field_int("checkpoint_schedule", "checkpoints", checkpoints, allow_none=True)
     if checkpoints is None:
         checkpoints = (n_steps - 1).bit_length()
     return max(1, min(checkpoints, n_steps))
@@ -385,7 +367,7 @@ def binomial_split(n_steps: int, checkpoints: int) -> int:
     >>> binomial_split(64, 6), binomial_split(10, 1), binomial_split(2, 3)
     (28, 9, 1)
     """
-    _check_positive_int("binomial_split", "checkpoints", checkpoints, allow_none=False)
+    check_field_int("binomial_split", "checkpoints", checkpoints)
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 2:
         raise ValueError(f"binomial_split.n_steps must be an int >= 2, got {n_steps!r}")
     sweeps = 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any, Literal
 
 from .adjoints import (
@@ -17,23 +16,12 @@ from .adjoints import (
     check_layer,
     check_solver_adjoint,
 )
+from .validation import check_field_float, check_field_int
 
 __all__ = ["OPTIMIZERS", "PADDINGS", "SOLVERS", "FourDVarNetConfig", "OptimizerConfig"]
 
 PADDINGS = ("zeros", "circular")
 OPTIMIZERS = ("adam", "sgd")
-
-
-def _positive_int(owner: str, field: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}.{field} must be an int >= 1, got {value!r}")
-
-
-def _finite_float(owner: str, field: str, value: object, *, positive: bool) -> None:
-    bound = "> 0" if positive else ">= 0"
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or (value <= 0 if positive else value < 0):  # type: ignore[operator]
-        raise ValueError(f"{owner}.{field} must be a finite float {bound}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,20 +72,20 @@ class FourDVarNetConfig:
         if not isinstance(shape, tuple) or len(shape) not in (1, 2):
             raise ValueError(f"{name}.state_shape must be (N,) or (H, W), got {shape!r}")
         for size in shape:
-            _positive_int(name, "state_shape", size)
+            check_field_int(name, "state_shape", size)
         for field in ("n_time", "hidden_dim", "prior_hidden_dim", "kernel_size", "n_solver_steps"):
-            _positive_int(name, field, getattr(self, field))
+            check_field_int(name, field, getattr(self, field))
         if self.kernel_size % 2 == 0:
             raise ValueError(f"{name}.kernel_size must be odd, got {self.kernel_size}")
-        _finite_float(name, "alpha", self.alpha, positive=True)
-        _finite_float(name, "obs_weight", self.obs_weight, positive=False)
-        _finite_float(name, "prior_weight", self.prior_weight, positive=False)
+        check_field_float(name, "alpha", self.alpha, positive=True)
+        check_field_float(name, "obs_weight", self.obs_weight, positive=False)
+        check_field_float(name, "prior_weight", self.prior_weight, positive=False)
         if self.padding not in PADDINGS:
             raise ValueError(f"{name}.padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"{name}.solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        _finite_float(name, "fixed_point_rtol", self.fixed_point_rtol, positive=False)
-        _finite_float(name, "fixed_point_atol", self.fixed_point_atol, positive=False)
+        check_field_float(name, "fixed_point_rtol", self.fixed_point_rtol, positive=False)
+        check_field_float(name, "fixed_point_atol", self.fixed_point_atol, positive=False)
         spec = as_adjoint_spec(self.solver_adjoint)
         if spec is None:
             raise ValueError(f"{name}.solver_adjoint must be an adjoint spec, got {self.solver_adjoint!r}")
@@ -162,7 +150,7 @@ class OptimizerConfig:
         owner = type(self).__name__
         if self.name not in OPTIMIZERS:
             raise ValueError(f"{owner}.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
-        _finite_float(owner, "lr", self.lr, positive=True)
+        check_field_float(owner, "lr", self.lr, positive=True)
         betas = tuple(self.betas) if isinstance(self.betas, list) else self.betas
         object.__setattr__(self, "betas", betas)
         if not (
@@ -171,10 +159,10 @@ class OptimizerConfig:
             and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
         ):
             raise ValueError(f"{owner}.betas must be two floats in [0, 1), got {self.betas!r}")
-        _finite_float(owner, "eps", self.eps, positive=True)
-        _finite_float(owner, "weight_decay", self.weight_decay, positive=False)
+        check_field_float(owner, "eps", self.eps, positive=True)
+        check_field_float(owner, "weight_decay", self.weight_decay, positive=False)
         if self.clip_norm is not None:
-            _finite_float(owner, "clip_norm", self.clip_norm, positive=True)
+            check_field_float(owner, "clip_norm", self.clip_norm, positive=True)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

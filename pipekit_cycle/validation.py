@@ -19,6 +19,8 @@ __all__ = [
     "as_observations",
     "check_batch_shapes",
     "check_count",
+    "check_field_float",
+    "check_field_int",
     "check_float_dtype",
     "check_same_dtype",
     "check_state_shape",
@@ -129,6 +131,29 @@ DYNAMICS_MESSAGES = {
 def dynamics_message(key: str, **fields: Any) -> str:
     """The message ``DYNAMICS_MESSAGES[key]`` filled with ``fields``."""
     return DYNAMICS_MESSAGES[key].format(**fields)
+
+
+def check_field_int(owner: str, field: str, value: object, *, allow_none: bool = False) -> None:
+    """``ValueError`` ``"{owner}.{field} must be an int >= 1[ or None], got ..."`` unless
+    ``value`` is such an int (``bool`` is not); the one rule of every count in specs and configs."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        allowed = "an int >= 1" + (" or None" if allow_none else "")
+        raise ValueError(f"{owner}.{field} must be {allowed}, got {value!r}")
+
+
+def check_field_float(owner: str, field: str, value: object, *, positive: bool = False,
+                      allow_none: bool = False) -> None:
+    """``ValueError`` ``"{owner}.{field} must be a finite float > 0 (or >= 0)[ or None], got ..."``
+    unless ``value`` is such a number; the one rule of every tolerance and weight in specs and
+    configs (a tolerance of 0 is allowed: it disables that part of a stopping test)."""
+    if value is None and allow_none:
+        return
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or (value <= 0 if positive else value < 0):  # type: ignore[operator]
+        allowed = f"a finite float {'> 0' if positive else '>= 0'}" + (" or None" if allow_none else "")
+        raise ValueError(f"{owner}.{field} must be {allowed}, got {value!r}")
 
 
 def check_count(key: str, value: Any, minimum: int) -> int:

@@ -81,6 +81,18 @@ def to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
+def _share_parameters(module: nn.Module) -> Any:
+    """A copy of ``module`` and its submodules whose parameter and buffer registries hold the
+    same tensors, while every other piece of module state (hook dicts, ``training``) is its own."""
+    clone = copy.copy(module)
+    state = vars(clone)  # written directly: nn.Module.__setattr__ would re-register
+    for name, value in vars(module).items():
+        if isinstance(value, dict):  # _parameters, _buffers and every hook registry
+            state[name] = copy.copy(value)
+    state["_modules"] = {name: None if sub is None else _share_parameters(sub) for name, sub in module._modules.items()}
+    return clone
+
+
 def _spec_or_default(native: AbstractAdjoint) -> Any:
     # A user's own adjoint has no spec: validate the rest of the config with the default.
     try:
@@ -162,9 +174,10 @@ class FourDVarNet(nn.Module):
         return native
 
     def with_adjoint(self, spec: Any) -> FourDVarNet:
-        """A shallow copy sharing every parameter, differentiated by ``spec`` (spec or native);
-        the value it computes is unchanged."""
-        clone = copy.copy(self)
+        """A model sharing every parameter (the same ``Parameter`` objects) but no module state
+        (hooks, training mode, submodule registries), differentiated by ``spec`` (spec or
+        native); the value it computes is unchanged."""
+        clone = _share_parameters(self)
         clone.solver_adjoint = self.checked_adjoint(spec)
         return clone
 

@@ -183,3 +183,21 @@ def test_prior_grad_mod_and_cost_against_numpy(padding):
         e[ix] = eps
         fd = (np_cost_total(xn + e) - np_cost_total(xn - e)) / (2 * eps)
         assert fd == pytest.approx(float(grad[ix]), rel=1e-6, abs=1e-8)
+
+
+def test_with_adjoint_shares_parameters_but_no_module_state():
+    model = vd.build_model(pk.FourDVarNetConfig(state_shape=(8,), n_time=3, hidden_dim=2, prior_hidden_dim=2), seed=0)
+    clone = model.with_adjoint("truncated:1")
+    assert all(a is b for a, b in zip(model.parameters(), clone.parameters(), strict=True))
+    clone.eval()
+    assert model.training and model.prior.training and not clone.prior.training
+    calls = []
+    clone.prior.register_forward_hook(lambda *args: calls.append(1))
+    batch = vd.make_batch(np.random.default_rng(0).normal(size=(1, 3, 8)))
+    model(batch)
+    assert calls == []
+    clone(batch)
+    assert len(calls) > 0
+    with torch.no_grad():
+        next(clone.parameters()).add_(1.0)  # shared: the original sees it
+    assert torch.equal(next(model.parameters()), next(clone.parameters()))
