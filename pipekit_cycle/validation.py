@@ -27,6 +27,7 @@ __all__ = [
     "check_tolerance",
     "dims_text",
     "dynamics_message",
+    "float_dtype_name",
     "require_target",
 ]
 
@@ -48,6 +49,23 @@ def check_float_dtype(name: str, dtype_name: str) -> None:
     short = dtype_name.removeprefix("torch.")
     if short not in _FLOAT_NAMES:
         raise TypeError(f"{name} must be float32 or float64, got dtype {short}")
+
+
+def float_dtype_name(dtype: object, default: str) -> str:
+    """``"float32"`` or ``"float64"`` for ``dtype``: ``None`` (then ``default``, the framework's
+    own switch), a name (``"float64"``, ``"torch.float64"``), a numpy/JAX dtype or scalar type,
+    or a torch dtype. Anything else is a ``TypeError`` naming what was given: the one rule of
+    both backends' ``dtype=`` arguments."""
+    if dtype is None or isinstance(dtype, str) or type(dtype).__module__.startswith("torch"):
+        name = str(default if dtype is None else dtype).removeprefix("torch.")
+    else:
+        try:
+            name = np.dtype(dtype).name  # type: ignore[call-overload]
+        except TypeError:
+            name = repr(dtype)
+    if name not in _FLOAT_NAMES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    return name
 
 
 def as_observations(obs: object, target: object | None = None) -> tuple[np.ndarray, np.ndarray | None]:

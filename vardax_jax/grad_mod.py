@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from pipekit_cycle.validation import float_dtype_name
+
 __all__ = [
     "AbstractConvLSTMGradMod",
     "Conv",
@@ -37,14 +39,14 @@ _CHANNELS_LAST = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC")}
 
 
 def default_dtype(dtype=None) -> jnp.dtype:
-    """``dtype`` as a numpy dtype; ``None`` follows ``jax_enable_x64`` (float64 on, float32 off).
+    """``dtype`` as a numpy dtype (`pipekit_cycle.validation.float_dtype_name`'s rule); ``None``
+    follows ``jax_enable_x64`` (float64 on, float32 off).
 
     An explicit 64-bit dtype with ``jax_enable_x64`` off raises ``TypeError``: JAX would
     silently make float32 arrays, and a later dtype mismatch would be harder to trace.
     """
-    if dtype is None:
-        return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
-    resolved = jnp.dtype(str(dtype).removeprefix("torch.")) if not isinstance(dtype, type) else jnp.dtype(dtype)
+    x64 = jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64
+    resolved = jnp.dtype(float_dtype_name(dtype, "float64" if x64 else "float32"))
     if jax.dtypes.canonicalize_dtype(resolved) != resolved:
         raise TypeError(
             f"dtype {resolved} needs jax_enable_x64 (jax.config.update('jax_enable_x64', True)); it is off"

@@ -57,7 +57,6 @@ def make_batch(obs: Any, target: Any = None, dtype: Any = None) -> AbstractBatch
     """
     obs_array, target_array = as_observations(obs, target)
     dtype = default_dtype(dtype)
-    pk.validation.check_float_dtype("dtype", str(dtype))
     cls = Batch1D if obs_array.ndim == 3 else Batch2D
     return cls(
         input=jnp.asarray(np.nan_to_num(obs_array, nan=0.0), dtype),

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from pipekit_cycle import FourDVarNetConfig
 from pipekit_cycle.adjoints import RecursiveCheckpointAdjoint as _CheckpointSpec
 from pipekit_cycle.adjoints import check_solver_adjoint
-from pipekit_cycle.validation import as_observations, check_batch_shapes, check_same_dtype
+from pipekit_cycle.validation import as_observations, check_batch_shapes, check_same_dtype, float_dtype_name
 
 from .adjoints import AbstractAdjoint, to_native_adjoint
 from .grad_mod import ConvLSTMGradMod1D, ConvLSTMGradMod2D
@@ -46,16 +46,8 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def _as_torch_dtype(dtype: Any) -> torch.dtype:
-    if dtype is None:
-        return torch.get_default_dtype()
-    if isinstance(dtype, torch.dtype):
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-        return dtype
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if name not in _DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
-    return _DTYPES[name]
+    """`pipekit_cycle.validation.float_dtype_name`'s rule; ``None``: ``torch.get_default_dtype()``."""
+    return _DTYPES[float_dtype_name(dtype, str(torch.get_default_dtype()))]
 
 
 def make_batch(obs: Any, target: Any = None, dtype: Any = None) -> Batch1D | Batch2D:
