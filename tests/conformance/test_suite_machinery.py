@@ -54,7 +54,8 @@ def test_backend_named_in_the_environment(tmp_path, monkeypatch):
 
 def test_ids_and_pairs():
     ids = [identifier for identifier, _, _ in case_ids("a", "b")]
-    assert "a-vs-b::gradients::2d/implicit" in ids
+    assert "a-vs-b::gradients::2d-fp/implicit" in ids and "a-vs-b::forward_invariance::1d-fp/implicit" in ids
+    assert "a-vs-b::gradients::2d/implicit" not in ids  # the learned solver has no implicit adjoint
     assert "a-vs-b::truncation_exact::1d/k=4" in ids
     assert len(ids) == len(set(ids)) >= 50
     assert pairs(["x", "ref", "y"], "ref") == [("x", "ref"), ("y", "ref")]
@@ -118,7 +119,22 @@ def test_a_backend_raising_other_exceptions_is_caught():
     broken = _copy_of(vardax_torch, "other_exceptions", make_batch=make_batch)
     report = conformance.check_backend(broken, only="*exceptions::obs_rank_2")
     assert report.results[0].status == "FAIL"
-    assert "candidate IndexError, reference ValueError" in report.results[0].measurement.detail
+    assert "candidate 'IndexError: bad rank', reference 'ValueError: obs must have shape" in (
+        report.results[0].measurement.detail
+    )
+
+
+def test_a_backend_with_other_words_is_caught():
+    """Same exception type, other message: the suite compares messages too."""
+
+    def make_batch(obs, target=None, dtype=None):
+        if np.asarray(obs).ndim not in (3, 4):
+            raise ValueError("wrong rank")
+        return vardax_torch.make_batch(obs, target=target, dtype=dtype)
+
+    broken = _copy_of(vardax_torch, "other_words", make_batch=make_batch)
+    report = conformance.check_backend(broken, only="*exceptions::obs_rank_2")
+    assert report.results[0].status == "FAIL"
 
 
 def test_expected_failures_are_data(tmp_path):
@@ -156,7 +172,7 @@ def test_expected_failures_are_data(tmp_path):
 def test_cli_formats_and_exit_status(capsys):
     assert cli(["--backends", "vardax_torch", "--only", "*variational_cost*", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["summary"] == "2 passed, 0 failed" and data["results"][0]["error"] < 1e-12
+    assert data["summary"] == "4 passed, 0 failed" and data["results"][0]["error"] < 1e-12  # 4 cases
     assert cli(["--backends", "vardax_torch", "--only", "*param_round_trip::1d", "--format", "markdown"]) == 0
     output = capsys.readouterr().out
     assert output.startswith("| backends | check |") and output.strip().endswith("1 passed, 0 failed")
@@ -185,17 +201,17 @@ def test_float32_is_reported_separately():
 def test_a_truncation_that_forgets_the_lstm_carry_is_caught(monkeypatch):
     """The warm-up cuts the state but lets the LSTM carry keep its graph: a realistic bug that
     leaves the forward unchanged and only biases the gradient differently."""
-    import vardax_torch.solver as solver
+    import vardax_torch.adjoints as adjoints
 
-    run_steps = solver.run_steps
+    iterate = adjoints.iterate
 
-    def leaky_run_steps(params, st, x, h, c, y, m, n, *, live):
-        if live:
-            return run_steps(params, st, x, h, c, y, m, n, live=True)
-        x, h, c = run_steps(params, st, x, h, c, y, m, n, live=True)
-        return x.detach(), h, c
+    def leaky_iterate(step, carry, args, max_steps, converged=None, *, graph, history=None):
+        if graph:
+            return iterate(step, carry, args, max_steps, converged, graph=True, history=history)
+        out, n, stopped = iterate(step, carry, args, max_steps, converged, graph=True, history=history)
+        return (out[0].detach(), *out[1:]), n, stopped  # the state is cut, the LSTM carry is not
 
-    monkeypatch.setattr(solver, "run_steps", leaky_run_steps)
+    monkeypatch.setattr(adjoints, "iterate", leaky_iterate)
     report = conformance.check_backend(vardax_torch, only="*::[fg]*::1d/truncated:[12]")
     statuses = {r.test_id.split("::", 1)[1]: r.status for r in report.results}
     assert statuses["forward::1d/truncated:2"] == "pass"  # the forward cannot see this bug
@@ -206,13 +222,13 @@ def test_a_truncation_that_forgets_the_lstm_carry_is_caught(monkeypatch):
 def test_a_sign_flip_in_the_prior_cost_is_caught(monkeypatch):
     import vardax_torch.solver as solver
 
-    def flipped_cost(params, st, x, y, m):
-        residual = x - solver.prior_apply(params, x, st.padding, prefix="prior.")
-        return st.obs_weight * solver._sum_per_sample(m * (x - y) ** 2) - st.prior_weight * solver._sum_per_sample(
-            residual**2
-        )
+    cost = solver._cost
 
-    monkeypatch.setattr(solver, "cost", flipped_cost)
+    def flipped_cost(model, args, x):  # obs - prior instead of obs + prior
+        prior = cost(model, args, x) - model.obs_weight * (args["m"] * (x - args["y"]) ** 2).flatten(1).sum(dim=1)
+        return cost(model, args, x) - 2 * prior
+
+    monkeypatch.setattr(solver, "_cost", flipped_cost)
     report = conformance.check_backend(vardax_torch, only="*::[fv]*::1d*")
     failed = {r.test_id.split("::", 1)[1] for r in report.results if not r.ok}
     assert {"variational_cost::1d", "forward::1d/checkpoint", "forward::1d/truncated:2"} <= failed
