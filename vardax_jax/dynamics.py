@@ -12,26 +12,17 @@ spec of the ``"dynamics"`` layer, mapped onto diffrax's own mechanisms by
 | ``BacksolveAdjoint``          | ``diffrax.BacksolveAdjoint(...)`` (continuous adjoint)|
 | ``Truncated``/``Implicit``    | ``ValueError``: they belong to the ``inner_solve`` layer |
 
-Conventions shared with ``vardax_torch.dynamics`` (same names, same numbers):
-
-* a state is ``(..., N)``; ``rollout(state, n_steps)`` returns the trajectory
-  ``(..., n_steps + 1, N)`` (time on the second-to-last axis, like the ``(windows, T, N)``
-  arrays of `pipekit_cycle.problems`), row 0 being ``state`` itself;
-* ``solver="rk4"`` is Kutta's 3/8-rule fourth-order Runge--Kutta method with the constant
-  step ``dt / substeps``. It is what torchdiffeq calls ``"rk4"``; diffrax 0.7 ships no RK4,
-  so `ThreeEighthsRK4` gives diffrax the same Butcher tableau. (Every four-stage
-  fourth-order RK method has the same stability polynomial, so on a linear ODE it equals the
-  classical RK4 of `pipekit_cycle.problems.rk4_step` to rounding; on a nonlinear one they
-  differ by O(dt^5) per step.) ``solver="dopri5"`` is adaptive with ``rtol``/``atol``.
-* error messages are ``pipekit_cycle.validation.DYNAMICS_MESSAGES``, shared by both backends.
+The conventions shared with ``vardax_torch.dynamics`` (shapes, solvers, the 4D-Var cost) and
+every check, default and message that needs no framework are `pipekit_cycle.dynamics`.
+``solver="rk4"`` is Kutta's 3/8 rule, torchdiffeq's ``"rk4"``: diffrax 0.7 ships no RK4, so
+`ThreeEighthsRK4` gives diffrax that Butcher tableau.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Final, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Final
 
 import diffrax
 import equinox as eqx
@@ -42,15 +33,12 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, ArrayLike
 
-from pipekit_cycle import ConvergenceWarning, check_layer
-from pipekit_cycle import adjoints as specs
+from pipekit_cycle import dynamics as shared
 from pipekit_cycle.adjoints import checkpoint_schedule
+from pipekit_cycle.dynamics import DEFAULT_ATOL, DEFAULT_MAX_STEPS, DEFAULT_RTOL, FIELD_PARAMETERS, SolverName
 from pipekit_cycle.problems import L63_BETA, L63_RHO, L63_SIGMA, L96_FORCING
-from pipekit_cycle.validation import SOLVERS
 from pipekit_cycle.validation import check_count as _check_count
 from pipekit_cycle.validation import check_state_shape as _check_state
-from pipekit_cycle.validation import check_tolerance as _check_tolerance
-from pipekit_cycle.validation import dynamics_message as _message
 
 __all__ = [
     "DiffraxForwardModel",
@@ -68,10 +56,6 @@ __all__ = [
     "trajectory_loss_and_grads",
 ]
 
-SolverName = Literal["rk4", "dopri5"]
-DEFAULT_RTOL: Final = 1e-6
-DEFAULT_ATOL: Final = 1e-8
-
 
 def _default_float() -> Any:
     # The framework's own precision switch decides, as for the rest of the backend.
@@ -79,16 +63,9 @@ def _default_float() -> Any:
 
 
 def _check_dt(dt: Any) -> Any:
-    """``dt`` unchanged if it is a finite number > 0 (traced values are not checked)."""
-    if isinstance(dt, jax.core.Tracer):
-        return dt
-    try:
-        value = float(dt)
-    except (TypeError, ValueError):
-        raise ValueError(_message("dt", dt=dt)) from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(_message("dt", dt=value))
-    return value
+    """`pipekit_cycle.dynamics.check_dt`, except that a traced ``dt`` passes unchecked (so a
+    rollout can be differentiated with respect to it)."""
+    return dt if isinstance(dt, jax.core.Tracer) else shared.check_dt(dt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,7 +84,7 @@ class Lorenz63(eqx.Module):
     rho: Array
     beta: Array
     state_dim: ClassVar[int] = 3
-    parameter_names: ClassVar[tuple[str, ...]] = ("sigma", "rho", "beta")
+    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz63"]
 
     def __init__(
         self, sigma: ArrayLike = L63_SIGMA, rho: ArrayLike = L63_RHO, beta: ArrayLike = L63_BETA, *, dtype: Any = None
@@ -130,13 +107,13 @@ class Lorenz96(eqx.Module):
 
     forcing: Array
     state_dim: int = eqx.field(static=True)
-    parameter_names: ClassVar[tuple[str, ...]] = ("forcing",)
+    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz96"]
 
-    def __init__(self, state_dim: int = 40, forcing: ArrayLike = L96_FORCING, *, dtype: Any = None) -> None:
-        if isinstance(state_dim, bool) or not isinstance(state_dim, (int, np.integer)) or state_dim < 4:
-            raise ValueError(f"state_dim must be an int >= 4 for Lorenz-96, got {state_dim!r}")
+    def __init__(
+        self, state_dim: int = shared.L96_STATE_DIM, forcing: ArrayLike = L96_FORCING, *, dtype: Any = None
+    ) -> None:
+        self.state_dim = shared.check_l96_state_dim(state_dim)
         dtype = _default_float() if dtype is None else dtype
-        self.state_dim = int(state_dim)
         self.forcing = jnp.asarray(forcing, dtype)
 
     def __call__(self, state: Array) -> Array:
@@ -154,12 +131,10 @@ class LinearField(eqx.Module):
     """
 
     matrix: Array
-    parameter_names: ClassVar[tuple[str, ...]] = ("matrix",)
+    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["linear"]
 
     def __init__(self, matrix: ArrayLike, *, dtype: Any = None) -> None:
-        shape = np.shape(matrix)
-        if len(shape) != 2 or shape[0] != shape[1]:
-            raise ValueError(_message("matrix", shape=tuple(shape)))
+        shared.check_square_matrix(matrix)
         self.matrix = jnp.asarray(matrix, _default_float() if dtype is None else dtype)
 
     @property
@@ -218,31 +193,28 @@ class ThreeEighthsRK4(diffrax.AbstractERK):
 def to_dynamics_adjoint(spec: Any = None) -> diffrax.AbstractAdjoint:
     """Map an adjoint spec of the ``"dynamics"`` layer onto diffrax's own mechanism.
 
-    ``None`` is the layer's default, ``RecursiveCheckpointAdjoint()``. A native
-    ``diffrax.AbstractAdjoint`` passes through unchanged (checked before the duck-typed name
-    mapping, since diffrax's classes share the spec names). ``BacksolveAdjoint(rtol, atol)``:
-    with both ``None`` the backward solve uses the forward's step-size controller; otherwise a
-    ``PIDController(rtol, atol)`` (a missing one is ``DEFAULT_RTOL``/``DEFAULT_ATOL``), applied
-    when the forward solver is adaptive (a fixed-step solver steps the adjoint on its own grid,
-    as torchdiffeq does). Specs of the ``inner_solve`` layer raise ``ValueError`` naming it.
+    ``None`` is the layer's default, ``RecursiveCheckpointAdjoint()``; a native
+    ``diffrax.AbstractAdjoint`` passes through unchanged (`pipekit_cycle.dynamics.map_dynamics_spec`).
+    ``BacksolveAdjoint(rtol, atol)``: with both ``None`` the backward solve uses the forward's
+    step-size controller; otherwise a ``PIDController(rtol, atol)`` (a missing one is
+    ``DEFAULT_RTOL``/``DEFAULT_ATOL``), applied when the forward solver is adaptive (a
+    fixed-step solver steps the adjoint on its own grid, as torchdiffeq does). Specs of the
+    ``inner_solve`` layer raise ``ValueError`` naming it.
     """
-    if spec is None:
-        spec = specs.RecursiveCheckpointAdjoint()
-    if isinstance(spec, diffrax.AbstractAdjoint):
-        return spec
-    spec = check_layer(spec, specs.DYNAMICS)
-    if isinstance(spec, specs.DirectAdjoint):
-        return diffrax.DirectAdjoint()
-    if isinstance(spec, specs.RecursiveCheckpointAdjoint):
-        return diffrax.RecursiveCheckpointAdjoint(checkpoints=spec.checkpoints)
-    if isinstance(spec, specs.BacksolveAdjoint):
-        if spec.rtol is None and spec.atol is None:
-            return diffrax.BacksolveAdjoint()
-        rtol = DEFAULT_RTOL if spec.rtol is None else spec.rtol
-        atol = DEFAULT_ATOL if spec.atol is None else spec.atol
-        return diffrax.BacksolveAdjoint(stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol))
-    # check_layer only lets the dynamics specs above through.
-    raise AssertionError(f"unmapped dynamics spec {spec!r}")
+    return shared.map_dynamics_spec(
+        spec,
+        diffrax.AbstractAdjoint,
+        direct=diffrax.DirectAdjoint,
+        checkpoint=lambda checkpoints: diffrax.RecursiveCheckpointAdjoint(checkpoints=checkpoints),
+        backsolve=_backsolve,
+    )
+
+
+def _backsolve(rtol: float | None, atol: float | None) -> diffrax.BacksolveAdjoint:
+    # rtol = atol = None: the backward solve reuses the forward's step-size controller.
+    if rtol is None or atol is None:
+        return diffrax.BacksolveAdjoint()
+    return diffrax.BacksolveAdjoint(stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol))
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,19 +262,14 @@ class DiffraxForwardModel(eqx.Module):
         substeps: int = 1,
         rtol: float = DEFAULT_RTOL,
         atol: float = DEFAULT_ATOL,
-        max_steps: int = 4096,
+        max_steps: int = DEFAULT_MAX_STEPS,
         adjoint: Any = None,
     ) -> None:
-        if solver not in SOLVERS:
-            raise ValueError(_message("solver", value=solver))
+        settings = shared.check_solver_settings(solver, substeps, rtol, atol, max_steps)
         self.vector_field = vector_field
         self.dt = _check_dt(dt)
         self.adjoint = to_dynamics_adjoint(adjoint)
-        self.solver = solver
-        self.substeps = _check_count("substeps", substeps, 1)
-        self.rtol = _check_tolerance("rtol", rtol)
-        self.atol = _check_tolerance("atol", atol)
-        self.max_steps = _check_count("max_steps", max_steps, 1)
+        self.solver, self.substeps, self.rtol, self.atol, self.max_steps = settings
 
     @property
     def state_dim(self) -> int:
@@ -379,43 +346,12 @@ class DiffraxForwardModel(eqx.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _check_covariances(background_cov: Any, obs_var: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """numpy checks shared word for word with the torch backend; returns (chol or std, obs_var)."""
-    cov = np.asarray(background_cov, dtype=np.float64)
-    if cov.shape == (n,):
-        if not (np.all(np.isfinite(cov)) and np.all(cov > 0)):
-            raise ValueError(_message("background_cov", n=n, what="non-positive or non-finite variances"))
-    elif cov.shape == (n, n):
-        if not (np.all(np.isfinite(cov)) and np.allclose(cov, cov.T)):
-            raise ValueError(_message("background_cov", n=n, what="a non-symmetric matrix"))
-        try:
-            np.linalg.cholesky(cov)
-        except np.linalg.LinAlgError:
-            raise ValueError(_message("background_cov", n=n, what="a matrix that is not positive definite")) from None
-    else:
-        raise ValueError(_message("background_cov", n=n, what=f"shape {cov.shape}"))
-    var = np.asarray(obs_var, dtype=np.float64)
-    if var.shape not in ((), (n,)):
-        raise ValueError(_message("obs_var", n=n, what=f"shape {var.shape}"))
-    if not (np.all(np.isfinite(var)) and np.all(var > 0)):
-        raise ValueError(_message("obs_var", n=n, what="non-positive or non-finite values"))
-    return cov, var
-
-
 class StrongFourDVar(eqx.Module):
     r"""Strong-constraint 4D-Var over the initial state, minimised with ``optimistix.BFGS``.
 
-    .. math::
-        J(x_0) = \tfrac12 (x_0 - x_b)^\top B^{-1} (x_0 - x_b)
-               + \tfrac12 \sum_{t=0}^{T-1} \sum_i m_{t,i}\, (x_{t,i} - y_{t,i})^2 / r_i,
-        \qquad x_t = \mathcal{M}_t(x_0)\ (\text{the model's rollout})
-
-    ``H`` is the identity restricted by the mask ``m = isfinite(obs)`` (``obs`` has NaN where
-    unobserved), ``R = diag(r)`` with ``obs_var`` a scalar or ``(N,)`` variances, ``B`` is
-    ``background_cov`` given as ``(N,)`` variances (diagonal) or a full SPD ``(N, N)`` matrix
-    (applied through its Cholesky factor). ``xb`` is ``(..., N)`` and ``obs`` ``(..., T, N)``
-    with ``T = n_steps + 1`` (``n_steps=None``: taken from ``obs``); windows in the leading
-    axes are independent and their costs are summed. ``__call__(xb, obs)`` returns the analysis
+    The cost :math:`J(x_0)` and the shapes of ``background_cov`` (:math:`B`), ``obs_var``
+    (:math:`R`), ``xb`` and ``obs`` are those of `pipekit_cycle.dynamics`, which also checks
+    them (``n_steps=None``: taken from ``obs``). ``__call__(xb, obs)`` returns the analysis
     ``x_a = argmin J``, started from ``xb``; BFGS stops on optimistix's Cauchy test with
     ``rtol``/``atol`` or after ``max_steps`` (then a `pipekit_cycle.ConvergenceWarning`).
     Gradients of ``J`` follow the forward model's adjoint.
@@ -437,36 +373,25 @@ class StrongFourDVar(eqx.Module):
         obs_var: ArrayLike,
         *,
         n_steps: int | None = None,
-        rtol: float = 1e-10,
-        atol: float = 1e-10,
-        max_steps: int = 500,
+        rtol: float = shared.FOURDVAR_RTOL,
+        atol: float = shared.FOURDVAR_ATOL,
+        max_steps: int = shared.FOURDVAR_MAX_STEPS,
     ) -> None:
-        n = forward_model.state_dim
-        cov, var = _check_covariances(background_cov, obs_var, n)
+        prior = shared.check_covariances(background_cov, obs_var, forward_model.state_dim)
+        settings = shared.check_fourdvar_settings(n_steps, rtol, atol, max_steps)
         dtype = forward_model._dtype()
         self.forward_model = forward_model
-        self.background_cov = jnp.asarray(cov, dtype)
-        self.obs_var = jnp.asarray(var, dtype)
-        self._background_chol = jnp.asarray(np.linalg.cholesky(cov), dtype) if cov.ndim == 2 else None
-        self.n_steps = None if n_steps is None else _check_count("n_steps", n_steps, 0)
-        self.rtol = _check_tolerance("rtol", rtol)
-        self.atol = _check_tolerance("atol", atol)
-        self.max_steps = _check_count("max_steps", max_steps, 1)
+        self.background_cov = jnp.asarray(prior.background_cov, dtype)
+        self.obs_var = jnp.asarray(prior.obs_var, dtype)
+        chol = prior.background_chol
+        self._background_chol = None if chol is None else jnp.asarray(chol, dtype)
+        self.n_steps, self.rtol, self.atol, self.max_steps = settings
 
     def _prepare(self, xb: ArrayLike, obs: ArrayLike) -> tuple[Array, Array, Array, int]:
         dtype = self.forward_model._dtype()
-        n = self.forward_model.state_dim
         xb = jnp.asarray(xb, dtype)
         obs = jnp.asarray(obs, dtype)
-        _check_state("xb", xb.shape, n)
-        _check_state("obs", obs.shape, n, expected="(..., T, N)")
-        if obs.ndim != xb.ndim + 1 or obs.shape[:-2] != xb.shape[:-1]:
-            raise ValueError(
-                _message("state_shape", name="obs", expected=f"{(*xb.shape[:-1], 'T', n)}", n=n, shape=obs.shape)
-            )
-        n_steps = obs.shape[-2] - 1 if self.n_steps is None else self.n_steps
-        if obs.shape[-2] != n_steps + 1:
-            raise ValueError(_message("obs_time", expected=n_steps + 1, got=obs.shape[-2]))
+        n_steps = shared.window_steps(xb.shape, obs.shape, self.forward_model.state_dim, self.n_steps)
         mask = jnp.isfinite(obs)
         return xb, jnp.where(mask, obs, 0.0), mask.astype(dtype), n_steps
 
@@ -495,12 +420,7 @@ class StrongFourDVar(eqx.Module):
         xb, y, mask, n_steps = self._prepare(xb, obs)
         value, successful, steps = _minimise(self, xb, y, mask, n_steps)
         if not bool(successful):
-            warnings.warn(
-                ConvergenceWarning(
-                    f"StrongFourDVar: BFGS did not converge in {int(steps)} steps (max_steps={self.max_steps})"
-                ),
-                stacklevel=2,
-            )
+            warnings.warn(shared.fourdvar_not_converged("BFGS", int(steps), self.max_steps), stacklevel=2)
         return value
 
 
@@ -522,78 +442,17 @@ def _minimise(var: StrongFourDVar, xb: Array, y: Array, mask: Array, n_steps: in
 # --------------------------------------------------------------------------------------------
 
 
-def make_vector_field(
-    system: str, parameters: Mapping[str, ArrayLike] | None = None, *, state_dim: int | None = None
-) -> eqx.Module:
-    """``"lorenz63"`` (``sigma, rho, beta``), ``"lorenz96"`` (``forcing``; ``state_dim``, default
-    40) or ``"linear"`` (``matrix``, required) with ``parameters`` by name (missing ones default)."""
-    given = dict(parameters or {})
-    allowed = {"lorenz63": Lorenz63.parameter_names, "lorenz96": Lorenz96.parameter_names, "linear": ("matrix",)}
-    if system not in allowed:
-        raise ValueError(_message("system", value=system))
-    if not set(given) <= set(allowed[system]):
-        raise ValueError(_message("parameters", system=system, allowed=sorted(allowed[system]), given=sorted(given)))
-    if system == "lorenz63":
-        return Lorenz63(**given)
-    if system == "lorenz96":
-        return Lorenz96(40 if state_dim is None else state_dim, **given)
-    if "matrix" not in given:
-        raise ValueError(_message("matrix", shape=None))
-    return LinearField(given["matrix"])
+def _rollout(model: DiffraxForwardModel, x0: np.ndarray, n_steps: int) -> np.ndarray:
+    return np.asarray(model.rollout(x0, n_steps))
 
 
-def make_forward_model(
-    system: str,
-    dt: float,
-    *,
-    parameters: Mapping[str, ArrayLike] | None = None,
-    state_dim: int | None = None,
-    **options: Any,
-) -> DiffraxForwardModel:
-    """`make_vector_field` wrapped in a `DiffraxForwardModel` (``options``: solver, substeps,
-    rtol, atol, max_steps, adjoint)."""
-    return DiffraxForwardModel(make_vector_field(system, parameters, state_dim=state_dim), dt, **options)
-
-
-def _state_dim_of(system: str, x0: np.ndarray) -> int | None:
-    return int(np.shape(x0)[-1]) if system == "lorenz96" and np.ndim(x0) >= 1 else None
-
-
-def rollout_numpy(
-    system: str,
-    x0: np.ndarray,
-    n_steps: int,
-    dt: float,
-    *,
-    parameters: Mapping[str, ArrayLike] | None = None,
-    **options: Any,
-) -> np.ndarray:
-    """The trajectory ``(..., n_steps + 1, N)`` from ``x0`` (``(..., N)``), as numpy."""
-    model = make_forward_model(system, dt, parameters=parameters, state_dim=_state_dim_of(system, x0), **options)
-    return np.asarray(model.rollout(np.asarray(x0), n_steps))
-
-
-def trajectory_loss_and_grads(
-    system: str,
-    x0: np.ndarray,
-    n_steps: int,
-    dt: float,
-    *,
-    target: np.ndarray | None = None,
-    parameters: Mapping[str, ArrayLike] | None = None,
-    adjoint: Any = "direct",
-    **options: Any,
+def _loss_and_grads(
+    model: DiffraxForwardModel, x0: np.ndarray, n_steps: int, target: np.ndarray | None
 ) -> tuple[float, dict[str, np.ndarray]]:
-    r""":math:`L = \tfrac12 \sum (x_t - \mathrm{target}_t)^2` over the rollout (``target``
-    ``(..., n_steps + 1, N)``, default zeros) and its gradients under ``adjoint``, as numpy:
-    ``{"x0": dL/dx0, <parameter name>: dL/dtheta, ...}``."""
-    model = make_forward_model(
-        system, dt, parameters=parameters, state_dim=_state_dim_of(system, x0), adjoint=adjoint, **options
-    )
-    x0 = jnp.asarray(x0, model._dtype())
-    shape = (*x0.shape[:-1], n_steps + 1, x0.shape[-1])
-    reference = jnp.zeros(shape, x0.dtype) if target is None else jnp.asarray(target, x0.dtype)
-    value, (grad_model, grad_x0) = _trajectory_loss_and_grads((model, x0), reference, n_steps)
+    state = jnp.asarray(x0, model._dtype())
+    shape = (*state.shape[:-1], n_steps + 1, state.shape[-1])
+    reference = jnp.zeros(shape, state.dtype) if target is None else jnp.asarray(target, state.dtype)
+    value, (grad_model, grad_x0) = _trajectory_loss_and_grads((model, state), reference, n_steps)
     return float(value), {"x0": np.asarray(grad_x0), **field_parameters(grad_model.vector_field)}
 
 
@@ -605,22 +464,17 @@ def _trajectory_loss_and_grads(inputs: tuple[DiffraxForwardModel, Array], refere
     return 0.5 * jnp.sum((model.rollout(state, n_steps) - reference) ** 2)
 
 
-def strong_4dvar_numpy(
-    system: str,
-    xb: np.ndarray,
-    obs: np.ndarray,
-    dt: float,
-    *,
-    background_cov: np.ndarray,
-    obs_var: Any,
-    parameters: Mapping[str, ArrayLike] | None = None,
-    rtol: float = 1e-10,
-    atol: float = 1e-10,
-    max_steps: int = 500,
-    **options: Any,
-) -> np.ndarray:
-    """The `StrongFourDVar` analysis for ``xb`` (``(..., N)``) and ``obs`` (``(..., T, N)``,
-    NaN where unobserved), as numpy; ``options`` configure the forward model."""
-    model = make_forward_model(system, dt, parameters=parameters, state_dim=_state_dim_of(system, xb), **options)
-    var = StrongFourDVar(model, background_cov, obs_var, rtol=rtol, atol=atol, max_steps=max_steps)
-    return np.asarray(var(np.asarray(xb), np.asarray(obs)))
+# Builders by name and numpy helpers: arguments, defaults and checks in pipekit_cycle.dynamics.
+_API: Final = shared.DynamicsApi[eqx.Module, DiffraxForwardModel](
+    fields={"lorenz63": Lorenz63, "lorenz96": Lorenz96, "linear": LinearField},
+    forward_model=DiffraxForwardModel,
+    fourdvar=StrongFourDVar,
+    rollout=_rollout,
+    loss_and_grads=_loss_and_grads,
+    to_numpy=np.asarray,
+)
+make_vector_field = _API.make_vector_field
+make_forward_model = _API.make_forward_model
+rollout_numpy = _API.rollout_numpy
+trajectory_loss_and_grads = _API.trajectory_loss_and_grads
+strong_4dvar_numpy = _API.strong_4dvar_numpy

@@ -12,28 +12,20 @@ spec of the ``"dynamics"`` layer, mapped onto torchdiffeq / torch mechanisms by
 | ``BacksolveAdjoint``          | `BacksolveOdeint(rtol, atol)`: ``torchdiffeq.odeint_adjoint`` |
 | ``Truncated``/``Implicit``    | ``ValueError``: they belong to the ``inner_solve`` layer      |
 
-Conventions shared with ``vardax_jax.dynamics`` (same names, same numbers):
-
-* a state is ``(..., N)``; ``rollout(state, n_steps)`` returns the trajectory
-  ``(..., n_steps + 1, N)`` (time on the second-to-last axis, like the ``(windows, T, N)``
-  arrays of `pipekit_cycle.problems`), row 0 being ``state`` itself;
-* ``solver="rk4"`` is torchdiffeq's ``"rk4"``, Kutta's 3/8-rule fourth-order Runge--Kutta
-  method, with the constant step ``dt / substeps`` (``options={"step_size": ...}``). (Every
-  four-stage fourth-order RK method has the same stability polynomial, so on a linear ODE it
-  equals the classical RK4 of `pipekit_cycle.problems.rk4_step` to rounding; on a nonlinear
-  one they differ by O(dt^5) per step.) ``solver="dopri5"`` is adaptive with ``rtol``/``atol``.
-* error messages are ``pipekit_cycle.validation.DYNAMICS_MESSAGES``, shared by both backends.
+The conventions shared with ``vardax_jax.dynamics`` (shapes, solvers, the 4D-Var cost) and
+every check, default and message that needs no framework are `pipekit_cycle.dynamics`.
+``solver="rk4"`` is torchdiffeq's own ``"rk4"`` (Kutta's 3/8 rule) with
+``options={"step_size": dt / substeps}``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
-import math
 import warnings
-from collections.abc import Mapping
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import torch
@@ -41,15 +33,13 @@ import torchdiffeq
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from pipekit_cycle import ConvergenceWarning, check_layer
-from pipekit_cycle import adjoints as specs
+from pipekit_cycle import dynamics as shared
 from pipekit_cycle.adjoints import checkpoint_schedule
+from pipekit_cycle.dynamics import DEFAULT_ATOL, DEFAULT_MAX_STEPS, DEFAULT_RTOL, FIELD_PARAMETERS, SolverName
+from pipekit_cycle.dynamics import check_dt as _check_dt
 from pipekit_cycle.problems import L63_BETA, L63_RHO, L63_SIGMA, L96_FORCING
-from pipekit_cycle.validation import SOLVERS
 from pipekit_cycle.validation import check_count as _check_count
 from pipekit_cycle.validation import check_state_shape as _check_state
-from pipekit_cycle.validation import check_tolerance as _check_tolerance
-from pipekit_cycle.validation import dynamics_message as _message
 
 __all__ = [
     "BacksolveOdeint",
@@ -68,21 +58,6 @@ __all__ = [
     "to_dynamics_adjoint",
     "trajectory_loss_and_grads",
 ]
-
-SolverName = Literal["rk4", "dopri5"]
-DEFAULT_RTOL: Final = 1e-6
-DEFAULT_ATOL: Final = 1e-8
-
-
-def _check_dt(dt: Any) -> float:
-    """``dt`` as a float if it is a finite number > 0."""
-    try:
-        value = float(dt)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(_message("dt", dt=dt)) from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(_message("dt", dt=value))
-    return value
 
 
 def _scalar_parameter(value: Any, dtype: torch.dtype | None) -> nn.Parameter:
@@ -103,7 +78,7 @@ class Lorenz63(nn.Module):
     """
 
     state_dim: ClassVar[int] = 3
-    parameter_names: ClassVar[tuple[str, ...]] = ("sigma", "rho", "beta")
+    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz63"]
 
     def __init__(
         self, sigma: Any = L63_SIGMA, rho: Any = L63_RHO, beta: Any = L63_BETA, *, dtype: torch.dtype | None = None
@@ -124,13 +99,14 @@ class Lorenz96(nn.Module):
     ``forcing`` (:math:`F`) is a 0-d ``nn.Parameter``; ``state_dim`` (``N >= 4``) is fixed.
     """
 
-    parameter_names: ClassVar[tuple[str, ...]] = ("forcing",)
+    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz96"]
 
-    def __init__(self, state_dim: int = 40, forcing: Any = L96_FORCING, *, dtype: torch.dtype | None = None) -> None:
-        if isinstance(state_dim, bool) or not isinstance(state_dim, (int, np.integer)) or state_dim < 4:
-            raise ValueError(f"state_dim must be an int >= 4 for Lorenz-96, got {state_dim!r}")
+    def __init__(
+        self, state_dim: int = shared.L96_STATE_DIM, forcing: Any = L96_FORCING, *, dtype: torch.dtype | None = None
+    ) -> None:
+        state_dim = shared.check_l96_state_dim(state_dim)
         super().__init__()
-        self.state_dim = int(state_dim)
+        self.state_dim = state_dim
         self.forcing = _scalar_parameter(forcing, dtype)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
@@ -147,12 +123,10 @@ class LinearField(nn.Module):
     closed-form solution (the linear-Gaussian check).
     """
 
-    parameter_names: ClassVar[tuple[str, ...]] = ("matrix",)
+    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["linear"]
 
     def __init__(self, matrix: Any, *, dtype: torch.dtype | None = None) -> None:
-        shape = tuple(np.shape(matrix))
-        if len(shape) != 2 or shape[0] != shape[1]:
-            raise ValueError(_message("matrix", shape=shape))
+        shared.check_square_matrix(matrix)
         super().__init__()
         self.matrix = _scalar_parameter(np.asarray(matrix), dtype)
 
@@ -166,7 +140,11 @@ class LinearField(nn.Module):
 
 def field_parameters(field: nn.Module) -> dict[str, np.ndarray]:
     """The vector field's parameters by name (``field.parameter_names``), as numpy arrays."""
-    return {name: getattr(field, name).detach().cpu().numpy() for name in field.parameter_names}
+    return {name: _to_numpy(getattr(field, name)) for name in field.parameter_names}
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,30 +186,21 @@ NativeDynamicsAdjoint = DirectOdeint | CheckpointedOdeint | BacksolveOdeint
 def to_dynamics_adjoint(spec: Any = None) -> NativeDynamicsAdjoint:
     """Map an adjoint spec of the ``"dynamics"`` layer onto torchdiffeq / torch's own mechanism.
 
-    ``None`` is the layer's default, ``RecursiveCheckpointAdjoint()``. A native adjoint
-    (`DirectOdeint`, `CheckpointedOdeint`, `BacksolveOdeint`) passes through unchanged.
-    ``BacksolveAdjoint(rtol, atol)``: with both ``None`` the backward solve uses the forward's
-    tolerances; otherwise ``(rtol, atol)`` (a missing one is ``DEFAULT_RTOL``/``DEFAULT_ATOL``),
-    applied when the forward solver is adaptive (a fixed-step solver steps the adjoint on its
-    own grid). Specs of the ``inner_solve`` layer raise ``ValueError`` naming it.
+    ``None`` is the layer's default, ``RecursiveCheckpointAdjoint()``; a native adjoint
+    (`DirectOdeint`, `CheckpointedOdeint`, `BacksolveOdeint`) passes through unchanged
+    (`pipekit_cycle.dynamics.map_dynamics_spec`). ``BacksolveAdjoint(rtol, atol)``: with both
+    ``None`` the backward solve uses the forward's tolerances; otherwise ``(rtol, atol)`` (a
+    missing one is ``DEFAULT_RTOL``/``DEFAULT_ATOL``), applied when the forward solver is
+    adaptive (a fixed-step solver steps the adjoint on its own grid). Specs of the
+    ``inner_solve`` layer raise ``ValueError`` naming it.
     """
-    if spec is None:
-        spec = specs.RecursiveCheckpointAdjoint()
-    if isinstance(spec, (DirectOdeint, CheckpointedOdeint, BacksolveOdeint)):
-        return spec
-    spec = check_layer(spec, specs.DYNAMICS)
-    if isinstance(spec, specs.DirectAdjoint):
-        return DirectOdeint()
-    if isinstance(spec, specs.RecursiveCheckpointAdjoint):
-        return CheckpointedOdeint(checkpoints=spec.checkpoints)
-    if isinstance(spec, specs.BacksolveAdjoint):
-        if spec.rtol is None and spec.atol is None:
-            return BacksolveOdeint()
-        rtol = DEFAULT_RTOL if spec.rtol is None else spec.rtol
-        atol = DEFAULT_ATOL if spec.atol is None else spec.atol
-        return BacksolveOdeint(rtol=rtol, atol=atol)
-    # check_layer only lets the dynamics specs above through.
-    raise AssertionError(f"unmapped dynamics spec {spec!r}")
+    return shared.map_dynamics_spec(
+        spec,
+        (DirectOdeint, CheckpointedOdeint, BacksolveOdeint),
+        direct=DirectOdeint,
+        checkpoint=CheckpointedOdeint,
+        backsolve=BacksolveOdeint,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,20 +230,15 @@ class TorchDiffEqForwardModel(nn.Module):
         substeps: int = 1,
         rtol: float = DEFAULT_RTOL,
         atol: float = DEFAULT_ATOL,
-        max_steps: int = 4096,
+        max_steps: int = DEFAULT_MAX_STEPS,
         adjoint: Any = None,
     ) -> None:
-        if solver not in SOLVERS:
-            raise ValueError(_message("solver", value=solver))
+        settings = shared.check_solver_settings(solver, substeps, rtol, atol, max_steps)
         super().__init__()
         self.vector_field = vector_field
         self._dt = _check_dt(dt)
         self._adjoint = to_dynamics_adjoint(adjoint)
-        self.solver = solver
-        self.substeps = _check_count("substeps", substeps, 1)
-        self.rtol = _check_tolerance("rtol", rtol)
-        self.atol = _check_tolerance("atol", atol)
-        self.max_steps = _check_count("max_steps", max_steps, 1)
+        self.solver, self.substeps, self.rtol, self.atol, self.max_steps = settings
 
     @property
     def dt(self) -> float:
@@ -377,43 +341,12 @@ class TorchDiffEqForwardModel(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _check_covariances(background_cov: Any, obs_var: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """numpy checks shared word for word with the JAX backend; returns (cov, obs_var)."""
-    cov = np.asarray(background_cov, dtype=np.float64)
-    if cov.shape == (n,):
-        if not (np.all(np.isfinite(cov)) and np.all(cov > 0)):
-            raise ValueError(_message("background_cov", n=n, what="non-positive or non-finite variances"))
-    elif cov.shape == (n, n):
-        if not (np.all(np.isfinite(cov)) and np.allclose(cov, cov.T)):
-            raise ValueError(_message("background_cov", n=n, what="a non-symmetric matrix"))
-        try:
-            np.linalg.cholesky(cov)
-        except np.linalg.LinAlgError:
-            raise ValueError(_message("background_cov", n=n, what="a matrix that is not positive definite")) from None
-    else:
-        raise ValueError(_message("background_cov", n=n, what=f"shape {cov.shape}"))
-    var = np.asarray(obs_var, dtype=np.float64)
-    if var.shape not in ((), (n,)):
-        raise ValueError(_message("obs_var", n=n, what=f"shape {var.shape}"))
-    if not (np.all(np.isfinite(var)) and np.all(var > 0)):
-        raise ValueError(_message("obs_var", n=n, what="non-positive or non-finite values"))
-    return cov, var
-
-
 class StrongFourDVar(nn.Module):
     r"""Strong-constraint 4D-Var over the initial state, minimised with ``torch.optim.LBFGS``.
 
-    .. math::
-        J(x_0) = \tfrac12 (x_0 - x_b)^\top B^{-1} (x_0 - x_b)
-               + \tfrac12 \sum_{t=0}^{T-1} \sum_i m_{t,i}\, (x_{t,i} - y_{t,i})^2 / r_i,
-        \qquad x_t = \mathcal{M}_t(x_0)\ (\text{the model's rollout})
-
-    ``H`` is the identity restricted by the mask ``m = isfinite(obs)`` (``obs`` has NaN where
-    unobserved), ``R = diag(r)`` with ``obs_var`` a scalar or ``(N,)`` variances, ``B`` is
-    ``background_cov`` given as ``(N,)`` variances (diagonal) or a full SPD ``(N, N)`` matrix
-    (applied through its Cholesky factor). ``xb`` is ``(..., N)`` and ``obs`` ``(..., T, N)``
-    with ``T = n_steps + 1`` (``n_steps=None``: taken from ``obs``); windows in the leading
-    axes are independent and their costs are summed. ``__call__(xb, obs)`` returns the analysis
+    The cost :math:`J(x_0)` and the shapes of ``background_cov`` (:math:`B`), ``obs_var``
+    (:math:`R`), ``xb`` and ``obs`` are those of `pipekit_cycle.dynamics`, which also checks
+    them (``n_steps=None``: taken from ``obs``). ``__call__(xb, obs)`` returns the analysis
     ``x_a = argmin J``, started from ``xb``; L-BFGS (strong Wolfe line search, history of
     ``max_steps``) stops on optimistix's Cauchy test with ``rtol``/``atol`` (an iteration
     changes ``x0`` by less than ``atol + rtol max|x0|`` and ``J`` by less than ``atol + rtol |J|``)
@@ -428,38 +361,26 @@ class StrongFourDVar(nn.Module):
         obs_var: Any,
         *,
         n_steps: int | None = None,
-        rtol: float = 1e-10,
-        atol: float = 1e-10,
-        max_steps: int = 500,
+        rtol: float = shared.FOURDVAR_RTOL,
+        atol: float = shared.FOURDVAR_ATOL,
+        max_steps: int = shared.FOURDVAR_MAX_STEPS,
     ) -> None:
-        n = forward_model.state_dim
-        cov, var = _check_covariances(background_cov, obs_var, n)
+        prior = shared.check_covariances(background_cov, obs_var, forward_model.state_dim)
+        settings = shared.check_fourdvar_settings(n_steps, rtol, atol, max_steps)
         super().__init__()
         dtype = forward_model.dtype
         self.forward_model = forward_model
-        self.register_buffer("background_cov", torch.as_tensor(cov, dtype=dtype))
-        self.register_buffer("obs_var", torch.as_tensor(var, dtype=dtype))
-        chol = torch.as_tensor(np.linalg.cholesky(cov), dtype=dtype) if cov.ndim == 2 else None
-        self.register_buffer("_background_chol", chol)
-        self.n_steps = None if n_steps is None else _check_count("n_steps", n_steps, 0)
-        self.rtol = _check_tolerance("rtol", rtol)
-        self.atol = _check_tolerance("atol", atol)
-        self.max_steps = _check_count("max_steps", max_steps, 1)
+        self.register_buffer("background_cov", torch.as_tensor(prior.background_cov, dtype=dtype))
+        self.register_buffer("obs_var", torch.as_tensor(prior.obs_var, dtype=dtype))
+        chol = prior.background_chol
+        self.register_buffer("_background_chol", None if chol is None else torch.as_tensor(chol, dtype=dtype))
+        self.n_steps, self.rtol, self.atol, self.max_steps = settings
 
     def _prepare(self, xb: Any, obs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         dtype = self.forward_model.dtype
-        n = self.forward_model.state_dim
         xb = torch.as_tensor(xb, dtype=dtype)
         obs = torch.as_tensor(obs, dtype=dtype)
-        _check_state("xb", tuple(xb.shape), n)
-        _check_state("obs", tuple(obs.shape), n, expected="(..., T, N)")
-        if obs.ndim != xb.ndim + 1 or obs.shape[:-2] != xb.shape[:-1]:
-            raise ValueError(
-                _message("state_shape", name="obs", expected=f"{(*xb.shape[:-1], 'T', n)}", n=n, shape=tuple(obs.shape))
-            )
-        n_steps = obs.shape[-2] - 1 if self.n_steps is None else self.n_steps
-        if obs.shape[-2] != n_steps + 1:
-            raise ValueError(_message("obs_time", expected=n_steps + 1, got=obs.shape[-2]))
+        n_steps = shared.window_steps(tuple(xb.shape), tuple(obs.shape), self.forward_model.state_dim, self.n_steps)
         mask = torch.isfinite(obs)
         return xb, torch.where(mask, obs, torch.zeros_like(obs)), mask.to(dtype), n_steps
 
@@ -533,12 +454,7 @@ class StrongFourDVar(nn.Module):
                 break
             previous = (start, value)
         else:
-            warnings.warn(
-                ConvergenceWarning(
-                    f"StrongFourDVar: L-BFGS did not converge in {self.max_steps} steps (max_steps={self.max_steps})"
-                ),
-                stacklevel=2,
-            )
+            warnings.warn(shared.fourdvar_not_converged("L-BFGS", self.max_steps, self.max_steps), stacklevel=2)
         return x0.detach()
 
 
@@ -546,106 +462,40 @@ class StrongFourDVar(nn.Module):
 # numpy-in, numpy-out helpers (the conformance suite calls these in both backends)
 # --------------------------------------------------------------------------------------------
 
-_FLOAT64: Final = torch.float64
+
+def _rollout(model: TorchDiffEqForwardModel, x0: np.ndarray, n_steps: int) -> np.ndarray:
+    with torch.no_grad():  # numbers only: no graph to keep
+        return model.rollout(x0, n_steps).numpy()
 
 
-def make_vector_field(
-    system: str, parameters: Mapping[str, Any] | None = None, *, state_dim: int | None = None
-) -> nn.Module:
-    """``"lorenz63"`` (``sigma, rho, beta``), ``"lorenz96"`` (``forcing``; ``state_dim``, default
-    40) or ``"linear"`` (``matrix``, required) with ``parameters`` by name (missing ones default),
-    in float64."""
-    given = dict(parameters or {})
-    allowed = {"lorenz63": Lorenz63.parameter_names, "lorenz96": Lorenz96.parameter_names, "linear": ("matrix",)}
-    if system not in allowed:
-        raise ValueError(_message("system", value=system))
-    if not set(given) <= set(allowed[system]):
-        raise ValueError(_message("parameters", system=system, allowed=sorted(allowed[system]), given=sorted(given)))
-    if system == "lorenz63":
-        return Lorenz63(**given, dtype=_FLOAT64)
-    if system == "lorenz96":
-        return Lorenz96(40 if state_dim is None else state_dim, **given, dtype=_FLOAT64)
-    if "matrix" not in given:
-        raise ValueError(_message("matrix", shape=None))
-    return LinearField(given["matrix"], dtype=_FLOAT64)
-
-
-def make_forward_model(
-    system: str,
-    dt: float,
-    *,
-    parameters: Mapping[str, Any] | None = None,
-    state_dim: int | None = None,
-    **options: Any,
-) -> TorchDiffEqForwardModel:
-    """`make_vector_field` wrapped in a `TorchDiffEqForwardModel` (``options``: solver, substeps,
-    rtol, atol, max_steps, adjoint)."""
-    return TorchDiffEqForwardModel(make_vector_field(system, parameters, state_dim=state_dim), dt, **options)
-
-
-def _state_dim_of(system: str, x0: np.ndarray) -> int | None:
-    return int(np.shape(x0)[-1]) if system == "lorenz96" and np.ndim(x0) >= 1 else None
-
-
-def rollout_numpy(
-    system: str,
-    x0: np.ndarray,
-    n_steps: int,
-    dt: float,
-    *,
-    parameters: Mapping[str, Any] | None = None,
-    **options: Any,
-) -> np.ndarray:
-    """The trajectory ``(..., n_steps + 1, N)`` from ``x0`` (``(..., N)``), as numpy."""
-    model = make_forward_model(system, dt, parameters=parameters, state_dim=_state_dim_of(system, x0), **options)
-    with torch.no_grad():
-        return model.rollout(np.asarray(x0), n_steps).numpy()
-
-
-def trajectory_loss_and_grads(
-    system: str,
-    x0: np.ndarray,
-    n_steps: int,
-    dt: float,
-    *,
-    target: np.ndarray | None = None,
-    parameters: Mapping[str, Any] | None = None,
-    adjoint: Any = "direct",
-    **options: Any,
+def _loss_and_grads(
+    model: TorchDiffEqForwardModel, x0: np.ndarray, n_steps: int, target: np.ndarray | None
 ) -> tuple[float, dict[str, np.ndarray]]:
-    r""":math:`L = \tfrac12 \sum (x_t - \mathrm{target}_t)^2` over the rollout (``target``
-    ``(..., n_steps + 1, N)``, default zeros) and its gradients under ``adjoint``, as numpy:
-    ``{"x0": dL/dx0, <parameter name>: dL/dtheta, ...}``."""
-    model = make_forward_model(
-        system, dt, parameters=parameters, state_dim=_state_dim_of(system, x0), adjoint=adjoint, **options
-    )
-    state = torch.as_tensor(np.asarray(x0), dtype=model.dtype).clone().requires_grad_(True)
+    state = torch.as_tensor(x0, dtype=model.dtype).clone().requires_grad_(True)
     trajectory = model.rollout(state, n_steps)
     reference = torch.zeros_like(trajectory) if target is None else torch.as_tensor(target, dtype=model.dtype)
     loss = 0.5 * torch.sum((trajectory - reference) ** 2)
     loss.backward()
-    grads = {
-        name: getattr(model.vector_field, name).grad.detach().numpy() for name in model.vector_field.parameter_names
-    }
-    return float(loss.detach()), {"x0": state.grad.detach().numpy(), **grads}
+    field = model.vector_field
+    grads = {name: _to_numpy(getattr(field, name).grad) for name in field.parameter_names}
+    return float(loss.detach()), {"x0": _to_numpy(state.grad), **grads}
 
 
-def strong_4dvar_numpy(
-    system: str,
-    xb: np.ndarray,
-    obs: np.ndarray,
-    dt: float,
-    *,
-    background_cov: np.ndarray,
-    obs_var: Any,
-    parameters: Mapping[str, Any] | None = None,
-    rtol: float = 1e-10,
-    atol: float = 1e-10,
-    max_steps: int = 500,
-    **options: Any,
-) -> np.ndarray:
-    """The `StrongFourDVar` analysis for ``xb`` (``(..., N)``) and ``obs`` (``(..., T, N)``,
-    NaN where unobserved), as numpy; ``options`` configure the forward model."""
-    model = make_forward_model(system, dt, parameters=parameters, state_dim=_state_dim_of(system, xb), **options)
-    var = StrongFourDVar(model, background_cov, obs_var, rtol=rtol, atol=atol, max_steps=max_steps)
-    return var(np.asarray(xb), np.asarray(obs)).numpy()
+# Builders by name (in float64, whatever torch's default) and numpy helpers: arguments,
+# defaults and checks in pipekit_cycle.dynamics.
+_API: Final = shared.DynamicsApi[nn.Module, TorchDiffEqForwardModel](
+    fields={
+        name: functools.partial(cls, dtype=torch.float64)
+        for name, cls in (("lorenz63", Lorenz63), ("lorenz96", Lorenz96), ("linear", LinearField))
+    },
+    forward_model=TorchDiffEqForwardModel,
+    fourdvar=StrongFourDVar,
+    rollout=_rollout,
+    loss_and_grads=_loss_and_grads,
+    to_numpy=_to_numpy,
+)
+make_vector_field = _API.make_vector_field
+make_forward_model = _API.make_forward_model
+rollout_numpy = _API.rollout_numpy
+trajectory_loss_and_grads = _API.trajectory_loss_and_grads
+strong_4dvar_numpy = _API.strong_4dvar_numpy
