@@ -191,7 +191,9 @@ def _truncation_biased(pair: Pair, case_id: str) -> Measurement:
     exact = pair.candidate.loss_and_grads(model, batch, adjoint=adjoint_for("checkpoint", pair.dtype))[1]
     truncated = pair.candidate.loss_and_grads(model, batch, adjoint=TruncatedAdjoint(1))[1]
     difference = relative_error(truncated, exact)
-    return Measurement(0.0 if difference > 1e-3 else 1.0, 0.0, f"relative difference from exact {difference:.3g}")
+    # 1e-5: well above float32 rounding of equal gradients, well below the bias of one step
+    # (6e-4 on the strongly contractive fixed-point cases, 1e-1 on the learned ones).
+    return Measurement(0.0 if difference > 1e-5 else 1.0, 0.0, f"relative difference from exact {difference:.3g}")
 
 
 _FIXED_POINT_CASES = tuple(case for case in CASES if CASES[case].config.solver == "fixed_point")

@@ -80,8 +80,8 @@ def _truncated_while_loop(cond_fun, body_fun, init_val, *, k: int, max_steps=Non
        every array ``body_fun``/``cond_fun`` close over (``eqx.filter_closure_convert``), until
        it stops or ``max_steps - k`` steps are done, keeping its last ``k`` carries in a ring.
     2. Live: from the carry at step ``max(n - k, 0)`` (the original, differentiable ``init_val``
-       at step 0), at most ``k`` steps of the original ``body_fun`` in equinox's bounded loop
-       (forward and reverse mode), under the same ``cond_fun``. These are the solve's own last steps, so the value is
+       at step 0), at most ``k`` steps of the original ``body_fun`` in equinox's checkpointed
+       loop (reverse mode), under the same ``cond_fun``. These are the solve's own last steps, so the value is
        the solve's own; ``n <= k`` differentiates every step (the exact gradient).
     """
     del kwargs
@@ -125,8 +125,11 @@ def _truncated_while_loop(cond_fun, body_fun, init_val, *, k: int, max_steps=Non
         return j + 1, body_fun(val)
 
     live_buffers = None if buffers is None else (lambda carry: buffers(carry[1]))
-    # A bounded loop: forward- and reverse-mode differentiable, O(k) stored steps.
-    _, out = eqxi.while_loop(live_cond, live_body, (jnp.array(0), start), max_steps=live_steps, kind="bounded",
+    # The checkpointed loop, as RecursiveCheckpointAdjoint's: the same XLA program for the same
+    # steps, so the value is bit for bit the other adjoints' (a "bounded" loop, which would
+    # also allow forward mode, was measured to differ in the last bits).
+    _, out = eqxi.while_loop(live_cond, live_body, (jnp.array(0), start), max_steps=live_steps,
+                             kind="checkpointed", checkpoints=checkpoint_schedule(live_steps, None),
                              buffers=live_buffers)
     return out
 
@@ -159,7 +162,8 @@ class KStepAdjoint(optx.AbstractAdjoint):
     (it is the true truncated gradient): take k large enough to reach accepted steps. Cost: the steps before
     ``n - k`` run once without a graph, the last ``k`` once with one (when the solve stops
     early, those ``k`` also ran in the warm-up: a ring of ``k`` carries holds where to restart).
-    Forward and reverse mode (the live loop is equinox's bounded loop).
+    Reverse mode only, like ``optx.RecursiveCheckpointAdjoint`` (the live loop is equinox's
+    checkpointed loop).
     """
 
     k: int = eqx.field(static=True, default=1)
