@@ -60,7 +60,6 @@ def worker(config: str, n_steps: int, args: argparse.Namespace) -> dict:
 
     import vardax_torch as vd
     from pipekit_cycle import OptimizerConfig
-    from vardax_torch.training import _train_step
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -94,8 +93,10 @@ def worker(config: str, n_steps: int, args: argparse.Namespace) -> dict:
             return vd.reconstruction_loss(vd.solve_4dvarnet_unrolled(model, b), b.target)
         return vd.train_loss_fn(model, b)
 
+    train_step = vd.make_train_step(loss_fn)
+
     def step(model, optimizer, state):
-        return _train_step(model, batch, optimizer, state, loss_fn)
+        return train_step(model, batch, optimizer, state)
 
     warm = build(1)
     opt, state = vd.make_optimizer(OptimizerConfig(), warm)
@@ -130,7 +131,6 @@ def timing_worker(n_steps: int, args: argparse.Namespace) -> dict:
 
     import vardax_torch as vd
     from pipekit_cycle import OptimizerConfig
-    from vardax_torch.training import _train_step
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -144,6 +144,8 @@ def timing_worker(n_steps: int, args: argparse.Namespace) -> dict:
     def unrolled_loss(m, b):
         return vd.reconstruction_loss(vd.solve_4dvarnet_unrolled(m, b), b.target)
 
+    unrolled_step = vd.make_train_step(unrolled_loss)
+
     times: dict[str, list[float]] = {"kstep1": [], "unrolled": []}
     for i in range(2 * args.repeats + 2):
         name = "kstep1" if i % 2 == 0 else "unrolled"
@@ -151,7 +153,7 @@ def timing_worker(n_steps: int, args: argparse.Namespace) -> dict:
         if name == "kstep1":
             _, state, _ = vd.train_step(model, batch, optimizer, state)
         else:
-            _, state, _ = _train_step(model, batch, optimizer, state, unrolled_loss)
+            _, state, _ = unrolled_step(model, batch, optimizer, state)
         if i >= 2:  # the first of each is a warm-up
             times[name].append(time.perf_counter() - start)
     return {name: min(values) for name, values in times.items()}

@@ -120,10 +120,7 @@ def _peak_rss(step: Callable[[], None]) -> tuple[float, float]:
 def run_jax(adjoint: str, k: int, repeats: int, device: str, compile_only: bool = False) -> dict[str, Any]:
     """A ``vardax_jax`` configuration (default JAX backend; ``device`` only checked).
     ``compile_only``: lower and compile the step, report XLA's temp memory, run nothing."""
-    import equinox as eqx
     import jax
-    import jax.numpy as jnp
-    import jax.tree_util as jtu
 
     import vardax_jax as vd
     from pipekit_cycle import OptimizerConfig
@@ -145,21 +142,15 @@ def run_jax(adjoint: str, k: int, repeats: int, device: str, compile_only: bool 
     else:
         loss_fn = vd.train_loss_fn
 
-    # The body of vardax_jax.training._train_step with the loss as a parameter, so `unrolled`
-    # and the adjoint specs run exactly the same compiled step (only the loss differs).
-    @eqx.filter_jit
-    def jitted(m: Any, b: Any, o: Any) -> Any:
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(m, b)
-        params = eqx.filter(m, eqx.is_inexact_array)
-        finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jtu.tree_leaves(grads)]))
-        updates, new_o = optimizer.update(grads, o, params)
-        return eqx.apply_updates(m, updates), new_o, loss, finite
+    # One public step for every configuration, so `unrolled` and the adjoint specs run the
+    # same compiled computation (only the loss differs).
+    train_step = vd.make_train_step(loss_fn)
 
     log(f"vardax_jax {adjoint} K={k}: compiling on {jax.devices()[0]}")
     compile_start = time.perf_counter()
-    compiled = jitted.lower(model, batch, opt_state).compile()
+    compiled = train_step.compile(model, batch, optimizer, opt_state)
     compile_s = time.perf_counter() - compile_start
-    analysis = compiled.compiled.memory_analysis()
+    analysis = compiled.memory_analysis()
     temp_bytes = int(analysis.temp_size_in_bytes) if analysis is not None else None
     state = {"model": model, "opt": opt_state, "loss": math.nan}
     if compile_only:
@@ -169,9 +160,7 @@ def run_jax(adjoint: str, k: int, repeats: int, device: str, compile_only: bool 
                 "platform": platform, "compile_only": True}
 
     def step() -> None:
-        new_model, new_opt, loss, finite = compiled(state["model"], batch, state["opt"])
-        if not bool(finite):
-            raise FloatingPointError(f"non-finite loss or gradient (loss={float(loss)})")
+        new_model, new_opt, loss = compiled(state["model"], batch, optimizer, state["opt"])
         state.update(model=new_model, opt=new_opt, loss=float(loss))
 
     log(f"compiled in {compile_s:.1f} s; xla temp {temp_bytes}")
@@ -235,7 +224,6 @@ def run_torch(adjoint: str, k: int, repeats: int, device: str) -> dict[str, Any]
 
     import vardax_torch as vd
     from pipekit_cycle import OptimizerConfig
-    from vardax_torch.training import _train_step
 
     dev = _torch_device(device)
     spec = adjoint_spec(adjoint, k)
@@ -246,18 +234,18 @@ def run_torch(adjoint: str, k: int, repeats: int, device: str) -> dict[str, Any]
     obs, truth = make_data()
     batch = vd.make_batch(obs, target=truth, dtype="float32")
     batch = dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(dev) for f in dataclasses.fields(batch)})
-    optimizer, _ = vd.make_optimizer(OptimizerConfig(name="adam", lr=LR), model)
+    optimizer, opt_state = vd.make_optimizer(OptimizerConfig(name="adam", lr=LR), model)
     state: dict[str, Any] = {"loss": math.nan}
 
     def unrolled_loss(m: Any, b: Any) -> Any:
         return vd.reconstruction_loss(vd.solve_4dvarnet_unrolled(m, b), b.target)
 
+    train_step = vd.make_train_step(unrolled_loss) if adjoint == "unrolled" else vd.train_step
+    state["opt"] = opt_state
+
     def step() -> None:
-        # opt_state is the optimizer's own state (None: nothing to reload each step).
-        if adjoint == "unrolled":
-            _, _, loss = _train_step(model, batch, optimizer, None, unrolled_loss)
-        else:
-            _, _, loss = vd.train_step(model, batch, optimizer, None)
+        # Each step returns a snapshot of the optimizer state, passed back as it is (free).
+        _, state["opt"], loss = train_step(model, batch, optimizer, state["opt"])
         state["loss"] = float(loss)
 
     out = _torch_measure(step, dev, repeats)

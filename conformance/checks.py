@@ -264,6 +264,28 @@ def _train_trajectory(pair: Pair, case: str) -> Measurement:
     return Measurement(error, tolerance(pair.dtype, "gradient"), f"{TRAJECTORY_STEPS} Adam steps")
 
 
+@register("functional_step", tuple(CASES))
+def _functional_step(pair: Pair, case: str) -> Measurement:
+    """The candidate's step is a function of ``(params, opt_state)``: three Adam steps, then
+    the second again from the parameters and optimizer state the first returned (kept while
+    the later steps ran) gives the same parameters and state, bit for bit."""
+    backend = pair.candidate
+    optimizer_config = OptimizerConfig(name="adam", lr=1e-2)
+    model = _model(backend, config(case, pair.dtype), _reference_params(pair, case))
+    optimizer, opt_state = backend.make_optimizer(optimizer_config, model)
+    batch = _batch(backend, case, pair.dtype)
+    after: list[tuple[dict[str, np.ndarray], Any]] = []
+    for _ in range(3):
+        model, opt_state, _ = backend.train_step(model, batch, optimizer, opt_state)
+        after.append((backend.export_params(model), opt_state))
+    (first_params, first_state), (second_params, second_state) = after[0], after[1]
+    model = backend.import_params(model, first_params)
+    model, replayed_state, _ = backend.train_step(model, batch, optimizer, first_state)
+    replayed = {**backend.export_params(model), **backend.export_optimizer_state(replayed_state)}
+    expected = {**second_params, **backend.export_optimizer_state(second_state)}
+    return Measurement(relative_error(replayed, expected), 0.0, "step 2 replayed from step 1's (params, opt_state)")
+
+
 @register("param_round_trip", tuple(CASES))
 def _param_round_trip(pair: Pair, case: str) -> Measurement:
     """Reference parameters imported into the candidate export unchanged, under schema names."""

@@ -62,6 +62,8 @@ from pipekit_cycle.amortized import (
 )
 from pipekit_cycle.validation import check_batch_shapes, check_same_dtype, require_target
 
+from .training import make_train_step
+
 __all__ = [
     "AffineCoupling",
     "AmortizedPosterior",
@@ -507,48 +509,29 @@ def _arrays(batch: Any, where: str) -> _Arrays:
     return _Arrays(jnp.asarray(batch.input), jnp.asarray(batch.mask), jnp.asarray(batch.target))
 
 
-def _all_finite(tree: Any) -> Array:
-    leaves = jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array))
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
-
-
 @eqx.filter_jit
-def _value_and_grad(model: AmortizedPosterior, arrays: _Arrays) -> tuple[Array, AmortizedPosterior, Array]:
-    loss, grads = eqx.filter_value_and_grad(_nll)(model, arrays)
-    return loss, grads, jnp.isfinite(loss) & _all_finite(grads)
+def _value_and_grad(model: AmortizedPosterior, arrays: _Arrays) -> tuple[Array, AmortizedPosterior]:
+    return eqx.filter_value_and_grad(_nll)(model, arrays)
 
 
 def amortized_loss_and_grads(model: AmortizedPosterior, batch: Any) -> tuple[float, dict[str, np.ndarray]]:
     """``(amortized_nll_loss_fn(model, batch), its gradients keyed by canonical names)``."""
-    loss, grads, _ = _value_and_grad(model, _arrays(batch, "amortized_nll_loss_fn"))
+    loss, grads = _value_and_grad(model, _arrays(batch, "amortized_nll_loss_fn"))
     return float(loss), export_amortized_params(grads)
 
 
-@eqx.filter_jit
-def _train_step(
-    model: AmortizedPosterior, arrays: _Arrays, optimizer: optax.GradientTransformation, opt_state: Any
-) -> tuple[AmortizedPosterior, Any, Array, Array]:
-    loss, grads = eqx.filter_value_and_grad(_nll)(model, arrays)
-    finite = jnp.isfinite(loss) & _all_finite(grads)
-    updates, new_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
-    return eqx.apply_updates(model, updates), new_state, loss, finite
+_amortized_step = make_train_step(amortized_nll_loss_fn, name="amortized_train_step")
 
 
 def amortized_train_step(
     model: AmortizedPosterior, batch: Any, optimizer: optax.GradientTransformation, opt_state: Any
 ) -> tuple[AmortizedPosterior, Any, Array]:
-    """One optimizer step on `amortized_nll_loss_fn`: ``(model, opt_state, loss)`` (a new
-    model; ``loss`` the value before the step; ``float(loss)`` works). ``optimizer`` an optax
-    ``GradientTransformation``, e.g. from ``make_optimizer`` (clipping and weight decay are
-    links of its chain), ``opt_state`` its state on ``eqx.filter(model, eqx.is_inexact_array)``.
-    One jitted step; a non-finite loss or gradient raises ``FloatingPointError`` and the new
-    values are discarded, so the caller still holds the unchanged model and state."""
-    new_model, new_state, loss, finite = _train_step(
-        model, _arrays(batch, "amortized_nll_loss_fn"), optimizer, opt_state
-    )
-    if not bool(finite):
-        raise FloatingPointError(f"amortized_train_step: non-finite loss or gradient (loss={float(loss)})")
-    return new_model, new_state, loss
+    """One optimizer step on `amortized_nll_loss_fn`: ``(model, opt_state, loss)``, the
+    `make_train_step` step on the batch's three arrays (any batch class: they are taken out
+    first). ``optimizer`` an optax ``GradientTransformation``, e.g. from ``make_optimizer``,
+    ``opt_state`` its state on ``eqx.filter(model, eqx.is_inexact_array)``. A non-finite loss
+    or gradient raises ``FloatingPointError``; the caller's model and state are unchanged."""
+    return _amortized_step(model, _arrays(batch, "amortized_nll_loss_fn"), optimizer, opt_state)
 
 
 def coverage(

@@ -6,7 +6,9 @@ weight decay ``g <- g + wd * p``, then Adam or plain SGD.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -22,10 +24,14 @@ from .adjoints import nondiff
 from .model import check_batch
 from .params import _get
 
+M = TypeVar("M")
+LossFn = Callable[[Any, Any], Scalar]
+
 __all__ = [
     "eval_step",
     "loss_and_grads",
     "make_optimizer",
+    "make_train_step",
     "reconstruction_loss",
     "train_loss_fn",
     "train_step",
@@ -73,27 +79,89 @@ def make_optimizer(optimizer_config: pk.OptimizerConfig, model) -> tuple[optax.G
     return optimizer, optimizer.init(eqx.filter(model, eqx.is_inexact_array))
 
 
-@eqx.filter_jit
-def _train_step(model, batch, optimizer, opt_state):
-    loss, grads = eqx.filter_value_and_grad(train_loss_fn)(model, batch)
-    params = eqx.filter(model, eqx.is_inexact_array)
-    finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jtu.tree_leaves(grads)]))
-    updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    return eqx.apply_updates(model, updates), new_opt_state, loss, finite
+def _all_finite(tree: Any) -> Array:
+    """One boolean scalar: every inexact array leaf of ``tree`` is finite (``True`` if none)."""
+    leaves = jtu.tree_leaves(eqx.filter(tree, eqx.is_inexact_array))
+    return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(leaf)) for leaf in leaves], jnp.array(True))
 
 
-def train_step(model, batch, optimizer, opt_state):
-    """One jitted optimizer step on `train_loss_fn`; returns ``(model, opt_state, loss)``.
+def _update(
+    loss_fn: LossFn, model: M, batch: Any, optimizer: optax.GradientTransformation, opt_state: Any
+) -> tuple[M, Any, Array, Array, Array]:
+    """The traced step: ``(new model, new opt_state, loss, loss finite, gradient finite)``."""
+    loss, grads = eqx.filter_value_and_grad(loss_fn)(model, batch)
+    updates, new_opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
+    return eqx.apply_updates(model, updates), new_opt_state, loss, jnp.isfinite(loss), _all_finite(grads)
 
-    Finiteness is checked on the host after the step: a non-finite loss or gradient raises
-    ``FloatingPointError`` and the new values are discarded (the caller keeps its own).
-    """
-    require_target(batch.target, "train_loss_fn")
-    check_batch(model, batch)
-    new_model, new_opt_state, loss, finite = _train_step(model, batch, optimizer, opt_state)
-    if not bool(finite):
-        raise FloatingPointError(f"non-finite loss or gradient in train_step (loss={float(loss)}); nothing was updated")
+
+def _checked(
+    name: str, new_model: M, new_opt_state: Any, loss: Array, loss_ok: Array, grads_ok: Array
+) -> tuple[M, Any, Array]:
+    """``(new_model, new_opt_state, loss)`` if both flags hold, else ``FloatingPointError``
+    (the new values are dropped; the caller's model and state are values, never touched)."""
+    if not bool(loss_ok):
+        raise FloatingPointError(f"{name}: non-finite loss {float(loss)}; model and optimizer unchanged")
+    if not bool(grads_ok):
+        raise FloatingPointError(f"{name}: non-finite gradient; model and optimizer unchanged")
     return new_model, new_opt_state, loss
+
+
+class CompiledTrainStep:
+    """A `TrainStep` compiled ahead of time for one set of argument shapes (``compile``);
+    called like the step, with the same finiteness check."""
+
+    def __init__(self, name: str, compiled: Any) -> None:
+        self._name, self._compiled = name, compiled
+
+    def __call__(
+        self, model: M, batch: Any, optimizer: optax.GradientTransformation, opt_state: Any
+    ) -> tuple[M, Any, Array]:
+        return _checked(self._name, *self._compiled(model, batch, optimizer, opt_state))
+
+    def memory_analysis(self) -> Any:
+        """XLA's memory analysis of the compiled executable (``None`` where unsupported)."""
+        return self._compiled.compiled.memory_analysis()
+
+
+class TrainStep:
+    """``(model, batch, optimizer, opt_state) -> (model, opt_state, loss)``: one jitted
+    optimizer step on ``loss_fn`` (see `make_train_step`)."""
+
+    def __init__(self, loss_fn: LossFn, name: str) -> None:
+        self.loss_fn, self.name = loss_fn, name
+        self._jitted = eqx.filter_jit(functools.partial(_update, loss_fn))
+
+    def __call__(
+        self, model: M, batch: Any, optimizer: optax.GradientTransformation, opt_state: Any
+    ) -> tuple[M, Any, Array]:
+        return _checked(self.name, *self._jitted(model, batch, optimizer, opt_state))
+
+    def compile(
+        self, model: M, batch: Any, optimizer: optax.GradientTransformation, opt_state: Any
+    ) -> CompiledTrainStep:
+        """Lower and compile the step for these arguments' shapes now (benchmarks time it)."""
+        return CompiledTrainStep(self.name, self._jitted.lower(model, batch, optimizer, opt_state).compile())
+
+
+def make_train_step(loss_fn: LossFn, *, name: str = "train_step") -> TrainStep:
+    """The optimizer step on any loss ``loss_fn(model, batch) -> scalar``.
+
+    ``train_step(model, batch, optimizer, opt_state) -> (model, opt_state, loss)``: ``loss``
+    is the value before the step; the gradient is taken with respect to the model's inexact
+    arrays; ``optimizer`` is an optax ``GradientTransformation`` (e.g. `make_optimizer`'s:
+    clipping and weight decay are links of its chain) and ``opt_state`` its state. One jitted
+    computation; finiteness is read on the host once, after it. Guaranteed: a non-finite loss
+    or gradient raises ``FloatingPointError`` naming ``name`` and nothing is returned, so the
+    caller's model and state (immutable values) are exactly as they were. The step is a pure
+    function of its arguments: an older ``(model, opt_state)`` gives the same next step, bit
+    for bit. Errors ``loss_fn`` raises while tracing (bad batch) propagate unchanged.
+    """
+    return TrainStep(loss_fn, name)
+
+
+train_step = make_train_step(train_loss_fn)
+"""One jitted optimizer step on `train_loss_fn`: ``(model, opt_state, loss)`` (`make_train_step`);
+``ValueError`` without ``batch.target``."""
 
 
 @eqx.filter_jit

@@ -58,7 +58,15 @@ from .solver import (
     solve_4dvarnet_unrolled,
     variational_cost,
 )
-from .training import eval_step, loss_and_grads, make_optimizer, reconstruction_loss, train_loss_fn, train_step
+from .training import (
+    eval_step,
+    loss_and_grads,
+    make_optimizer,
+    make_train_step,
+    reconstruction_loss,
+    train_loss_fn,
+    train_step,
+)
 
 __all__ = [
     "AbstractAdjoint",
@@ -114,6 +122,7 @@ __all__ = [
     "make_batch",
     "make_forward_model",
     "make_optimizer",
+    "make_train_step",
     "make_vector_field",
     "model",
     "params",

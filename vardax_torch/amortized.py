@@ -60,6 +60,8 @@ from pipekit_cycle.amortized import (
 )
 from pipekit_cycle.validation import check_batch_shapes, check_same_dtype, require_target
 
+from .training import make_train_step
+
 __all__ = [
     "AffineCoupling",
     "AmortizedPosterior",
@@ -466,43 +468,11 @@ def amortized_loss_and_grads(model: AmortizedPosterior, batch: Any) -> tuple[flo
     return float(loss.detach()), {name: g.detach().cpu().numpy().copy() for name, g in zip(names, grads, strict=True)}
 
 
-def _clip_by_global_norm(grads: Sequence[Tensor], clip_norm: float | None) -> list[Tensor]:
-    """``g <- g * c / max(||g||, c)`` over all tensors (optax's ``clip_by_global_norm``; not
-    ``clip_grad_norm_``, which adds 1e-6 to the norm and would break the cross-backend match)."""
-    if clip_norm is None:
-        return list(grads)
-    norm = math.sqrt(sum(float((g * g).sum()) for g in grads))
-    return [g * clip_norm / max(norm, clip_norm) for g in grads]
-
-
-def amortized_train_step(
-    model: AmortizedPosterior, batch: Any, optimizer: torch.optim.Optimizer, opt_state: dict[str, Any] | None
-) -> tuple[AmortizedPosterior, dict[str, Any], Tensor]:
-    """One optimizer step on `amortized_nll_loss_fn`: ``(model, opt_state, loss)`` (the model
-    updated in place and returned; ``loss`` the value before the step; ``float(loss)`` works).
-    ``optimizer`` a ``torch.optim`` optimizer over ``model.parameters()``, e.g. from
-    ``make_optimizer``; ``opt_state = optimizer.state_dict()``, loaded into ``optimizer``
-    before its update (``None``: use the optimizer as it is). A ``"clip_norm"`` entry in the
-    first param group (``make_optimizer`` puts ``OptimizerConfig.clip_norm`` there) clips the
-    gradient by global norm first. A non-finite loss or gradient raises ``FloatingPointError``
-    and leaves parameters, their ``.grad`` and the optimizer untouched: gradients are taken
-    with ``autograd.grad`` and written only once known finite."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    with torch.enable_grad():
-        loss = amortized_nll_loss_fn(model, batch)
-        grads = torch.autograd.grad(loss, params)
-    finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
-    if not finite:
-        raise FloatingPointError(f"amortized_train_step: non-finite loss or gradient (loss={float(loss.detach())})")
-    if opt_state is not None:
-        optimizer.load_state_dict(opt_state)
-    grads = _clip_by_global_norm(grads, optimizer.param_groups[0].get("clip_norm"))
-    for param, grad in zip(params, grads, strict=True):
-        param.grad = grad.detach()
-    optimizer.step()
-    for param in params:  # no gradient state left on the module between calls
-        param.grad = None
-    return model, optimizer.state_dict(), loss.detach()
+amortized_train_step = make_train_step(amortized_nll_loss_fn, name="amortized_train_step")
+"""One optimizer step on `amortized_nll_loss_fn` (`make_train_step`): ``(model, opt_state,
+loss)``. ``optimizer`` a ``torch.optim`` optimizer over ``model.parameters()``, e.g. from
+``make_optimizer`` (its ``"clip_norm"`` clips by global norm first); ``opt_state`` a state it
+returned (or ``optimizer.state_dict()``; ``None``: the optimizer as it is)."""
 
 
 def coverage(

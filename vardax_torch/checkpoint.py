@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .training import _snapshot
+
 __all__ = ["export_optimizer_state", "import_optimizer_state"]
 
 
@@ -24,10 +26,11 @@ def export_optimizer_state(opt_state: dict[str, Any]) -> dict[str, np.ndarray]:
 def import_optimizer_state(
     optimizer: torch.optim.Optimizer, opt_state: dict[str, Any], arrays: dict[str, np.ndarray]
 ) -> dict[str, Any]:
-    """Load ``arrays`` (from `export_optimizer_state`) into ``optimizer``; returns its new
-    ``state_dict()``. Every entry is checked against the optimizer's parameters (index in
-    range, per-parameter buffers of the parameter's shape and dtype) and, where ``opt_state``
-    already holds state, against its names, before the optimizer is touched."""
+    """Load ``arrays`` (from `export_optimizer_state`) into ``optimizer``; returns a snapshot
+    of its new state (as `train_step` returns one: passing it back costs no reload). Every
+    entry is checked against the optimizer's parameters (index in range, per-parameter
+    buffers of the parameter's shape and dtype) and, where ``opt_state`` already holds state,
+    against its names, before the optimizer is touched."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     template = export_optimizer_state(opt_state)
     if template and set(arrays) != set(template):
@@ -56,4 +59,4 @@ def import_optimizer_state(
             tensor = torch.from_numpy(value.copy())
         state.setdefault(index, {})[key] = tensor
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-    return optimizer.state_dict()
+    return _snapshot(optimizer)

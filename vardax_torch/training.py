@@ -10,9 +10,10 @@ that to the gradient it is given); then ``torch.optim.Adam`` (== ``optax.adam``)
 
 from __future__ import annotations
 
-import math
+import copy
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -23,7 +24,19 @@ from pipekit_cycle.validation import require_target
 
 from .model import FourDVarNet
 
-__all__ = ["eval_step", "loss_and_grads", "make_optimizer", "reconstruction_loss", "train_loss_fn", "train_step"]
+M = TypeVar("M", bound=torch.nn.Module)
+LossFn = Callable[[Any, Any], Tensor]
+TrainStepFn = Callable[[Any, Any, torch.optim.Optimizer, dict | None], tuple[Any, dict, Tensor]]
+
+__all__ = [
+    "eval_step",
+    "loss_and_grads",
+    "make_optimizer",
+    "make_train_step",
+    "reconstruction_loss",
+    "train_loss_fn",
+    "train_step",
+]
 
 
 def reconstruction_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -56,7 +69,7 @@ def loss_and_grads(model: FourDVarNet, batch: Any, *, adjoint: Any = None) -> tu
 
 
 def make_optimizer(optimizer_config: OptimizerConfig, model: FourDVarNet) -> tuple[torch.optim.Optimizer, dict]:
-    """``(torch.optim optimizer over model.parameters(), optimizer.state_dict())``.
+    """``(torch.optim optimizer over model.parameters(), a snapshot of its state_dict())``.
 
     ``clip_norm`` travels in the param group (key ``"clip_norm"``), so it is part of the
     optimizer state and `train_step` applies it before the optimizer's own update."""
@@ -71,71 +84,116 @@ def make_optimizer(optimizer_config: OptimizerConfig, model: FourDVarNet) -> tup
         optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay, foreach=False)
     for group in optimizer.param_groups:
         group["clip_norm"] = cfg.clip_norm
-    return optimizer, optimizer.state_dict()
+    return optimizer, _snapshot(optimizer)
 
 
 def _clip(grads: list[Tensor], clip_norm: float | None) -> list[Tensor]:
-    if clip_norm is None:
+    """``g <- g * c / max(||g||, c)`` with the global norm accumulated in float64 on the
+    device, in parameter order: no host sync, and the same bits as summing the host floats
+    ``float((g * g).sum())``."""
+    if clip_norm is None or not grads:
         return grads
-    norm = math.sqrt(sum(float((g * g).sum()) for g in grads))
-    return [g * clip_norm / max(norm, clip_norm) for g in grads]
+    squared = torch.zeros((), dtype=torch.float64, device=grads[0].device)
+    for g in grads:
+        squared = squared + (g * g).sum().to(torch.float64)
+    scale = torch.clamp(torch.sqrt(squared), min=clip_norm)
+    return [g * clip_norm / scale for g in grads]
 
 
-def _is_current(optimizer: torch.optim.Optimizer, opt_state: dict) -> bool:
-    """Whether ``opt_state`` is a ``state_dict()`` of ``optimizer`` as it is now: the same
-    tensor objects (``state_dict()`` returns references, a fresh dict each call). Then loading
-    it would only copy every buffer again, on every step."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    saved = opt_state.get("state", {})
-    if len(saved) != len(optimizer.state) or len(opt_state.get("param_groups", ())) != len(optimizer.param_groups):
-        return False
-    for group, saved_group in zip(optimizer.param_groups, opt_state["param_groups"], strict=True):
-        if any(group[key] != value for key, value in saved_group.items() if key != "params"):
-            return False
-    for index, entry in saved.items():
-        live = optimizer.state.get(params[index]) if 0 <= index < len(params) else None
-        if live is None or entry.keys() != live.keys() or any(entry[key] is not live[key] for key in entry):
-            return False
-    return True
-
-
-def _train_step(
-    model: FourDVarNet, batch: Any, optimizer: torch.optim.Optimizer, opt_state: dict,
-    loss_fn: Callable[[FourDVarNet, Any], Tensor],
-) -> tuple[FourDVarNet, dict, Tensor]:
-    if opt_state is not None and not _is_current(optimizer, opt_state):
-        optimizer.load_state_dict(opt_state)
-    params = list(model.parameters())
-    with torch.enable_grad():
-        loss = loss_fn(model, batch)
-        grads = _grads(loss, params)
-    # Check before anything is written: a non-finite step must leave model AND optimizer as
-    # they were (nothing has been touched yet).
-    if not bool(torch.isfinite(loss)):
-        raise FloatingPointError(f"train_step: non-finite loss {float(loss.detach())}; model and optimizer unchanged")
-    bad = [i for i, g in enumerate(grads) if not bool(torch.isfinite(g).all())]
-    if bad:
+def _check_finite(name: str, loss: Tensor, grads: list[Tensor]) -> None:
+    """``FloatingPointError`` unless ``loss`` and every gradient are finite, read with ONE
+    device sync (both flags in one tensor, one ``tolist``); only the error path syncs more."""
+    grads_ok = [torch.isfinite(g).all() for g in grads]
+    all_grads_ok = torch.stack(grads_ok).all() if grads_ok else torch.ones((), dtype=torch.bool, device=loss.device)
+    loss_ok, gradients_ok = torch.stack([torch.isfinite(loss).all(), all_grads_ok]).tolist()
+    if not loss_ok:
+        raise FloatingPointError(f"{name}: non-finite loss {float(loss.detach())}; model and optimizer unchanged")
+    if not gradients_ok:
+        bad = sum(not bool(ok) for ok in grads_ok)
         raise FloatingPointError(
-            f"train_step: non-finite gradient in {len(bad)} parameter tensor(s); model and optimizer unchanged"
+            f"{name}: non-finite gradient in {bad} parameter tensor(s); model and optimizer unchanged"
         )
-    grads = _clip(grads, optimizer.param_groups[0].get("clip_norm"))
-    for p, g in zip(params, grads, strict=True):
-        p.grad = g.detach()
-    optimizer.step()
-    for p in params:  # no gradient state left on the module between calls
-        p.grad = None
-    return model, optimizer.state_dict(), loss.detach()
 
 
-def train_step(
-    model: FourDVarNet, batch: Any, optimizer: torch.optim.Optimizer, opt_state: dict,
-) -> tuple[FourDVarNet, dict, Tensor]:
-    """One optimizer step on `train_loss_fn`: ``(model, opt_state, loss)`` (the model updated
-    in place and returned; ``opt_state = optimizer.state_dict()``; ``float(loss)`` works).
-    ``opt_state`` is loaded into ``optimizer`` first when it is not the optimizer's current
-    state. A non-finite loss or gradient raises ``FloatingPointError`` before the optimizer
-    or any parameter is touched."""
-    return _train_step(model, batch, optimizer, opt_state, train_loss_fn)
+# The snapshot each optimizer's state was last copied to (by a step, `make_optimizer` or
+# `import_optimizer_state`), forgotten as soon as the optimizer steps or loads state any
+# other way: passing that snapshot back is then known to be a no-op, and costs no copy.
+_CURRENT: weakref.WeakKeyDictionary[torch.optim.Optimizer, dict] = weakref.WeakKeyDictionary()
+_WATCHED: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
+
+
+def _forget(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+    _CURRENT.pop(optimizer, None)
+
+
+def _snapshot(optimizer: torch.optim.Optimizer) -> dict:
+    """A deep copy of ``optimizer.state_dict()`` (every buffer cloned: later steps never
+    change it), remembered as the optimizer's current state."""
+    if optimizer not in _WATCHED:
+        optimizer.register_step_post_hook(_forget)
+        optimizer.register_load_state_dict_post_hook(_forget)
+        _WATCHED.add(optimizer)
+    snapshot = copy.deepcopy(optimizer.state_dict())
+    _CURRENT[optimizer] = snapshot
+    return snapshot
+
+
+def _hyper_parameters(groups: list[dict]) -> list[dict]:
+    return [{key: value for key, value in group.items() if key != "params"} for group in groups]
+
+
+def _restore(optimizer: torch.optim.Optimizer, opt_state: dict | None) -> None:
+    """Make ``optimizer`` hold ``opt_state`` (``None``: keep it as it is). Free when
+    ``opt_state`` is the snapshot last taken of it and its hyper-parameters were not changed
+    since; otherwise a deep copy is loaded (so the optimizer never writes into ``opt_state``)."""
+    if opt_state is None:
+        return
+    current = _CURRENT.get(optimizer) is opt_state
+    if current and _hyper_parameters(opt_state["param_groups"]) == _hyper_parameters(optimizer.param_groups):
+        return
+    optimizer.load_state_dict(copy.deepcopy(opt_state))
+
+
+def make_train_step(loss_fn: LossFn, *, name: str = "train_step") -> TrainStepFn:
+    """The optimizer step on any loss ``loss_fn(model, batch) -> scalar tensor``.
+
+    ``train_step(model, batch, optimizer, opt_state) -> (model, opt_state, loss)``: the
+    gradients of every parameter with ``requires_grad`` (zeros where unused) are checked with
+    one device sync; only then is ``opt_state`` loaded into ``optimizer`` (``None``: use it
+    as it is; skipped, with no copy, when it is the snapshot the last step returned), the
+    gradient clipped by global norm (``"clip_norm"`` of the first param group, from
+    `make_optimizer`) and ``optimizer.step()`` run. The model is updated in place and
+    returned; ``opt_state`` is a snapshot (deep copy) of the optimizer's new state, never
+    changed by later steps; ``loss`` the detached value before the step. Guaranteed: a
+    non-finite loss or gradient raises ``FloatingPointError`` naming ``name`` and leaves
+    parameters, their ``.grad`` and the optimizer exactly as they were; the same parameters
+    with the same ``opt_state`` give the same next step, bit for bit.
+    """
+
+    def train_step(
+        model: M, batch: Any, optimizer: torch.optim.Optimizer, opt_state: dict | None
+    ) -> tuple[M, dict, Tensor]:
+        params = [p for p in model.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            loss = loss_fn(model, batch)
+            grads = _grads(loss, params)
+        _check_finite(name, loss, grads)
+        _restore(optimizer, opt_state)
+        grads = _clip(grads, optimizer.param_groups[0].get("clip_norm"))
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.detach()
+        optimizer.step()
+        for p in params:  # no gradient state left on the module between calls
+            p.grad = None
+        return model, _snapshot(optimizer), loss.detach()
+
+    train_step.__name__ = train_step.__qualname__ = name
+    return train_step
+
+
+train_step = make_train_step(train_loss_fn)
+"""One optimizer step on `train_loss_fn` (`make_train_step`): ``(model, opt_state, loss)``;
+``ValueError`` without ``batch.target``."""
 
 
 def eval_step(model: FourDVarNet, batch: Any) -> Tensor:

@@ -204,3 +204,69 @@ def test_bad_input_errors_use_the_shared_words():
     assert error_of(vd.train_loss_fn, model, no_target) == expected and expected[0] is ValueError
     optimizer, state = vd.make_optimizer(pk.OptimizerConfig(), model)
     assert error_of(vd.train_step, model, no_target, optimizer, state) == expected
+
+
+def test_train_step_is_functional_in_params_and_opt_state():
+    """The returned opt_state is a snapshot: replaying step 2 from step 1's (params, state),
+    after later steps ran, gives step 2's parameters and state bit for bit."""
+    model = make_model()
+    _, _, batch = make_problem()
+    optimizer, state = vd.make_optimizer(pk.OptimizerConfig(lr=1e-2, clip_norm=0.05), model)
+    history = []
+    for _ in range(3):
+        model, state, _ = vd.train_step(model, batch, optimizer, state)
+        history.append((vd.export_params(model), state, vd.export_optimizer_state(state)))
+    first_params, first_state, first_arrays = history[0]
+    assert all(np.array_equal(v, vd.export_optimizer_state(first_state)[k]) for k, v in first_arrays.items())
+    assert first_state["state"][0]["step"] == 1  # not advanced by the later steps
+    vd.import_params(model, first_params)
+    model, replayed, _ = vd.train_step(model, batch, optimizer, first_state)
+    second_params, _, second_arrays = history[1]
+    for n, v in vd.export_params(model).items():
+        assert v.tobytes() == second_params[n].tobytes(), n
+    for k, v in vd.export_optimizer_state(replayed).items():
+        assert v.tobytes() == second_arrays[k].tobytes(), k
+
+
+def test_make_train_step_takes_any_loss_and_reads_the_device_once(monkeypatch):
+    model = make_model()
+    _, _, batch = make_problem()
+    optimizer, state = vd.make_optimizer(pk.OptimizerConfig(lr=1e-2), model)
+
+    def half_loss(m, b):
+        return 0.5 * vd.train_loss_fn(m, b)
+
+    step = vd.make_train_step(half_loss, name="half_step")
+    assert step.__name__ == "half_step"
+    # Host reads of tensor values, outside optimizer.step: torch's Adam reads its own step
+    # counters there, which live on the host (not capturable), so they are no device sync.
+    reads, inside_optimizer = [], []
+    for method in ("__bool__", "__float__", "item", "tolist"):
+        real = getattr(torch.Tensor, method)
+
+        def counted(self, *args, _real=real, _method=method, **kwargs):
+            if not inside_optimizer:
+                reads.append(_method)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    real_step = optimizer.step
+
+    def optimizer_step(*args, **kwargs):
+        inside_optimizer.append(True)
+        try:
+            return real_step(*args, **kwargs)
+        finally:
+            inside_optimizer.clear()
+
+    monkeypatch.setattr(optimizer, "step", optimizer_step)
+    expected = float(half_loss(model, batch).detach())
+    reads.clear()
+    _, state, loss = step(model, batch, optimizer, state)
+    assert reads == ["tolist"]  # the finiteness flags of loss and every gradient, once
+    monkeypatch.undo()
+    assert float(loss) == expected
+    bad_target = batch.target.clone()
+    bad_target[0, 0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match="^half_step: non-finite loss"):
+        step(model, vd.Batch1D(batch.input, batch.mask, bad_target), optimizer, state)
