@@ -9,10 +9,13 @@ from typing import Any
 import numpy as np
 
 from .params import check_against_schema, validate_params
+from .validation import check_batch_shapes, check_field_int, check_same_dtype
 
 __all__ = [
     "KINDS",
+    "amortized_config",
     "amortized_schema",
+    "check_amortized_batch",
     "check_amortized_kind",
     "check_amortized_sizes",
     "coupling_permutation",
@@ -41,8 +44,54 @@ def check_amortized_kind(kind: str) -> None:
 
 def check_amortized_sizes(hidden: int, n_layers: int, n_coupling: int) -> None:
     for name, value in (("hidden", hidden), ("n_layers", n_layers), ("n_coupling", n_coupling)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_field_int("build_amortized", name, value)
+
+
+def flat_dim(state_shape: Sequence[int], n_time: int) -> int:
+    """``D = n_time * prod(state_shape)``: the entries of one flattened window."""
+    return int(n_time) * int(np.prod(tuple(state_shape)))
+
+
+def check_head_covers(head_flat_dim: int, state_shape: Sequence[int], n_time: int) -> None:
+    """A head built for ``head_flat_dim`` entries must cover the window ``D`` exactly."""
+    if head_flat_dim != flat_dim(state_shape, n_time):
+        raise ValueError(
+            f"head covers {head_flat_dim} entries, but n_time * prod(state_shape) = {flat_dim(state_shape, n_time)}"
+        )
+
+
+def amortized_config(
+    kind: str, state_shape: Sequence[int], n_time: int, hidden: int, n_layers: int, n_coupling: int | None
+) -> dict[str, Any]:
+    """The keyword arguments of `amortized_schema` / ``build_amortized`` describing a model
+    (``n_coupling=None``, a regression head's: the builder's default 4, which it ignores)."""
+    return {
+        "kind": kind,
+        "state_shape": tuple(int(s) for s in state_shape),
+        "n_time": int(n_time),
+        "hidden": int(hidden),
+        "n_layers": int(n_layers),
+        "n_coupling": 4 if n_coupling is None else int(n_coupling),
+    }
+
+
+def check_amortized_batch(
+    batch: Any, *, state_shape: Sequence[int], n_time: int, dtype: str, x_shape: Sequence[int] | None = None
+) -> None:
+    """A batch (duck-typed: ``input``, ``mask``, optional ``target``) fits a posterior over
+    ``(T, *state_shape)`` windows of float ``dtype``; ``x_shape``, when given, is that of
+    ``batch.input`` (a point to score)."""
+    target = getattr(batch, "target", None)
+    check_batch_shapes(
+        tuple(batch.input.shape),
+        tuple(batch.mask.shape),
+        None if target is None else tuple(target.shape),
+        state_shape=tuple(state_shape),
+        n_time=n_time,
+    )
+    check_same_dtype(str(batch.input.dtype), dtype)
+    if x_shape is not None and tuple(x_shape) != tuple(batch.input.shape):
+        raise ValueError(f"x must have the shape of batch.input {tuple(batch.input.shape)}, got {tuple(x_shape)}")
 
 
 def amortized_schema(

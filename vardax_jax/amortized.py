@@ -54,14 +54,18 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from pipekit_cycle.amortized import (
+    amortized_config,
     amortized_schema,
+    check_amortized_batch,
     check_amortized_kind,
     check_amortized_sizes,
+    check_head_covers,
     coupling_permutation,
     validate_amortized_params,
 )
-from pipekit_cycle.validation import check_batch_shapes, check_same_dtype, require_target
+from pipekit_cycle.validation import require_target
 
+from .grad_mod import default_dtype
 from .training import make_train_step
 
 __all__ = [
@@ -85,13 +89,6 @@ __all__ = [
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _default_dtype(dtype: Any = None) -> Any:
-    """The framework default float dtype (float64 iff ``jax_enable_x64``) unless given."""
-    if dtype is None:
-        return jnp.zeros(()).dtype
-    return jnp.dtype(np.dtype(str(dtype).removeprefix("torch.")))
-
-
 # ----------------------------------------------------------------------------- building blocks
 
 
@@ -103,7 +100,7 @@ class Linear(eqx.Module):
     bias: Float[Array, " out"]
 
     def __init__(self, n_in: int, n_out: int, *, key: PRNGKeyArray, dtype: Any = None, zero: bool = False):
-        dtype = _default_dtype(dtype)
+        dtype = default_dtype(dtype)
         if zero:
             self.weight = jnp.zeros((n_out, n_in), dtype)
             self.bias = jnp.zeros((n_out,), dtype)
@@ -335,9 +332,7 @@ class AmortizedPosterior(eqx.Module):
         self.head = head
         self.state_shape = tuple(int(s) for s in state_shape)
         self.n_time = int(n_time)
-        flat = self.n_time * int(np.prod(self.state_shape))
-        if head.flat_dim != flat:
-            raise ValueError(f"head covers {head.flat_dim} entries, but n_time * prod(state_shape) = {flat}")
+        check_head_covers(head.flat_dim, self.state_shape, self.n_time)
 
     @property
     def kind(self) -> str:
@@ -350,28 +345,15 @@ class AmortizedPosterior(eqx.Module):
     @property
     def config(self) -> dict[str, Any]:
         """Keyword arguments of `amortized_schema` / `build_amortized` describing this model."""
-        n_coupling = len(self.head.couplings) if isinstance(self.head, FlowHead) else 4
-        return {
-            "kind": self.kind,
-            "state_shape": self.state_shape,
-            "n_time": self.n_time,
-            "hidden": int(self.encoder.layers[0].weight.shape[0]),
-            "n_layers": len(self.encoder.layers),
-            "n_coupling": n_coupling,
-        }
+        n_coupling = len(self.head.couplings) if isinstance(self.head, FlowHead) else None
+        hidden = int(self.encoder.layers[0].weight.shape[0])
+        return amortized_config(self.kind, self.state_shape, self.n_time, hidden, len(self.encoder.layers), n_coupling)
 
     def _check(self, batch: Any, x: Any = None) -> None:
-        target = getattr(batch, "target", None)
-        check_batch_shapes(
-            batch.input.shape,
-            batch.mask.shape,
-            None if target is None else target.shape,
-            state_shape=self.state_shape,
-            n_time=self.n_time,
+        check_amortized_batch(
+            batch, state_shape=self.state_shape, n_time=self.n_time, dtype=str(self.dtype),
+            x_shape=None if x is None else x.shape,
         )
-        check_same_dtype(str(batch.input.dtype), str(self.dtype))
-        if x is not None and tuple(x.shape) != tuple(batch.input.shape):
-            raise ValueError(f"x must have the shape of batch.input {tuple(batch.input.shape)}, got {tuple(x.shape)}")
 
     def encode(self, batch: Any) -> Float[Array, "B F"]:
         """Features ``c = encoder(concat(input * mask, mask))`` of each window, ``(B, F)``."""

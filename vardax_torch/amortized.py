@@ -52,14 +52,18 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from pipekit_cycle.amortized import (
+    amortized_config,
     amortized_schema,
+    check_amortized_batch,
     check_amortized_kind,
     check_amortized_sizes,
+    check_head_covers,
     coupling_permutation,
     validate_amortized_params,
 )
-from pipekit_cycle.validation import check_batch_shapes, check_same_dtype, require_target
+from pipekit_cycle.validation import require_target
 
+from .model import _as_torch_dtype
 from .training import make_train_step
 
 __all__ = [
@@ -80,15 +84,6 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _default_dtype(dtype: Any = None) -> torch.dtype:
-    """The framework default float dtype (``torch.get_default_dtype()``) unless given."""
-    if dtype is None:
-        return torch.get_default_dtype()
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    return getattr(torch, str(np.dtype(str(dtype).removeprefix("torch."))))
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -117,7 +112,7 @@ class EncoderMLP(nn.Module):
         self, in_dim: int, hidden: int, n_layers: int, *, generator: torch.Generator, dtype: Any = None
     ) -> None:
         super().__init__()
-        dtype = _default_dtype(dtype)
+        dtype = _as_torch_dtype(dtype)
         self.layers = nn.ModuleList(
             _linear(in_dim if i == 0 else hidden, hidden, generator=generator, dtype=dtype) for i in range(n_layers)
         )
@@ -144,7 +139,7 @@ class RegressionHead(nn.Module):
 
     def __init__(self, feature_dim: int, flat_dim: int, *, generator: torch.Generator, dtype: Any = None) -> None:
         super().__init__()
-        self.linear = _linear(feature_dim, 2 * flat_dim, generator=generator, dtype=_default_dtype(dtype))
+        self.linear = _linear(feature_dim, 2 * flat_dim, generator=generator, dtype=_as_torch_dtype(dtype))
 
     @property
     def flat_dim(self) -> int:
@@ -192,7 +187,7 @@ class AffineCoupling(nn.Module):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        dtype = _default_dtype(dtype)
+        dtype = _as_torch_dtype(dtype)
         half = flat_dim // 2
         layers = [
             _linear(half + feature_dim if j == 0 else hidden, hidden, generator=generator, dtype=dtype)
@@ -257,7 +252,7 @@ class FlowHead(nn.Module):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        dtype = _default_dtype(dtype)
+        dtype = _as_torch_dtype(dtype)
         self.affine = _linear(feature_dim, 2 * flat_dim, generator=generator, dtype=dtype)
         self.couplings = nn.ModuleList(
             AffineCoupling(
@@ -329,9 +324,7 @@ class AmortizedPosterior(nn.Module):
         self.head = head
         self.state_shape = tuple(int(s) for s in state_shape)
         self.n_time = int(n_time)
-        flat = self.n_time * int(np.prod(self.state_shape))
-        if head.flat_dim != flat:
-            raise ValueError(f"head covers {head.flat_dim} entries, but n_time * prod(state_shape) = {flat}")
+        check_head_covers(head.flat_dim, self.state_shape, self.n_time)
 
     @property
     def kind(self) -> str:
@@ -344,28 +337,15 @@ class AmortizedPosterior(nn.Module):
     @property
     def config(self) -> dict[str, Any]:
         """Keyword arguments of `amortized_schema` / `build_amortized` describing this model."""
-        n_coupling = len(self.head.couplings) if isinstance(self.head, FlowHead) else 4
-        return {
-            "kind": self.kind,
-            "state_shape": self.state_shape,
-            "n_time": self.n_time,
-            "hidden": int(self.encoder.layers[0].weight.shape[0]),
-            "n_layers": len(self.encoder.layers),
-            "n_coupling": n_coupling,
-        }
+        n_coupling = len(self.head.couplings) if isinstance(self.head, FlowHead) else None
+        hidden = int(self.encoder.layers[0].weight.shape[0])
+        return amortized_config(self.kind, self.state_shape, self.n_time, hidden, len(self.encoder.layers), n_coupling)
 
     def _check(self, batch: Any, x: Any = None) -> None:
-        target = getattr(batch, "target", None)
-        check_batch_shapes(
-            batch.input.shape,
-            batch.mask.shape,
-            None if target is None else target.shape,
-            state_shape=self.state_shape,
-            n_time=self.n_time,
+        check_amortized_batch(
+            batch, state_shape=self.state_shape, n_time=self.n_time, dtype=str(self.dtype),
+            x_shape=None if x is None else x.shape,
         )
-        check_same_dtype(str(batch.input.dtype), str(self.dtype))
-        if x is not None and tuple(x.shape) != tuple(batch.input.shape):
-            raise ValueError(f"x must have the shape of batch.input {tuple(batch.input.shape)}, got {tuple(x.shape)}")
 
     def encode(self, batch: Any) -> Float[Tensor, "B F"]:
         """Features ``c = encoder(concat(input * mask, mask))`` of each window, ``(B, F)``."""
