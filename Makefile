@@ -10,6 +10,9 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	# The peer the interop tests compare against; --no-deps: its pins clash with ours, and the
+	# classes under test need only torch (tests/interop/conftest.py).
+	$(PY) -m pip install --quiet --no-deps ocean4dvarnet==1.0.6
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -24,13 +24,15 @@ from .adjoints import (
     parse_adjoint,
 )
 from .backends import BackendNotInstalledError, available_backends, load_backend
-from .config import FourDVarNetConfig, OptimizerConfig
+from .config import COMPONENT_FIELDS, FourDVarNetConfig, OptimizerConfig
 from .errors import ConvergenceWarning
+from .ocean4dvarnet import ocean4dvarnet_config
 from .params import load_params, save_params, schema
 from .problems import Problem, lorenz63, lorenz96
 from .protocols import Backend, EvalStep, ForwardModel, GradModulator, InnerSolver, Prior, TrainStep
 
 __all__ = [
+    "COMPONENT_FIELDS",
     "DYNAMICS",
     "INNER_SOLVE",
     "AbstractAdjointSpec",
@@ -68,6 +70,7 @@ __all__ = [
     "load_params",
     "lorenz63",
     "lorenz96",
+    "ocean4dvarnet_config",
     "params",
     "parse_adjoint",
     "problems",

@@ -18,9 +18,27 @@ from .adjoints import (
 )
 from .validation import check_field_float, check_field_int
 
-__all__ = ["OPTIMIZERS", "PADDINGS", "SOLVERS", "FourDVarNetConfig", "OptimizerConfig"]
+__all__ = [
+    "COMPONENT_FIELDS",
+    "COSTS",
+    "GRAD_MODS",
+    "OPTIMIZERS",
+    "OUTPUTS",
+    "PADDINGS",
+    "SOLVERS",
+    "STEP_RULES",
+    "FourDVarNetConfig",
+    "OptimizerConfig",
+]
 
 PADDINGS = ("zeros", "circular")
+GRAD_MODS = ("convlstm", "convlstm_normalized")
+COSTS = ("sum", "mean")
+STEP_RULES = ("alpha", "annealed")
+OUTPUTS = ("state", "prior")
+# The fields that choose the components (DESIGN 7), passed by name to the model classes.
+COMPONENT_FIELDS = ("grad_mod", "grad_mod_dropout", "grad_mod_downsample", "prior_downsample", "bilin_quad", "cost",
+                    "step_rule", "lr_grad", "output")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -46,6 +64,25 @@ class FourDVarNetConfig:
 
     ``solver_adjoint`` says HOW it is differentiated, never what it computes; ``ImplicitAdjoint``
     needs ``solver="fixed_point"``.
+
+    The components (DESIGN 7; the defaults are this project's architecture, the other values
+    ocean4dvarnet's, see `ocean4dvarnet_config`):
+
+    * ``grad_mod``: ``"convlstm"`` reads ``[g, x, h]``; ``"convlstm_normalized"`` reads
+      ``[dropout(g / r), h]`` with ``r = sqrt(mean(g_0^2))`` the RMS of the FIRST step's
+      gradient over the whole batch (carried through the solve), its gates ordered
+      ``(i, f, o, c)``, on a grid average-pooled by ``grad_mod_downsample`` and bilinearly
+      up-sampled back (``align_corners=True``); ``grad_mod_dropout`` its dropout rate.
+    * ``prior_downsample``: ``phi`` average-pools its input by this factor and up-samples
+      its output back (1: neither); ``bilin_quad``: the prior's quadratic term is
+      ``bilin_21(h)^2`` instead of ``bilin_21(h) * bilin_22(h)``.
+    * ``cost``: ``"sum"`` is ``U`` as above, a sum per sample; ``"mean"`` is
+      ``obs_weight * sum(m (x - y)^2) / sum(m) + prior_weight * mean((x - phi(x))^2)``
+      with both means over the WHOLE batch, so a sample's solution depends on its batch-mates.
+    * ``step_rule``: ``"alpha"`` is ``x <- x - alpha u``; ``"annealed"`` is
+      ``x_{k+1} = x_k - (u / (k + 1) + lr_grad (k + 1) / K g)`` (``alpha`` unused).
+    * ``output``: what ``predict`` returns: ``"state"`` ``x_K``, ``"prior"`` ``phi(x_K)``.
+      ``model(batch)`` always returns ``x_K``.
     """
 
     state_shape: tuple[int, ...]
@@ -62,6 +99,15 @@ class FourDVarNetConfig:
     fixed_point_rtol: float = 1e-6
     fixed_point_atol: float = 1e-6
     solver_adjoint: AdjointSpec = dataclasses.field(default_factory=RecursiveCheckpointAdjoint)
+    grad_mod: Literal["convlstm", "convlstm_normalized"] = "convlstm"
+    grad_mod_dropout: float = 0.0
+    grad_mod_downsample: int = 1
+    prior_downsample: int = 1
+    bilin_quad: bool = False
+    cost: Literal["sum", "mean"] = "sum"
+    step_rule: Literal["alpha", "annealed"] = "alpha"
+    lr_grad: float = 0.2
+    output: Literal["state", "prior"] = "state"
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -86,6 +132,27 @@ class FourDVarNetConfig:
             raise ValueError(f"{name}.solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         check_field_float(name, "fixed_point_rtol", self.fixed_point_rtol, positive=False)
         check_field_float(name, "fixed_point_atol", self.fixed_point_atol, positive=False)
+        for field, allowed in (("grad_mod", GRAD_MODS), ("cost", COSTS), ("step_rule", STEP_RULES),
+                               ("output", OUTPUTS)):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"{name}.{field} must be one of {', '.join(allowed)}, got {getattr(self, field)!r}")
+        check_field_float(name, "grad_mod_dropout", self.grad_mod_dropout, positive=False)
+        if not self.grad_mod_dropout < 1:
+            raise ValueError(f"{name}.grad_mod_dropout must be in [0, 1), got {self.grad_mod_dropout!r}")
+        for field in ("grad_mod_downsample", "prior_downsample"):
+            factor = getattr(self, field)
+            check_field_int(name, field, factor)
+            if factor > 1 and any(size % factor for size in shape):
+                raise ValueError(f"{name}.{field} must divide every state_shape size {shape}, got {factor}")
+        if (self.grad_mod_downsample > 1 or self.prior_downsample > 1) and len(shape) != 2:
+            raise ValueError(f"{name}: grad_mod_downsample and prior_downsample need a 2D state_shape (H, W)")
+        if self.grad_mod_downsample > 1 and self.grad_mod != "convlstm_normalized":
+            raise ValueError(f"{name}.grad_mod_downsample needs grad_mod='convlstm_normalized'")
+        if self.grad_mod_dropout > 0 and self.grad_mod != "convlstm_normalized":
+            raise ValueError(f"{name}.grad_mod_dropout needs grad_mod='convlstm_normalized'")
+        if not isinstance(self.bilin_quad, bool):
+            raise ValueError(f"{name}.bilin_quad must be a bool, got {self.bilin_quad!r}")
+        check_field_float(name, "lr_grad", self.lr_grad, positive=False)
         spec = as_adjoint_spec(self.solver_adjoint)
         if spec is None:
             raise ValueError(f"{name}.solver_adjoint must be an adjoint spec, got {self.solver_adjoint!r}")

@@ -16,3 +16,16 @@ def fixed_point_not_converged(n_solver_steps: int, residual: float, rtol: float,
         f"fixed-point iteration did not converge in n_solver_steps={n_solver_steps} steps: "
         f"residual max|x_(n+1) - x_n| = {residual:.3e}, rtol={rtol}, atol={atol}"
     )
+
+
+def check_no_dropout_in_training(model: object, where: str) -> None:
+    """``ValueError`` when a model asks for modulator dropout (``grad_mod_dropout > 0``,
+    e.g. imported from ocean4dvarnet): neither backend applies dropout, so training such a
+    model here would silently train another model than the config says."""
+    rate = float(getattr(model, "grad_mod_dropout", 0.0))
+    if rate > 0:
+        raise ValueError(
+            f"{where}: the model's grad_mod_dropout={rate} is not applied by vardax (outputs are dropout-free, "
+            "as ocean4dvarnet's eval mode); to train it without dropout, build it from "
+            "config.replace(grad_mod_dropout=0.0)"
+        )

@@ -46,7 +46,8 @@ def schema(config: FourDVarNetConfig) -> dict[str, tuple[int, ...]]:
         "prior.bilin_21": (p, p),
         "prior.bilin_22": (p, p),
         "prior.conv_out": (t, 2 * p),
-        "grad_mod.gates": (4 * h, 2 * t + h),
+        # convlstm reads [g, x, h]; convlstm_normalized reads [g / r, h]
+        "grad_mod.gates": (4 * h, (2 * t if config.grad_mod == "convlstm" else t) + h),
         "grad_mod.conv_out": (t, h),
     }
     shapes: dict[str, tuple[int, ...]] = {}

@@ -17,11 +17,13 @@ __all__ = [
     "SOLVERS",
     "SYSTEMS",
     "as_observations",
+    "check_batch_divisible",
     "check_batch_shapes",
     "check_count",
     "check_field_float",
     "check_field_int",
     "check_float_dtype",
+    "check_same_device",
     "check_same_dtype",
     "check_state_shape",
     "check_tolerance",
@@ -114,6 +116,28 @@ def check_same_dtype(batch_dtype: str, model_dtype: str) -> None:
         raise TypeError(
             f"batch dtype {batch_short} differs from the model's dtype {model_short}; "
             f"make the batch with make_batch(..., dtype={model_short!r})"
+        )
+
+
+def check_same_device(name: str, batch_device: str, model_device: str) -> None:
+    """``ValueError`` when the batch tensor ``name`` (``"input"``, ``"mask"``, ``"target"``)
+    lives on another device than the model's parameters (device names as ``str(device)``:
+    ``"cpu"``, ``"cuda:0"``, ``"meta"``)."""
+    if batch_device != model_device:
+        raise ValueError(
+            f"batch.{name} is on {batch_device} but the model is on {model_device}; "
+            f"pass device={model_device!r} to make_batch"
+        )
+
+
+def check_batch_divisible(batch_size: int, n_shards: int) -> None:
+    """``ValueError`` unless the batch axis splits into ``n_shards`` equal shards (a
+    data-parallel step averages per-shard means, which equals the whole-batch mean only for
+    equal shards)."""
+    if n_shards < 1 or batch_size % n_shards:
+        raise ValueError(
+            f"batch size {batch_size} is not divisible by the {n_shards} devices its batch axis is split "
+            f"across; use a batch size that is a multiple of {n_shards}"
         )
 
 

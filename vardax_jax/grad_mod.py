@@ -24,6 +24,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from pipekit_cycle.validation import float_dtype_name
 
+from .resample import average_pool, upsample_bilinear
+
 __all__ = [
     "AbstractConvLSTMGradMod",
     "Conv",
@@ -31,6 +33,9 @@ __all__ = [
     "ConvLSTMGradMod2D",
     "LSTMState1D",
     "LSTMState2D",
+    "NormalizedConvLSTMGradMod1D",
+    "NormalizedConvLSTMGradMod2D",
+    "NormalizedLSTMState",
     "default_dtype",
 ]
 
@@ -210,3 +215,83 @@ class ConvLSTMGradMod2D(AbstractConvLSTMGradMod):
 
     ndim: ClassVar[int] = 2
     state_cls: ClassVar[type] = LSTMState2D
+
+
+class NormalizedLSTMState(eqx.Module):
+    """Carry of the normalised ConvLSTM: ``hidden``, ``cell`` ``(B, hidden_dim, *S / d)`` and
+    ``norm``, the RMS of the solve's first gradient (0 until the first step measured it)."""
+
+    hidden: Float[Array, "batch hidden *coarse"]
+    cell: Float[Array, "batch hidden *coarse"]
+    norm: Float[Array, ""]
+
+
+class AbstractNormalizedConvLSTMGradMod(eqx.Module):
+    r"""ocean4dvarnet's ConvLSTM modulator (``pipekit_cycle.GradModulator``; DESIGN 7):
+
+    .. math::
+
+        r = \sqrt{\mathrm{mean}(g_0^2)}\ \text{(first step, whole batch)},\quad
+        z = [\mathrm{pool}_d(g / r),\ h],\quad
+        (i, f, o, \tilde c) = \mathrm{split}(W_{gates} \star z),
+
+        c' = \sigma(f) c + \sigma(i) \tanh(\tilde c),\quad h' = \sigma(o) \tanh(c'),\quad
+        u = \mathrm{up}_d(W_{out} \star h').
+
+    The state is not an input (``x`` is accepted for the protocol and unused); the gates are
+    ordered ``(i, f, o, c)``, as ocean4dvarnet orders them. ``r`` travels in the carry, so
+    the module holds no state and a recomputed step is the original. The RMS is over the
+    whole batch: a sample's update depends on its batch-mates. Dropout is not applied here.
+    """
+
+    gates: Conv
+    conv_out: Conv
+    hidden_dim: int = eqx.field(static=True)
+    downsample: int = eqx.field(static=True)
+
+    ndim: ClassVar[int]
+
+    def __init__(
+        self,
+        n_time: int,
+        hidden_dim: int = 16,
+        kernel_size: int = 3,
+        padding: Padding = "zeros",
+        *,
+        key: PRNGKeyArray,
+        dtype=None,
+        downsample: int = 1,
+    ):
+        gkey, okey = jr.split(key)
+        self.gates = Conv(n_time + hidden_dim, 4 * hidden_dim, kernel_size, self.ndim, padding, key=gkey, dtype=dtype)
+        self.conv_out = Conv(hidden_dim, n_time, kernel_size, self.ndim, padding, key=okey, dtype=dtype)
+        self.hidden_dim, self.downsample = hidden_dim, int(downsample)
+
+    def init_carry(self, state: Float[Array, "batch time *space"]) -> NormalizedLSTMState:
+        """Zeros ``(B, hidden_dim, *S / d)`` for hidden and cell; ``norm`` 0 (not measured yet)."""
+        coarse = tuple(n // self.downsample for n in state.shape[2:])
+        zeros = jnp.zeros((state.shape[0], self.hidden_dim, *coarse), state.dtype)
+        return NormalizedLSTMState(zeros, zeros, jnp.zeros((), state.dtype))
+
+    def __call__(self, grad: Float[Array, "batch time *space"], state: Float[Array, "batch time *space"],
+                 carry: NormalizedLSTMState):
+        del state
+        norm = jnp.where(carry.norm > 0, carry.norm, jnp.sqrt(jnp.mean(grad**2)))
+        z = jnp.concatenate([average_pool(grad / norm, self.downsample), carry.hidden], axis=1)
+        i, f, o, c = jnp.split(self.gates(z), 4, axis=1)
+        cell = jax.nn.sigmoid(f) * carry.cell + jax.nn.sigmoid(i) * jnp.tanh(c)
+        hidden = jax.nn.sigmoid(o) * jnp.tanh(cell)
+        update = upsample_bilinear(self.conv_out(hidden), self.downsample)
+        return update, NormalizedLSTMState(hidden, cell, norm)
+
+
+class NormalizedConvLSTMGradMod1D(AbstractNormalizedConvLSTMGradMod):
+    """The normalised ConvLSTM modulator on 1D states ``(B, T, N)`` (no down-sampling)."""
+
+    ndim: ClassVar[int] = 1
+
+
+class NormalizedConvLSTMGradMod2D(AbstractNormalizedConvLSTMGradMod):
+    """The normalised ConvLSTM modulator on 2D states ``(B, T, H, W)``."""
+
+    ndim: ClassVar[int] = 2

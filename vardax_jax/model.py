@@ -14,7 +14,13 @@ import pipekit_cycle as pk
 from pipekit_cycle.validation import as_observations, check_batch_shapes, check_same_dtype
 
 from .adjoints import to_native_adjoint, to_spec
-from .grad_mod import ConvLSTMGradMod1D, ConvLSTMGradMod2D, default_dtype
+from .grad_mod import (
+    ConvLSTMGradMod1D,
+    ConvLSTMGradMod2D,
+    NormalizedConvLSTMGradMod1D,
+    NormalizedConvLSTMGradMod2D,
+    default_dtype,
+)
 from .priors import BilinAEPrior1D, BilinAEPrior2D
 from .solver import solve_4dvarnet_jit
 
@@ -109,25 +115,40 @@ class AbstractFourDVarNet(eqx.Module):
     solver: str = eqx.field(static=True)
     fixed_point_rtol: float = eqx.field(static=True)
     fixed_point_atol: float = eqx.field(static=True)
+    cost: str = eqx.field(static=True)
+    step_rule: str = eqx.field(static=True)
+    lr_grad: float = eqx.field(static=True)
+    output: str = eqx.field(static=True)
+    grad_mod_dropout: float = eqx.field(static=True)
 
     ndim: ClassVar[int]
 
     def _build(self, state_shape, n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
-               obs_weight, prior_weight, padding, solver_adjoint, key, dtype, prior_cls, grad_mod_cls, solver,
-               fixed_point_rtol, fixed_point_atol):
+               obs_weight, prior_weight, padding, solver_adjoint, key, dtype, solver,
+               fixed_point_rtol, fixed_point_atol, components):
         native = to_native_adjoint(solver_adjoint)
         # The config validates every field with the shared error words.
-        pk.FourDVarNetConfig(
+        config = pk.FourDVarNetConfig(
             state_shape=tuple(state_shape), n_time=n_time, hidden_dim=hidden_dim, prior_hidden_dim=prior_hidden_dim,
             kernel_size=kernel_size, n_solver_steps=n_solver_steps, alpha=alpha, obs_weight=obs_weight,
             prior_weight=prior_weight, padding=padding, solver=solver, fixed_point_rtol=fixed_point_rtol,
-            fixed_point_atol=fixed_point_atol, solver_adjoint=_spec_or_default(native),
+            fixed_point_atol=fixed_point_atol, solver_adjoint=_spec_or_default(native), **components,
         )
         self.solver = solver
         self.fixed_point_rtol, self.fixed_point_atol = float(fixed_point_rtol), float(fixed_point_atol)
+        self.cost, self.step_rule, self.output = config.cost, config.step_rule, config.output
+        self.lr_grad, self.grad_mod_dropout = float(config.lr_grad), float(config.grad_mod_dropout)
         pkey, gkey = jr.split(key)
-        self.prior = prior_cls(n_time, prior_hidden_dim, kernel_size, padding, key=pkey, dtype=dtype)
-        self.grad_mod = grad_mod_cls(n_time, hidden_dim, kernel_size, padding, key=gkey, dtype=dtype)
+        prior_cls = BilinAEPrior1D if self.ndim == 1 else BilinAEPrior2D
+        self.prior = prior_cls(n_time, prior_hidden_dim, kernel_size, padding, key=pkey, dtype=dtype,
+                               downsample=config.prior_downsample, bilin_quad=config.bilin_quad)
+        if config.grad_mod == "convlstm":
+            grad_mod_cls = ConvLSTMGradMod1D if self.ndim == 1 else ConvLSTMGradMod2D
+            self.grad_mod = grad_mod_cls(n_time, hidden_dim, kernel_size, padding, key=gkey, dtype=dtype)
+        else:
+            grad_mod_cls = NormalizedConvLSTMGradMod1D if self.ndim == 1 else NormalizedConvLSTMGradMod2D
+            self.grad_mod = grad_mod_cls(n_time, hidden_dim, kernel_size, padding, key=gkey, dtype=dtype,
+                                         downsample=config.grad_mod_downsample)
         self.solver_adjoint = native
         self.state_shape = tuple(state_shape)
         self.n_time, self.hidden_dim, self.prior_hidden_dim = n_time, hidden_dim, prior_hidden_dim
@@ -147,8 +168,24 @@ class AbstractFourDVarNet(eqx.Module):
             n_solver_steps=self.n_solver_steps, alpha=self.alpha, obs_weight=self.obs_weight,
             prior_weight=self.prior_weight, padding=self.padding, solver=self.solver,
             fixed_point_rtol=self.fixed_point_rtol, fixed_point_atol=self.fixed_point_atol,
-            solver_adjoint=to_spec(self.solver_adjoint),
+            solver_adjoint=to_spec(self.solver_adjoint), **self.components,
         )
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """The config's component fields (`pipekit_cycle.COMPONENT_FIELDS`) of this model."""
+        normalized = isinstance(self.grad_mod, (NormalizedConvLSTMGradMod1D, NormalizedConvLSTMGradMod2D))
+        return {
+            "grad_mod": "convlstm_normalized" if normalized else "convlstm",
+            "grad_mod_dropout": self.grad_mod_dropout,
+            "grad_mod_downsample": self.grad_mod.downsample if normalized else 1,
+            "prior_downsample": self.prior.downsample,
+            "bilin_quad": self.prior.bilin_quad,
+            "cost": self.cost,
+            "step_rule": self.step_rule,
+            "lr_grad": self.lr_grad,
+            "output": self.output,
+        }
 
     def checked_adjoint(self, adjoint: Any) -> Any:
         """``adjoint`` as a native adjoint, after the shared solver check (``ImplicitAdjoint``
@@ -191,10 +228,10 @@ class FourDVarNet1D(AbstractFourDVarNet):
                  kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
                  prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = _DEFAULT_ADJOINT, *,
                  key: PRNGKeyArray, dtype: Any = None, solver: str = "learned", fixed_point_rtol: float = 1e-6,
-                 fixed_point_atol: float = 1e-6):
+                 fixed_point_atol: float = 1e-6, **components: Any):
         self._build((state_dim,), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
-                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, BilinAEPrior1D, ConvLSTMGradMod1D,
-                    solver, fixed_point_rtol, fixed_point_atol)
+                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, solver, fixed_point_rtol,
+                    fixed_point_atol, components)
 
 
 class FourDVarNet2D(AbstractFourDVarNet):
@@ -206,10 +243,10 @@ class FourDVarNet2D(AbstractFourDVarNet):
                  kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
                  prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = _DEFAULT_ADJOINT, *,
                  key: PRNGKeyArray, dtype: Any = None, solver: str = "learned", fixed_point_rtol: float = 1e-6,
-                 fixed_point_atol: float = 1e-6):
+                 fixed_point_atol: float = 1e-6, **components: Any):
         self._build((height, width), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
-                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, BilinAEPrior2D, ConvLSTMGradMod2D,
-                    solver, fixed_point_rtol, fixed_point_atol)
+                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, solver, fixed_point_rtol,
+                    fixed_point_atol, components)
 
 
 def build_model(config: pk.FourDVarNetConfig, *, seed: int, dtype: Any = None) -> AbstractFourDVarNet:
@@ -219,7 +256,7 @@ def build_model(config: pk.FourDVarNetConfig, *, seed: int, dtype: Any = None) -
         n_solver_steps=config.n_solver_steps, alpha=config.alpha, obs_weight=config.obs_weight,
         prior_weight=config.prior_weight, padding=config.padding, solver_adjoint=config.solver_adjoint,
         solver=config.solver, fixed_point_rtol=config.fixed_point_rtol, fixed_point_atol=config.fixed_point_atol,
-        key=jr.PRNGKey(seed), dtype=dtype,
+        key=jr.PRNGKey(seed), dtype=dtype, **{field: getattr(config, field) for field in pk.COMPONENT_FIELDS},
     )
     if config.ndim == 1:
         return FourDVarNet1D(config.state_shape[0], config.n_time, **common)

@@ -6,6 +6,9 @@
     \\phi(x) = W_{out} \\star [\\,W_1 \\star h,\\ (W_{21} \\star h) \\odot (W_{22} \\star h)\\,]
 
 with time ``T`` as the channel axis; the prior cost of a state is ``sum((x - phi(x))**2)``.
+``bilin_quad=True`` makes the quadratic term ``(W_{21} \\star h)^2`` (``W_{22}`` is kept, unused,
+as ocean4dvarnet keeps it); ``downsample = d > 1`` average-pools ``x`` by ``d`` first and
+up-samples ``phi`` back bilinearly (`vardax_jax.resample`, 2D only).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .grad_mod import Conv, Padding
+from .resample import average_pool, upsample_bilinear
 
 __all__ = ["AbstractBilinAEPrior", "BilinAEPrior1D", "BilinAEPrior2D"]
 
@@ -32,6 +36,8 @@ class AbstractBilinAEPrior(eqx.Module):
     bilin_21: Conv
     bilin_22: Conv
     conv_out: Conv
+    downsample: int = eqx.field(static=True)
+    bilin_quad: bool = eqx.field(static=True)
 
     ndim: ClassVar[int]
 
@@ -44,8 +50,11 @@ class AbstractBilinAEPrior(eqx.Module):
         *,
         key: PRNGKeyArray,
         dtype=None,
+        downsample: int = 1,
+        bilin_quad: bool = False,
     ):
         keys = jr.split(key, 6)
+        self.downsample, self.bilin_quad = int(downsample), bool(bilin_quad)
         p = hidden_dim
 
         def conv(i, c_in, c_out):
@@ -59,9 +68,11 @@ class AbstractBilinAEPrior(eqx.Module):
         self.conv_out = conv(5, 2 * p, n_time)
 
     def __call__(self, x: Float[Array, "batch time *space"]) -> Float[Array, "batch time *space"]:
+        x = average_pool(x, self.downsample)
         h = self.conv_hidden(jax.nn.relu(self.conv_in(x)))
-        features = jnp.concatenate([self.bilin_1(h), self.bilin_21(h) * self.bilin_22(h)], axis=1)
-        return self.conv_out(features)
+        quadratic = self.bilin_21(h) ** 2 if self.bilin_quad else self.bilin_21(h) * self.bilin_22(h)
+        features = jnp.concatenate([self.bilin_1(h), quadratic], axis=1)
+        return upsample_bilinear(self.conv_out(features), self.downsample)
 
 
 class BilinAEPrior1D(AbstractBilinAEPrior):

@@ -49,17 +49,27 @@ State = Float[Array, "batch time *space"]
 
 
 def variational_cost(model, x: State, batch) -> Float[Array, " batch"]:
-    """``U(x)`` per sample: sums over every non-batch axis keep samples independent."""
+    """``U(x)`` per sample ``(B,)``. ``cost="sum"``: sums over every non-batch axis, so samples
+    are independent. ``cost="mean"``: each sample's share of the batch-wide means
+    ``sum(m (x - y)^2) / sum(m)`` and ``mean((x - phi(x))^2)``, so the shares sum to
+    ocean4dvarnet's cost (and a sample's cost depends on its batch-mates' mask)."""
     axes = tuple(range(1, x.ndim))
     obs = jnp.sum(batch.mask * (x - batch.input) ** 2, axis=axes)
     prior = jnp.sum((x - model.prior(x)) ** 2, axis=axes)
+    if model.cost == "mean":
+        obs, prior = obs / jnp.sum(batch.mask), prior / x.size
     return model.obs_weight * obs + model.prior_weight * prior
 
 
-def solver_step(model, batch, x: State, carry):
-    """One learned step ``x <- x - alpha * grad_mod(dU/dx, x, carry)``; returns ``(x, carry)``."""
+def solver_step(model, batch, x: State, carry, step=0):
+    """Learned step number ``step`` (from 0): ``u, carry = grad_mod(g, x, carry)`` at
+    ``g = dU/dx``, then ``x - alpha u`` (``step_rule="alpha"``) or
+    ``x - (u / (k + 1) + lr_grad (k + 1) / K g)`` (``"annealed"``); returns ``(x, carry)``."""
     grad = jax.grad(lambda z: jnp.sum(variational_cost(model, z, batch)))(x)
     update, carry = model.grad_mod(grad, x, carry)
+    if model.step_rule == "annealed":
+        count = jnp.asarray(step + 1, x.dtype)
+        return x - (update / count + model.lr_grad * count / model.n_solver_steps * grad), carry
     return x - model.alpha * update, carry
 
 
@@ -70,7 +80,7 @@ def _learned_primal(inputs):
 
     def body(val):
         i, x, carry = val
-        return (i + 1, *solver_step(model, batch, x, carry))
+        return (i + 1, *solver_step(model, batch, x, carry, i))
 
     init = (jnp.array(0), x0, model.grad_mod.init_carry(x0))
     _, x, _ = while_loop(lambda val: val[0] < n_steps, body, init, max_steps=n_steps)

@@ -18,6 +18,7 @@ import optax
 from jaxtyping import Array, Float, Scalar
 
 import pipekit_cycle as pk
+from pipekit_cycle.errors import check_no_dropout_in_training
 from pipekit_cycle.validation import require_target
 
 from .adjoints import nondiff
@@ -32,6 +33,7 @@ __all__ = [
     "loss_and_grads",
     "make_optimizer",
     "make_train_step",
+    "predict",
     "reconstruction_loss",
     "train_loss_fn",
     "train_step",
@@ -134,12 +136,14 @@ class TrainStep:
     def __call__(
         self, model: M, batch: Any, optimizer: optax.GradientTransformation, opt_state: Any
     ) -> tuple[M, Any, Array]:
+        check_no_dropout_in_training(model, self.name)
         return _checked(self.name, *self._jitted(model, batch, optimizer, opt_state))
 
     def compile(
         self, model: M, batch: Any, optimizer: optax.GradientTransformation, opt_state: Any
     ) -> CompiledTrainStep:
         """Lower and compile the step for these arguments' shapes now (benchmarks time it)."""
+        check_no_dropout_in_training(model, self.name)
         return CompiledTrainStep(self.name, self._jitted.lower(model, batch, optimizer, opt_state).compile())
 
 
@@ -174,3 +178,16 @@ def eval_step(model, batch) -> Scalar:
     require_target(batch.target, "train_loss_fn")
     check_batch(model, batch)
     return _eval(model, batch)
+
+
+@eqx.filter_jit
+def _prior_of(model, x):
+    return model.prior(x)
+
+
+def predict(model, batch) -> Float[Array, "batch time *space"]:
+    """The inference output, without gradient: ``phi(x_K)`` when ``config.output == "prior"``
+    (ocean4dvarnet's eval mode), else ``x_K`` (``model(batch)``)."""
+    model = nondiff(model)
+    x = model(batch)
+    return _prior_of(model, x) if model.output == "prior" else x

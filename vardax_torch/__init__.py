@@ -48,6 +48,7 @@ from .dynamics import (
 )
 from .grad_mod import ConvLSTMGradMod1D, ConvLSTMGradMod2D, LSTMState1D, LSTMState2D
 from .model import Batch1D, Batch2D, FourDVarNet1D, FourDVarNet2D, build_model, make_batch, to_numpy
+from .ocean4dvarnet import from_ocean4dvarnet
 from .params import export_params, import_params
 from .priors import BilinAEPrior1D, BilinAEPrior2D
 from .solver import (
@@ -63,6 +64,7 @@ from .training import (
     loss_and_grads,
     make_optimizer,
     make_train_step,
+    predict,
     reconstruction_loss,
     train_loss_fn,
     train_step,
@@ -114,6 +116,7 @@ __all__ = [
     "export_optimizer_state",
     "export_params",
     "fixedpoint_unrolled",
+    "from_ocean4dvarnet",
     "grad_mod",
     "import_amortized_params",
     "import_optimizer_state",
@@ -126,6 +129,7 @@ __all__ = [
     "make_vector_field",
     "model",
     "params",
+    "predict",
     "priors",
     "reconstruction_loss",
     "rollout_numpy",

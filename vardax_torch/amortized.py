@@ -61,7 +61,7 @@ from pipekit_cycle.amortized import (
     coupling_permutation,
     validate_amortized_params,
 )
-from pipekit_cycle.validation import require_target
+from pipekit_cycle.validation import check_same_device, require_target
 
 from .model import _as_torch_dtype
 from .training import make_train_step
@@ -335,6 +335,11 @@ class AmortizedPosterior(nn.Module):
         return self.encoder.layers[0].weight.dtype
 
     @property
+    def device(self) -> torch.device:
+        """The parameters' device (``build_amortized(..., device=)``); batches must be on it."""
+        return self.encoder.layers[0].weight.device
+
+    @property
     def config(self) -> dict[str, Any]:
         """Keyword arguments of `amortized_schema` / `build_amortized` describing this model."""
         n_coupling = len(self.head.couplings) if isinstance(self.head, FlowHead) else None
@@ -346,6 +351,9 @@ class AmortizedPosterior(nn.Module):
             batch, state_shape=self.state_shape, n_time=self.n_time, dtype=str(self.dtype),
             x_shape=None if x is None else x.shape,
         )
+        for name, tensor in (("input", batch.input), ("mask", batch.mask), ("target", getattr(batch, "target", None))):
+            if tensor is not None:
+                check_same_device(name, str(tensor.device), str(self.device))
 
     def encode(self, batch: Any) -> Float[Tensor, "B F"]:
         """Features ``c = encoder(concat(input * mask, mask))`` of each window, ``(B, F)``."""
@@ -393,11 +401,13 @@ def build_amortized(
     seed: int = 0,
     generator: torch.Generator | None = None,
     dtype: Any = None,
+    device: Any = None,
 ) -> AmortizedPosterior:
     """An `AmortizedPosterior` with ``kind`` ``"regression"`` or ``"flow"`` (names and shapes:
     `amortized_schema`). ``seed`` seeds a private ``torch.Generator`` (or pass ``generator``);
     the two backends draw different initial values for the same seed (move parameters with
-    export/import)."""
+    export/import). Parameters are drawn on the host and then placed on ``device`` (a
+    ``torch.device`` or its name; ``None``: the CPU): one seed, the same values everywhere."""
     check_amortized_kind(kind)
     check_amortized_sizes(hidden, n_layers, n_coupling)
     if generator is None:
@@ -408,7 +418,7 @@ def build_amortized(
         head: RegressionHead | FlowHead = RegressionHead(hidden, flat, generator=generator, dtype=dtype)
     else:
         head = FlowHead(hidden, flat, hidden, n_layers, n_coupling, generator=generator, dtype=dtype)
-    return AmortizedPosterior(encoder, head, state_shape=state_shape, n_time=n_time)
+    return AmortizedPosterior(encoder, head, state_shape=state_shape, n_time=n_time).to(device)
 
 
 # ----------------------------------------------------------------------------- parameters

@@ -60,9 +60,11 @@ __all__ = [
 ]
 
 
-def _scalar_parameter(value: Any, dtype: torch.dtype | None) -> nn.Parameter:
+def _scalar_parameter(value: Any, dtype: torch.dtype | None, device: Any = None) -> nn.Parameter:
+    """``value`` as a parameter in ``dtype`` (``None``: torch's default) on ``device`` (``None``:
+    the CPU; a ``torch.device`` or its name)."""
     dtype = torch.get_default_dtype() if dtype is None else dtype
-    return nn.Parameter(torch.as_tensor(value, dtype=dtype).clone())
+    return nn.Parameter(torch.as_tensor(value, dtype=dtype).clone().to(device))
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,12 +83,13 @@ class Lorenz63(nn.Module):
     parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz63"]
 
     def __init__(
-        self, sigma: Any = L63_SIGMA, rho: Any = L63_RHO, beta: Any = L63_BETA, *, dtype: torch.dtype | None = None
+        self, sigma: Any = L63_SIGMA, rho: Any = L63_RHO, beta: Any = L63_BETA, *, dtype: torch.dtype | None = None,
+        device: Any = None,
     ) -> None:
         super().__init__()
-        self.sigma = _scalar_parameter(sigma, dtype)
-        self.rho = _scalar_parameter(rho, dtype)
-        self.beta = _scalar_parameter(beta, dtype)
+        self.sigma = _scalar_parameter(sigma, dtype, device)
+        self.rho = _scalar_parameter(rho, dtype, device)
+        self.beta = _scalar_parameter(beta, dtype, device)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         x, y, z = state[..., 0], state[..., 1], state[..., 2]
@@ -102,12 +105,13 @@ class Lorenz96(nn.Module):
     parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz96"]
 
     def __init__(
-        self, state_dim: int = shared.L96_STATE_DIM, forcing: Any = L96_FORCING, *, dtype: torch.dtype | None = None
+        self, state_dim: int = shared.L96_STATE_DIM, forcing: Any = L96_FORCING, *, dtype: torch.dtype | None = None,
+        device: Any = None,
     ) -> None:
         state_dim = shared.check_l96_state_dim(state_dim)
         super().__init__()
         self.state_dim = state_dim
-        self.forcing = _scalar_parameter(forcing, dtype)
+        self.forcing = _scalar_parameter(forcing, dtype, device)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         ahead = torch.roll(state, -1, dims=-1)  # x_{i+1}
@@ -125,10 +129,10 @@ class LinearField(nn.Module):
 
     parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["linear"]
 
-    def __init__(self, matrix: Any, *, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, matrix: Any, *, dtype: torch.dtype | None = None, device: Any = None) -> None:
         shared.check_square_matrix(matrix)
         super().__init__()
-        self.matrix = _scalar_parameter(np.asarray(matrix), dtype)
+        self.matrix = _scalar_parameter(np.asarray(matrix), dtype, device)
 
     @property
     def state_dim(self) -> int:
@@ -256,6 +260,11 @@ class TorchDiffEqForwardModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.vector_field.parameters()).dtype
 
+    @property
+    def device(self) -> torch.device:
+        """The vector field's device: states given as arrays are placed there."""
+        return next(self.vector_field.parameters()).device
+
     def with_adjoint(self, spec: Any) -> TorchDiffEqForwardModel:
         """A new model differentiated by ``spec`` (``ValueError`` for a spec of another layer)."""
         native = to_dynamics_adjoint(spec)
@@ -300,7 +309,7 @@ class TorchDiffEqForwardModel(nn.Module):
         return torchdiffeq.odeint(self._tendency, state, times, **self._odeint_kwargs(dt / self.substeps))
 
     def _solve(self, state: Any, dt: float, n_steps: int) -> torch.Tensor:
-        state = torch.as_tensor(state, dtype=self.dtype)
+        state = torch.as_tensor(state, dtype=self.dtype, device=self.device)
         _check_state("state", tuple(state.shape), self.state_dim)
         if n_steps == 0:
             return state.unsqueeze(-2)
@@ -368,18 +377,20 @@ class StrongFourDVar(nn.Module):
         prior = shared.check_covariances(background_cov, obs_var, forward_model.state_dim)
         settings = shared.check_fourdvar_settings(n_steps, rtol, atol, max_steps)
         super().__init__()
-        dtype = forward_model.dtype
+        dtype, device = forward_model.dtype, forward_model.device
         self.forward_model = forward_model
-        self.register_buffer("background_cov", torch.as_tensor(prior.background_cov, dtype=dtype))
-        self.register_buffer("obs_var", torch.as_tensor(prior.obs_var, dtype=dtype))
+        self.register_buffer("background_cov", torch.as_tensor(prior.background_cov, dtype=dtype, device=device))
+        self.register_buffer("obs_var", torch.as_tensor(prior.obs_var, dtype=dtype, device=device))
         chol = prior.background_chol
-        self.register_buffer("_background_chol", None if chol is None else torch.as_tensor(chol, dtype=dtype))
+        self.register_buffer(
+            "_background_chol", None if chol is None else torch.as_tensor(chol, dtype=dtype, device=device)
+        )
         self.n_steps, self.rtol, self.atol, self.max_steps = settings
 
     def _prepare(self, xb: Any, obs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        dtype = self.forward_model.dtype
-        xb = torch.as_tensor(xb, dtype=dtype)
-        obs = torch.as_tensor(obs, dtype=dtype)
+        dtype, device = self.forward_model.dtype, self.forward_model.device
+        xb = torch.as_tensor(xb, dtype=dtype, device=device)
+        obs = torch.as_tensor(obs, dtype=dtype, device=device)
         n_steps = shared.window_steps(tuple(xb.shape), tuple(obs.shape), self.forward_model.state_dim, self.n_steps)
         mask = torch.isfinite(obs)
         return xb, torch.where(mask, obs, torch.zeros_like(obs)), mask.to(dtype), n_steps
@@ -403,7 +414,7 @@ class StrongFourDVar(nn.Module):
     def cost(self, x0: Any, xb: Any, obs: Any) -> torch.Tensor:
         """:math:`J(x_0)` (a scalar: the sum over windows)."""
         xb, y, mask, n_steps = self._prepare(xb, obs)
-        x0 = torch.as_tensor(x0, dtype=xb.dtype)
+        x0 = torch.as_tensor(x0, dtype=xb.dtype, device=xb.device)
         _check_state("x0", tuple(x0.shape), self.forward_model.state_dim)
         return self._cost(x0, xb, y, mask, n_steps)
 

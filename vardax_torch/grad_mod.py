@@ -21,8 +21,18 @@ import torch
 from torch import Tensor, nn
 
 from .priors import Conv, conv
+from .resample import average_pool, upsample_bilinear
 
-__all__ = ["ConvLSTMGradMod1D", "ConvLSTMGradMod2D", "LSTMState1D", "LSTMState2D", "grad_mod_apply"]
+__all__ = [
+    "ConvLSTMGradMod1D",
+    "ConvLSTMGradMod2D",
+    "LSTMState1D",
+    "LSTMState2D",
+    "NormalizedConvLSTMGradMod1D",
+    "NormalizedConvLSTMGradMod2D",
+    "NormalizedLSTMState",
+    "grad_mod_apply",
+]
 
 
 class LSTMState1D(NamedTuple):
@@ -108,3 +118,78 @@ class ConvLSTMGradMod2D(_ConvLSTMGradMod):
 
     ndim = 2
     state_type = LSTMState2D
+
+
+class NormalizedLSTMState(NamedTuple):
+    """Carry of the normalised ConvLSTM: ``hidden``, ``cell`` ``(B, hidden_dim, *S / d)`` and
+    ``norm``, the RMS of the solve's first gradient (0 until the first step measured it)."""
+
+    hidden: Tensor
+    cell: Tensor
+    norm: Tensor
+
+
+class _NormalizedConvLSTMGradMod(nn.Module):
+    r"""ocean4dvarnet's ConvLSTM modulator (`pipekit_cycle.GradModulator`; DESIGN 7)::
+
+        r       = sqrt(mean(g_0^2))              first step, whole batch; carried
+        z       = concat([pool_d(g / r), hidden], channel)
+        i,f,o,c = split(gates_conv(z), H, channel)   # in this order, as ocean4dvarnet's
+        cell'   = sigmoid(f) * cell + sigmoid(i) * tanh(c)
+        hidden' = sigmoid(o) * tanh(cell')
+        update  = up_d(conv_out(hidden'))
+
+    The state is not an input (accepted for the protocol, unused). The RMS is over the whole
+    batch: a sample's update depends on its batch-mates. Dropout is not applied here.
+    """
+
+    ndim: int
+
+    def __init__(
+        self, n_time: int, hidden_dim: int = 16, kernel_size: int = 3, padding: str = "zeros", *,
+        seed: int = 0, generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+        downsample: int = 1,
+    ) -> None:
+        super().__init__()
+        if padding not in ("zeros", "circular"):
+            raise ValueError(f"padding must be one of zeros, circular, got {padding!r}")
+        generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        dtype = dtype or torch.get_default_dtype()
+        self.gates = Conv(n_time + hidden_dim, 4 * hidden_dim, kernel_size, self.ndim, generator=generator,
+                          dtype=dtype, padding=padding)
+        self.conv_out = Conv(hidden_dim, n_time, kernel_size, self.ndim, generator=generator, dtype=dtype,
+                             padding=padding)
+        self.n_time, self.hidden_dim, self.kernel_size, self.padding = n_time, hidden_dim, kernel_size, padding
+        self.downsample = int(downsample)
+
+    def init_carry(self, state: Tensor) -> NormalizedLSTMState:
+        """Zeros ``(B, hidden_dim, *S / d)`` for hidden and cell; ``norm`` 0 (not measured yet)."""
+        shape = (state.shape[0], self.hidden_dim, *(n // self.downsample for n in state.shape[2:]))
+        zeros = torch.zeros(shape, dtype=state.dtype, device=state.device)
+        return NormalizedLSTMState(zeros, zeros.clone(), torch.zeros((), dtype=state.dtype, device=state.device))
+
+    def forward(self, grad: Tensor, state: Tensor, carry) -> tuple[Tensor, NormalizedLSTMState]:
+        """``(update, carry')`` for ``grad`` of shape ``(B, T, *S)``."""
+        del state
+        hidden, cell, norm = carry
+        norm = torch.where(norm > 0, norm, (grad**2).mean().sqrt())
+        z = torch.cat([average_pool(grad / norm, self.downsample), hidden], dim=1)
+        gates = conv(z, self.gates.weight, self.gates.bias, self.padding)
+        i, f, o, c = gates.chunk(4, dim=1)
+        cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(c)
+        hidden = torch.sigmoid(o) * torch.tanh(cell)
+        update = upsample_bilinear(conv(hidden, self.conv_out.weight, self.conv_out.bias, self.padding),
+                                   self.downsample)
+        return update, NormalizedLSTMState(hidden, cell, norm)
+
+
+class NormalizedConvLSTMGradMod1D(_NormalizedConvLSTMGradMod):
+    """The normalised ConvLSTM modulator on 1D states ``(B, T, N)`` (no down-sampling)."""
+
+    ndim = 1
+
+
+class NormalizedConvLSTMGradMod2D(_NormalizedConvLSTMGradMod):
+    """The normalised ConvLSTM modulator on 2D states ``(B, T, H, W)``."""
+
+    ndim = 2

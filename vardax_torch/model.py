@@ -10,13 +10,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipekit_cycle import FourDVarNetConfig
+from pipekit_cycle import COMPONENT_FIELDS, FourDVarNetConfig
 from pipekit_cycle.adjoints import RecursiveCheckpointAdjoint as _CheckpointSpec
 from pipekit_cycle.adjoints import check_solver_adjoint
-from pipekit_cycle.validation import as_observations, check_batch_shapes, check_same_dtype, float_dtype_name
+from pipekit_cycle.validation import (
+    as_observations,
+    check_batch_shapes,
+    check_same_device,
+    check_same_dtype,
+    float_dtype_name,
+)
 
 from .adjoints import AbstractAdjoint, to_native_adjoint
-from .grad_mod import ConvLSTMGradMod1D, ConvLSTMGradMod2D
+from .grad_mod import ConvLSTMGradMod1D, ConvLSTMGradMod2D, NormalizedConvLSTMGradMod1D, NormalizedConvLSTMGradMod2D
 from .priors import BilinAEPrior1D, BilinAEPrior2D
 from .solver import solve_4dvarnet
 
@@ -50,19 +56,23 @@ def _as_torch_dtype(dtype: Any) -> torch.dtype:
     return _DTYPES[float_dtype_name(dtype, str(torch.get_default_dtype()))]
 
 
-def make_batch(obs: Any, target: Any = None, dtype: Any = None) -> Batch1D | Batch2D:
+def make_batch(obs: Any, target: Any = None, dtype: Any = None, device: Any = None) -> Batch1D | Batch2D:
     """numpy observations (NaN where unobserved) -> `Batch1D` (3-D ``obs``) or `Batch2D` (4-D):
     ``mask = isfinite(obs)``, ``input = nan_to_num(obs)``. ``dtype`` ``None`` is
-    ``torch.get_default_dtype()``; also ``"float32"``, ``"float64"``, numpy or torch dtypes."""
+    ``torch.get_default_dtype()``; also ``"float32"``, ``"float64"``, numpy or torch dtypes.
+    ``device`` (a ``torch.device`` or its name; ``None``: the CPU) is where the tensors live;
+    it must be the model's (`FourDVarNet.check_batch` raises otherwise). The values are cast
+    on the host, then moved: the same numbers on every device."""
     obs_array, target_array = as_observations(obs, target)
     torch_dtype = _as_torch_dtype(dtype)
+    torch_device = torch.device("cpu") if device is None else torch.device(device)
     mask = np.isfinite(obs_array)
     values = np.where(mask, obs_array, 0.0)
     cls = Batch1D if obs_array.ndim == 3 else Batch2D
     return cls(
-        input=torch.as_tensor(values).to(torch_dtype),
-        mask=torch.as_tensor(mask).to(torch_dtype),
-        target=None if target_array is None else torch.as_tensor(target_array).to(torch_dtype),
+        input=torch.as_tensor(values).to(torch_dtype).to(torch_device),
+        mask=torch.as_tensor(mask).to(torch_dtype).to(torch_device),
+        target=None if target_array is None else torch.as_tensor(target_array).to(torch_dtype).to(torch_device),
     )
 
 
@@ -103,25 +113,33 @@ class FourDVarNet(nn.Module):
         kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
         prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = None, *,
         seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None, solver: str = "learned",
-        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6,
+        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6, device: Any = None, **components: Any,
     ) -> None:
         super().__init__()
         solver_adjoint = to_native_adjoint(_CheckpointSpec() if solver_adjoint is None else solver_adjoint)
         # Validates every field with the shared words (ValueError on a bad value).
-        FourDVarNetConfig(
+        config = FourDVarNetConfig(
             state_shape=tuple(state_shape), n_time=n_time, hidden_dim=hidden_dim, prior_hidden_dim=prior_hidden_dim,
             kernel_size=kernel_size, n_solver_steps=n_solver_steps, alpha=alpha, obs_weight=obs_weight,
             prior_weight=prior_weight, padding=padding, solver=solver,  # type: ignore[arg-type]
             fixed_point_rtol=fixed_point_rtol, fixed_point_atol=fixed_point_atol,
-            solver_adjoint=_spec_or_default(solver_adjoint),
+            solver_adjoint=_spec_or_default(solver_adjoint), **components,
         )
         torch_dtype = _as_torch_dtype(dtype)
         generator = generator if generator is not None else torch.Generator().manual_seed(seed)
-        prior_cls, grad_mod_cls = (
-            (BilinAEPrior1D, ConvLSTMGradMod1D) if self.ndim == 1 else (BilinAEPrior2D, ConvLSTMGradMod2D)
-        )
-        self.prior = prior_cls(n_time, prior_hidden_dim, kernel_size, padding, generator=generator, dtype=torch_dtype)
-        self.grad_mod = grad_mod_cls(n_time, hidden_dim, kernel_size, padding, generator=generator, dtype=torch_dtype)
+        prior_cls = BilinAEPrior1D if self.ndim == 1 else BilinAEPrior2D
+        self.prior = prior_cls(n_time, prior_hidden_dim, kernel_size, padding, generator=generator, dtype=torch_dtype,
+                               downsample=config.prior_downsample, bilin_quad=config.bilin_quad)
+        if config.grad_mod == "convlstm":
+            grad_mod_cls = ConvLSTMGradMod1D if self.ndim == 1 else ConvLSTMGradMod2D
+            self.grad_mod = grad_mod_cls(n_time, hidden_dim, kernel_size, padding, generator=generator,
+                                         dtype=torch_dtype)
+        else:
+            normalized_cls = NormalizedConvLSTMGradMod1D if self.ndim == 1 else NormalizedConvLSTMGradMod2D
+            self.grad_mod = normalized_cls(n_time, hidden_dim, kernel_size, padding, generator=generator,
+                                           dtype=torch_dtype, downsample=config.grad_mod_downsample)
+        self.cost, self.step_rule, self.output = config.cost, config.step_rule, config.output
+        self.lr_grad, self.grad_mod_dropout = float(config.lr_grad), float(config.grad_mod_dropout)
         self.state_shape = tuple(state_shape)
         self.n_time, self.hidden_dim, self.prior_hidden_dim = n_time, hidden_dim, prior_hidden_dim
         self.kernel_size, self.n_solver_steps = kernel_size, n_solver_steps
@@ -129,6 +147,8 @@ class FourDVarNet(nn.Module):
         self.padding, self.solver = padding, solver
         self.fixed_point_rtol, self.fixed_point_atol = float(fixed_point_rtol), float(fixed_point_atol)
         self.solver_adjoint: AbstractAdjoint = solver_adjoint
+        if device is not None:  # drawn on the host generator, then moved: the same values everywhere
+            self.to(torch.device(device))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -144,18 +164,45 @@ class FourDVarNet(nn.Module):
             n_solver_steps=self.n_solver_steps, alpha=self.alpha, obs_weight=self.obs_weight,
             prior_weight=self.prior_weight, padding=self.padding, solver=self.solver,  # type: ignore[arg-type]
             fixed_point_rtol=self.fixed_point_rtol, fixed_point_atol=self.fixed_point_atol,
-            solver_adjoint=self.solver_adjoint.to_spec(),
+            solver_adjoint=self.solver_adjoint.to_spec(), **self.components,
         )
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """The config's component fields (`pipekit_cycle.COMPONENT_FIELDS`) of this model."""
+        normalized = isinstance(self.grad_mod, (NormalizedConvLSTMGradMod1D, NormalizedConvLSTMGradMod2D))
+        return {
+            "grad_mod": "convlstm_normalized" if normalized else "convlstm",
+            "grad_mod_dropout": self.grad_mod_dropout,
+            "grad_mod_downsample": self.grad_mod.downsample if normalized else 1,
+            "prior_downsample": self.prior.downsample,
+            "bilin_quad": self.prior.bilin_quad,
+            "cost": self.cost,
+            "step_rule": self.step_rule,
+            "lr_grad": self.lr_grad,
+            "output": self.output,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        """The device the parameters live on (``build_model(..., device=)``, or ``.to``)."""
+        return self.prior.conv_in.weight.device
 
     def check_batch(self, batch: Any) -> None:
         """``ValueError`` for shapes other than ``(B, T, *state_shape)``, ``TypeError`` for a
-        dtype other than the model's (words from `pipekit_cycle.validation`)."""
+        dtype other than the model's, ``ValueError`` for a batch tensor on another device
+        than the model's (words from `pipekit_cycle.validation`)."""
         target = getattr(batch, "target", None)
         check_batch_shapes(
             tuple(batch.input.shape), tuple(batch.mask.shape), None if target is None else tuple(target.shape),
             state_shape=self.state_shape, n_time=self.n_time,
         )
         check_same_dtype(str(batch.input.dtype), str(self.dtype))
+        model_device = str(self.device)
+        for name in ("input", "mask", "target"):
+            tensor = getattr(batch, name, None)
+            if tensor is not None:
+                check_same_device(name, str(tensor.device), model_device)
 
     def checked_adjoint(self, adjoint: Any) -> AbstractAdjoint:
         """``adjoint`` as a native adjoint, after the shared solver check (``ImplicitAdjoint``
@@ -195,12 +242,12 @@ class FourDVarNet1D(FourDVarNet):
         n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0, prior_weight: float = 1.0,
         padding: str = "zeros", solver_adjoint: Any = None, *,
         seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None, solver: str = "learned",
-        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6,
+        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6, device: Any = None, **components: Any,
     ) -> None:
         super().__init__((state_dim,), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
                          obs_weight, prior_weight, padding, solver_adjoint, seed=seed, generator=generator,
                          dtype=dtype, solver=solver, fixed_point_rtol=fixed_point_rtol,
-                         fixed_point_atol=fixed_point_atol)
+                         fixed_point_atol=fixed_point_atol, device=device, **components)
 
 
 class FourDVarNet2D(FourDVarNet):
@@ -213,24 +260,31 @@ class FourDVarNet2D(FourDVarNet):
         kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
         prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = None, *,
         seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None, solver: str = "learned",
-        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6,
+        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6, device: Any = None, **components: Any,
     ) -> None:
         super().__init__((height, width), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
                          obs_weight, prior_weight, padding, solver_adjoint, seed=seed, generator=generator,
                          dtype=dtype, solver=solver, fixed_point_rtol=fixed_point_rtol,
-                         fixed_point_atol=fixed_point_atol)
+                         fixed_point_atol=fixed_point_atol, device=device, **components)
 
 
 def build_model(
     config: FourDVarNetConfig, *, seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None,
+    device: Any = None,
 ) -> FourDVarNet1D | FourDVarNet2D:
-    """The model ``config`` describes (1D for ``state_shape=(N,)``, 2D for ``(H, W)``)."""
+    """The model ``config`` describes (1D for ``state_shape=(N,)``, 2D for ``(H, W)``), its
+    parameters drawn from ``seed`` (or ``generator``, a CPU generator) in ``dtype`` on the host
+    and then placed on ``device`` (a ``torch.device`` or its name; ``None``: the CPU), so a
+    seed gives the same parameters on every device. Batches must be made on the same device
+    (``make_batch(..., device=model.device)``); everything the public API returns for this
+    model (outputs, losses, optimizer-state buffers) is on it."""
     common = dict(
         hidden_dim=config.hidden_dim, prior_hidden_dim=config.prior_hidden_dim, kernel_size=config.kernel_size,
         n_solver_steps=config.n_solver_steps, alpha=config.alpha, obs_weight=config.obs_weight,
         prior_weight=config.prior_weight, padding=config.padding, solver_adjoint=config.solver_adjoint,
         solver=config.solver, fixed_point_rtol=config.fixed_point_rtol, fixed_point_atol=config.fixed_point_atol,
-        seed=seed, generator=generator, dtype=dtype,
+        seed=seed, generator=generator, dtype=dtype, device=device,
+        **{field: getattr(config, field) for field in COMPONENT_FIELDS},
     )
     if config.ndim == 1:
         return FourDVarNet1D(config.state_shape[0], config.n_time, **common)  # type: ignore[arg-type]

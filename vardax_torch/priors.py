@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .resample import average_pool, upsample_bilinear
+
 __all__ = ["PRIOR_CONVS", "BilinAEPrior1D", "BilinAEPrior2D", "Conv", "conv", "prior_apply"]
 
 PRIOR_CONVS = ("conv_in", "conv_hidden", "bilin_1", "bilin_21", "bilin_22", "conv_out")
@@ -57,15 +59,21 @@ class Conv(nn.Module):
         return conv(x, self.weight, self.bias, self.padding)
 
 
-def prior_apply(params: Mapping[str, Tensor], x: Tensor, padding: str, prefix: str = "") -> Tensor:
-    """``phi(x) = conv_out(concat([bilin_1(h), bilin_21(h) * bilin_22(h)]))`` with
-    ``h = conv_hidden(relu(conv_in(x)))``; ``params`` keyed ``{prefix}{conv}.{weight,bias}``."""
+def prior_apply(
+    params: Mapping[str, Tensor], x: Tensor, padding: str, prefix: str = "", *, downsample: int = 1,
+    bilin_quad: bool = False,
+) -> Tensor:
+    """``phi(x) = up(conv_out(concat([bilin_1(h), bilin_21(h) * bilin_22(h)])))`` with
+    ``h = conv_hidden(relu(conv_in(pool(x))))``; ``params`` keyed ``{prefix}{conv}.{weight,bias}``.
+    ``bilin_quad``: the quadratic term is ``bilin_21(h)^2``; ``downsample``: the pooling and
+    up-sampling factor (`vardax_torch.resample`; 1: neither)."""
 
     def c(name: str, z: Tensor) -> Tensor:
         return conv(z, params[f"{prefix}{name}.weight"], params[f"{prefix}{name}.bias"], padding)
 
-    h = c("conv_hidden", torch.relu(c("conv_in", x)))
-    return c("conv_out", torch.cat([c("bilin_1", h), c("bilin_21", h) * c("bilin_22", h)], dim=1))
+    h = c("conv_hidden", torch.relu(c("conv_in", average_pool(x, downsample))))
+    quadratic = c("bilin_21", h) ** 2 if bilin_quad else c("bilin_21", h) * c("bilin_22", h)
+    return upsample_bilinear(c("conv_out", torch.cat([c("bilin_1", h), quadratic], dim=1)), downsample)
 
 
 class _BilinAEPrior(nn.Module):
@@ -74,6 +82,7 @@ class _BilinAEPrior(nn.Module):
     def __init__(
         self, n_time: int, hidden_dim: int = 16, kernel_size: int = 3, padding: str = "zeros", *,
         seed: int = 0, generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+        downsample: int = 1, bilin_quad: bool = False,
     ) -> None:
         super().__init__()
         if padding not in ("zeros", "circular"):
@@ -88,13 +97,15 @@ class _BilinAEPrior(nn.Module):
             setattr(self, name, Conv(c_in, c_out, kernel_size, self.ndim, generator=generator,
                                      dtype=dtype, padding=padding))
         self.n_time, self.hidden_dim, self.kernel_size, self.padding = n_time, hidden_dim, kernel_size, padding
+        self.downsample, self.bilin_quad = int(downsample), bool(bilin_quad)
 
     def forward(self, x: Tensor) -> Tensor:
         """``phi(x)``, the same shape as ``x`` ``(B, T, *S)``."""
         if x.ndim != 2 + self.ndim or x.shape[1] != self.n_time:
             raise ValueError(f"prior expects a state (B, T={self.n_time}, ...) of rank {2 + self.ndim}, "
                              f"got shape {tuple(x.shape)}")
-        return prior_apply(dict(self.named_parameters()), x, self.padding)
+        return prior_apply(dict(self.named_parameters()), x, self.padding, downsample=self.downsample,
+                           bilin_quad=self.bilin_quad)
 
 
 class BilinAEPrior1D(_BilinAEPrior):

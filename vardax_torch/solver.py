@@ -55,16 +55,20 @@ def _prior(model: FourDVarNet, args: Args, x: Tensor) -> Tensor:
 
 
 def _cost(model: FourDVarNet, args: Args, x: Tensor) -> Tensor:
-    residual = x - _prior(model, args, x)
-    per_sample = lambda z: z.flatten(1).sum(dim=1)  # noqa: E731
-    return model.obs_weight * per_sample(args["m"] * (x - args["y"]) ** 2) + model.prior_weight * per_sample(
-        residual**2
-    )
+    def per_sample(z: Tensor) -> Tensor:
+        return z.flatten(1).sum(dim=1)
+
+    obs, prior = per_sample(args["m"] * (x - args["y"]) ** 2), per_sample((x - _prior(model, args, x)) ** 2)
+    if model.cost == "mean":  # each sample's share of the batch-wide means
+        obs, prior = obs / args["m"].sum(), prior / x.numel()
+    return model.obs_weight * obs + model.prior_weight * prior
 
 
 def variational_cost(model: FourDVarNet, x: Tensor, batch: Any) -> Tensor:
     """``U(x)`` per sample (shape ``(B,)``) for the model's prior and weights and the batch's
-    observations: ``obs_weight * sum(m (x - y)^2) + prior_weight * sum((x - phi(x))^2)``."""
+    observations: ``obs_weight * sum(m (x - y)^2) + prior_weight * sum((x - phi(x))^2)``
+    (``cost="sum"``), or each sample's share of the batch-wide means ``sum(m (x - y)^2) /
+    sum(m)`` and ``mean((x - phi(x))^2)`` (``cost="mean"``: the shares sum to ocean4dvarnet's cost)."""
     model.check_batch(batch)
     return _cost(model, _args(model, batch), x)
 
@@ -74,7 +78,8 @@ def _args(model: FourDVarNet, batch: Any) -> dict[str, Tensor]:
 
 
 def _learned_step(model: FourDVarNet, args: Args, carry: Carry) -> Carry:
-    x, hidden, cell = carry
+    # carry = (x, k, *modulator carry); k, the step number, is a float tensor (no gradient).
+    x, count, *modulator = carry
     live = torch.is_grad_enabled()
     with torch.enable_grad():
         # dU/dx needs x in a graph; a state that carries no gradient gets a fresh leaf.
@@ -82,16 +87,20 @@ def _learned_step(model: FourDVarNet, args: Args, carry: Carry) -> Carry:
         (g,) = torch.autograd.grad(_cost(model, args, xg).sum(), xg, create_graph=live)
     if not live:
         xg, g = xg.detach(), g.detach()
-    update, (hidden, cell) = functional_call(model.grad_mod, _module_params(args, "grad_mod."),
-                                             (g, x if live else xg, (hidden, cell)))
-    return (x if live else xg) - model.alpha * update, hidden, cell
+    x = x if live else xg
+    update, modulator = functional_call(model.grad_mod, _module_params(args, "grad_mod."), (g, x, tuple(modulator)))
+    if model.step_rule == "annealed":  # x - (u / (k + 1) + lr_grad (k + 1) / K g)
+        k1 = count + 1
+        return x - (update / k1 + model.lr_grad * k1 / model.n_solver_steps * g), k1, *modulator
+    return x - model.alpha * update, count + 1, *modulator
 
 
 def _solve_learned(model: FourDVarNet, batch: Any, adjoint: AbstractAdjoint) -> Tensor:
     x0 = batch.mask * batch.input
-    hidden, cell = model.grad_mod.init_carry(x0)
+    count = torch.zeros((), dtype=x0.dtype, device=x0.device)
     step = ft.partial(_learned_step, model)
-    return adjoint.loop(step, (x0, hidden, cell), _args(model, batch), model.n_solver_steps)[0]
+    carry = (x0, count, *model.grad_mod.init_carry(x0))
+    return adjoint.loop(step, carry, _args(model, batch), model.n_solver_steps)[0]
 
 
 def fixedpoint_map(model: FourDVarNet, args: Args, carry: Carry) -> Carry:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from pipekit_cycle import OptimizerConfig
+from pipekit_cycle.errors import check_no_dropout_in_training
 from pipekit_cycle.validation import require_target
 
 from .model import FourDVarNet
@@ -33,6 +34,7 @@ __all__ = [
     "loss_and_grads",
     "make_optimizer",
     "make_train_step",
+    "predict",
     "reconstruction_loss",
     "train_loss_fn",
     "train_step",
@@ -173,6 +175,7 @@ def make_train_step(loss_fn: LossFn, *, name: str = "train_step") -> TrainStepFn
     def train_step(
         model: M, batch: Any, optimizer: torch.optim.Optimizer, opt_state: dict | None
     ) -> tuple[M, dict, Tensor]:
+        check_no_dropout_in_training(model, name)
         params = [p for p in model.parameters() if p.requires_grad]
         with torch.enable_grad():
             loss = loss_fn(model, batch)
@@ -200,3 +203,11 @@ def eval_step(model: FourDVarNet, batch: Any) -> Tensor:
     """`train_loss_fn` under ``torch.no_grad()`` (the graph-free solve)."""
     with torch.no_grad():
         return train_loss_fn(model, batch)
+
+
+def predict(model: FourDVarNet, batch: Any) -> Tensor:
+    """The inference output under ``torch.no_grad()``: ``phi(x_K)`` when ``config.output ==
+    "prior"`` (ocean4dvarnet's eval mode), else ``x_K`` (``model(batch)``)."""
+    with torch.no_grad():
+        x = model(batch)
+        return model.prior(x) if model.output == "prior" else x

@@ -10,10 +10,13 @@ BACKEND_NAMED = {
         "CheckpointedOdeint",
         "DirectOdeint",
         "TorchDiffEqForwardModel",
+        "from_ocean4dvarnet",
         "to_torch_adjoint",
     },
 }
-MODULES = ("adjoints", "grad_mod", "priors", "solver", "model", "training", "amortized", "dynamics", "params")
+MODULES = (
+    "adjoints", "grad_mod", "priors", "solver", "model", "training", "amortized", "dynamics", "params", "resample",
+)
 
 
 def test_same_public_names():

@@ -181,7 +181,7 @@ def test_kstep_cuts_state_and_lstm_carry(k):
     args = {**dict(model.named_parameters()), "y": batch.input, "m": batch.mask}
     step = functools.partial(solver._learned_step, model)
     x0 = batch.mask * batch.input
-    carry0 = (x0, *model.grad_mod.init_carry(x0))
+    carry0 = (x0, torch.zeros((), dtype=x0.dtype), *model.grad_mod.init_carry(x0))  # (x, step count, h, c)
     warm = iterate(step, carry0, args, n_steps - k, graph=False)[0]
     constants = tuple(torch.tensor(t.numpy()) for t in warm)
     out = iterate(step, constants, args, k, graph=True)[0][0]

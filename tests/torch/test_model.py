@@ -201,3 +201,21 @@ def test_with_adjoint_shares_parameters_but_no_module_state():
     with torch.no_grad():
         next(clone.parameters()).add_(1.0)  # shared: the original sees it
     assert torch.equal(next(model.parameters()), next(clone.parameters()))
+
+
+def test_device_is_kept_and_a_mismatch_is_a_clear_error():
+    # "meta" is a second device every torch build has: tensors with shapes and no data.
+    config = pk.FourDVarNetConfig(state_shape=(6,), n_time=4, n_solver_steps=2, hidden_dim=3, prior_hidden_dim=3)
+    obs = np.where(np.arange(24).reshape(1, 4, 6) % 3 == 0, 1.0, np.nan)
+    on_meta = vd.build_model(config, seed=0, device="meta")
+    assert on_meta.device == torch.device("meta")
+    assert all(p.device.type == "meta" for p in on_meta.parameters())
+    assert vd.make_batch(obs, target=np.zeros((1, 4, 6)), device="meta").target.device.type == "meta"
+    with pytest.raises(ValueError, match=r"batch.input is on cpu but the model is on meta; pass device='meta'"):
+        on_meta(vd.make_batch(obs))
+    on_cpu = vd.build_model(config, seed=0)
+    with pytest.raises(ValueError, match=r"batch.input is on meta but the model is on cpu"):
+        on_cpu(vd.make_batch(obs, device="meta"))
+    # The parameters were drawn on the host, then moved: the seed gives the same model anywhere.
+    same = vd.build_model(config, seed=0, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(on_cpu.parameters(), same.parameters(), strict=True))

@@ -1,0 +1,128 @@
+r"""ocean4dvarnet's 4DVarNet (``models.GradSolver`` with ``BilinAEPriorCost``, ``BaseObsCost``,
+``ConvLstmGradModel``; PyPI 1.0.6) as a `FourDVarNetConfig` and canonical parameters (DESIGN 7).
+
+Its maths, in this project's terms (every item a config value, not a mode of the solver):
+
+.. math::
+
+    U(x) = \mathrm{mean}\big((x - \phi(x))^2\big)
+         + \lambda^2 w\, \frac{\sum m (x - y)^2}{\sum m} \quad\text{(means over the whole batch)},
+
+    x_{k+1} = x_k - \Big(\frac{u_k}{k + 1} + \eta \frac{k + 1}{K} g_k\Big),\quad g_k = \nabla U(x_k),
+
+from ``x_0 = m y``, ``u_k`` the normalised ConvLSTM's output (``grad_mod="convlstm_normalized"``),
+``eta = lr_grad``; the training-mode output is ``x_K``, the eval-mode output ``phi(x_K)``
+(``output="prior"``, what ``predict`` returns). So ``cost="mean"``, ``step_rule="annealed"``,
+``obs_weight = lbd^2 w``, ``prior_weight = 1``. Because of the batch-wide means and the
+batch-wide gradient RMS, a sample's solution depends on the other samples of its batch; this
+project's own architecture (the config defaults) keeps samples independent.
+
+Parameters map one to one: ``prior_cost.*`` -> ``prior.*``, ``grad_mod.*`` -> ``grad_mod.*``;
+the gate rows keep ocean4dvarnet's order ``(i, f, o, c)``, which the normalised modulator uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .config import FourDVarNetConfig
+from .params import validate_params
+
+__all__ = ["from_state_dict", "ocean4dvarnet_config"]
+
+_PRIOR_CONVS = ("conv_in", "conv_hidden", "bilin_1", "bilin_21", "bilin_22", "conv_out")
+_GRAD_MOD_CONVS = ("gates", "conv_out")
+# Prefixes of a GradSolver inside a Lightning module's state_dict (Lit4dVarNet.solver).
+_SOLVER_PREFIXES = ("solver.", "")
+
+
+def ocean4dvarnet_config(
+    state_shape: Sequence[int],
+    n_time: int,
+    *,
+    n_step: int,
+    hidden_dim: int,
+    prior_hidden_dim: int,
+    kernel_size: int = 3,
+    lr_grad: float = 0.2,
+    lbd: float = 1.0,
+    obs_weight: float = 1.0,
+    grad_mod_downsample: int | None = None,
+    prior_downsample: int | None = None,
+    bilin_quad: bool = True,
+    dropout: float = 0.1,
+    **fields: Any,
+) -> FourDVarNetConfig:
+    """The `FourDVarNetConfig` of ``GradSolver(BilinAEPriorCost(n_time, prior_hidden_dim,
+    kernel_size, prior_downsample, bilin_quad), BaseObsCost(obs_weight),
+    ConvLstmGradModel(n_time, hidden_dim, kernel_size, dropout, grad_mod_downsample),
+    n_step, lr_grad, lbd)`` on ``(B, n_time, *state_shape)`` states (ocean4dvarnet's defaults
+    for what it defaults). ``fields``: any other config field (e.g. ``solver_adjoint``)."""
+    return FourDVarNetConfig(
+        state_shape=tuple(int(s) for s in state_shape),
+        n_time=int(n_time),
+        hidden_dim=int(hidden_dim),
+        prior_hidden_dim=int(prior_hidden_dim),
+        kernel_size=int(kernel_size),
+        n_solver_steps=int(n_step),
+        obs_weight=float(lbd) ** 2 * float(obs_weight),
+        prior_weight=1.0,
+        grad_mod="convlstm_normalized",
+        grad_mod_dropout=float(dropout),
+        grad_mod_downsample=1 if grad_mod_downsample is None else int(grad_mod_downsample),
+        prior_downsample=1 if prior_downsample is None else int(prior_downsample),
+        bilin_quad=bool(bilin_quad),
+        cost="mean",
+        step_rule="annealed",
+        lr_grad=float(lr_grad),
+        output="prior",
+        **fields,
+    )
+
+
+def _solver_prefix(state_dict: Mapping[str, np.ndarray]) -> str:
+    for prefix in _SOLVER_PREFIXES:
+        if f"{prefix}prior_cost.conv_in.weight" in state_dict and f"{prefix}grad_mod.gates.weight" in state_dict:
+            return prefix
+    raise ValueError(
+        "not an ocean4dvarnet GradSolver state_dict: expected keys 'prior_cost.conv_in.weight' and "
+        "'grad_mod.gates.weight' (or with the 'solver.' prefix of a Lightning checkpoint)"
+    )
+
+
+def from_state_dict(
+    state_dict: Mapping[str, np.ndarray], *, state_shape: Sequence[int], n_step: int, **settings: Any
+) -> tuple[dict[str, np.ndarray], FourDVarNetConfig]:
+    """Canonical parameters and config of a ``GradSolver`` state_dict (numpy arrays; a
+    Lightning module's, with the ``solver.`` prefix, is accepted). ``n_time``,
+    ``hidden_dim``, ``prior_hidden_dim`` and ``kernel_size`` are read from the shapes;
+    ``state_shape`` and ``n_step`` are not stored in a state_dict and must be given;
+    ``settings`` are `ocean4dvarnet_config`'s other keywords (its defaults are
+    ocean4dvarnet's). The parameters are checked against the config's schema."""
+    prefix = _solver_prefix(state_dict)
+    conv_in = np.asarray(state_dict[f"{prefix}prior_cost.conv_in.weight"])
+    gates = np.asarray(state_dict[f"{prefix}grad_mod.gates.weight"])
+    if conv_in.ndim != 4 or gates.ndim != 4:
+        raise ValueError(f"expected 2D convolution weights (out, in, k, k), got {conv_in.shape} and {gates.shape}")
+    inferred = {
+        "n_time": conv_in.shape[1],
+        "prior_hidden_dim": conv_in.shape[0],
+        "hidden_dim": gates.shape[0] // 4,
+        "kernel_size": conv_in.shape[-1],
+    }
+    clash = sorted(set(inferred) & set(settings))
+    if clash:
+        raise ValueError(f"{clash} are read from the state_dict's shapes; do not pass them")
+    config = ocean4dvarnet_config(state_shape, n_step=n_step, **inferred, **settings)
+    params: dict[str, np.ndarray] = {}
+    for source, target, convs in (("prior_cost", "prior", _PRIOR_CONVS), ("grad_mod", "grad_mod", _GRAD_MOD_CONVS)):
+        for conv in convs:
+            for kind in ("weight", "bias"):
+                key = f"{prefix}{source}.{conv}.{kind}"
+                if key not in state_dict:
+                    raise ValueError(f"the state_dict has no {key!r}")
+                params[f"{target}.{conv}.{kind}"] = np.array(state_dict[key])
+    return validate_params(params, config), config
