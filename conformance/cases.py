@@ -7,7 +7,7 @@ import functools
 
 import numpy as np
 
-from pipekit_cycle import FourDVarNetConfig, ImplicitAdjoint, parse_adjoint
+from pipekit_cycle import FourDVarNetConfig, ImplicitAdjoint, ocean4dvarnet_config, parse_adjoint
 from pipekit_cycle.adjoints import AdjointSpec
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Case",
     "adjoint_for",
     "adjoints_for",
+    "batch_coupled",
     "config",
     "contractive",
     "observations",
@@ -60,12 +61,26 @@ FIXED_POINT_STEPS = 80
 # Per dtype, the tightest fixed-point tolerance the iteration reaches (float32: its rounding).
 FIXED_POINT_TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 
+# ocean4dvarnet's architecture (DESIGN 7): batch-wide mean costs and gradient RMS, the annealed
+# step, a down-sampled modulator. Dropout 0: a training step refuses dropout (it is not applied).
+_OCEAN4DVARNET_2D = ocean4dvarnet_config(
+    (6, 6), 3, n_step=3, hidden_dim=3, prior_hidden_dim=3, grad_mod_downsample=2, lbd=1.2, dropout=0.0
+)
+
 CASES: dict[str, Case] = {
     "1d": Case("1d", _LEARNED_1D, batch_size=3, seed=0),
     "2d": Case("2d", _LEARNED_2D, batch_size=2, seed=1),
     "1d-fp": Case("1d-fp", _LEARNED_1D.replace(solver="fixed_point", n_solver_steps=FIXED_POINT_STEPS), 3, 0),
     "2d-fp": Case("2d-fp", _LEARNED_2D.replace(solver="fixed_point", n_solver_steps=FIXED_POINT_STEPS), 2, 1),
+    "2d-o4d": Case("2d-o4d", _OCEAN4DVARNET_2D, batch_size=2, seed=2),
 }
+
+
+def batch_coupled(case_name: str) -> bool:
+    """Whether a sample's solution depends on its batch-mates (ocean4dvarnet's batch-wide means
+    and gradient RMS), so solving a batch is not solving each sample alone."""
+    base = CASES[case_name].config
+    return base.cost == "mean" or base.grad_mod == "convlstm_normalized"
 
 
 def config(case_name: str, dtype: str) -> FourDVarNetConfig:

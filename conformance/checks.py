@@ -25,6 +25,7 @@ from .cases import (
     FINITE_DIFFERENCE_TOLERANCE,
     adjoint_for,
     adjoints_for,
+    batch_coupled,
     config,
     contractive,
     observations,
@@ -300,9 +301,13 @@ def _param_round_trip(pair: Pair, case: str) -> Measurement:
     return Measurement(relative_error(exported, params), 0.0, "export(import(p)) == p")
 
 
-@register("batch_independence", _grid(("checkpoint", "truncated:2")))
+@register(
+    "batch_independence",
+    tuple(case_id for case_id in _grid(("checkpoint", "truncated:2")) if not batch_coupled(_split(case_id)[0])),
+)
 def _batch_independence(pair: Pair, case_id: str) -> Measurement:
-    """Solving a batch equals solving each sample alone (costs are sums per sample)."""
+    """Solving a batch equals solving each sample alone (costs are sums per sample); not run on
+    the batch-coupled ocean4dvarnet architecture (`batch_coupled`)."""
     case, text = _split(case_id)
     spec = adjoint_for(text, pair.dtype)
     backend = pair.candidate
