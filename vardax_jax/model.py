@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import pipekit_cycle as pk
-from pipekit_cycle.validation import as_observations, check_batch_shapes, check_same_dtype
+from pipekit_cycle.validation import as_observations, check_batch_divisible, check_batch_shapes, check_same_dtype
 
 from .adjoints import to_native_adjoint, to_spec
 from .grad_mod import (
@@ -55,20 +56,45 @@ class Batch2D(AbstractBatch):
     """A batch of 2D states ``(B, T, H, W)``."""
 
 
-def make_batch(obs: Any, target: Any = None, dtype: Any = None) -> AbstractBatch:
+def make_batch(obs: Any, target: Any = None, dtype: Any = None, sharding: Any = None) -> AbstractBatch:
     """Numpy ``obs`` (NaN where unobserved) -> `Batch1D` (3-D) or `Batch2D` (4-D).
 
     ``mask = isfinite(obs)``, ``input = nan_to_num(obs)``; ``dtype`` ``None`` is float64 iff
-    ``jax_enable_x64``, else any numpy/JAX dtype or its name.
+    ``jax_enable_x64``, else any numpy/JAX dtype or its name. ``sharding`` (a
+    ``jax.sharding.Sharding``; ``None``: the default device) places every tensor of the batch
+    with it, typically split along the batch axis,
+    ``NamedSharding(Mesh(jax.devices(), ("batch",)), PartitionSpec("batch"))``: data
+    parallelism through XLA. The model stays as it is built (on no device in particular) and
+    jit replicates it; `train_step`, `eval_step` and the model's call then run on every
+    device, the gradient's batch mean reduced by XLA's collectives, and return a model
+    replicated over the same devices. ``ValueError`` when the batch axis does not split
+    evenly.
     """
     obs_array, target_array = as_observations(obs, target)
     dtype = default_dtype(dtype)
     cls = Batch1D if obs_array.ndim == 3 else Batch2D
-    return cls(
-        input=jnp.asarray(np.nan_to_num(obs_array, nan=0.0), dtype),
-        mask=jnp.asarray(np.isfinite(obs_array), dtype),
-        target=None if target_array is None else jnp.asarray(target_array, dtype),
-    )
+    arrays = {
+        "input": np.nan_to_num(obs_array, nan=0.0),
+        "mask": np.isfinite(obs_array),
+        "target": target_array,
+    }
+    if sharding is not None:
+        check_batch_divisible(obs_array.shape[0], _batch_shards(sharding, obs_array.ndim))
+
+    def place(array: np.ndarray | None) -> Array | None:
+        if array is None:
+            return None
+        value = jnp.asarray(array, dtype)
+        return value if sharding is None else jax.device_put(value, sharding)
+
+    return cls(**{name: place(array) for name, array in arrays.items()})
+
+
+def _batch_shards(sharding: Any, ndim: int) -> int:
+    """How many pieces ``sharding`` cuts an ``ndim``-dimensional array's first (batch) axis
+    into: the tiling of a probe shape every mesh divides (each axis the device count)."""
+    n_devices = len(sharding.device_set)
+    return n_devices // sharding.shard_shape((n_devices,) * ndim)[0]
 
 
 def to_numpy(array: Any) -> np.ndarray:
