@@ -102,6 +102,25 @@ def _clip(grads: list[Tensor], clip_norm: float | None) -> list[Tensor]:
     return [g * clip_norm / scale for g in grads]
 
 
+def _mean_over_ranks(loss: Tensor, grads: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    r"""Under an initialised ``torch.distributed`` process group of :math:`R > 1` ranks (as
+    ``torchrun`` starts them), the loss and every gradient averaged over the ranks,
+    :math:`\bar g = \frac1R \sum_r g_r` (DistributedDataParallel's rule), in one
+    ``all_reduce`` of one flat buffer on the parameters' device (gloo on CPU, nccl on GPU).
+    With a mean loss and the same number of windows on every rank this is the gradient of the
+    whole batch. Outside a process group, the values unchanged."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return loss, grads
+    n_ranks = torch.distributed.get_world_size()
+    if n_ranks == 1:
+        return loss, grads
+    flat = torch.cat([loss.detach().reshape(1), *(g.reshape(-1) for g in grads)])
+    torch.distributed.all_reduce(flat)
+    flat = flat / n_ranks
+    pieces = torch.split(flat, [1, *(g.numel() for g in grads)])
+    return pieces[0].reshape(loss.shape), [piece.view_as(g) for piece, g in zip(pieces[1:], grads, strict=True)]
+
+
 def _check_finite(name: str, loss: Tensor, grads: list[Tensor]) -> None:
     """``FloatingPointError`` unless ``loss`` and every gradient are finite, read with ONE
     device sync (both flags in one tensor, one ``tolist``); only the error path syncs more."""
@@ -170,6 +189,14 @@ def make_train_step(loss_fn: LossFn, *, name: str = "train_step") -> TrainStepFn
     non-finite loss or gradient raises ``FloatingPointError`` naming ``name`` and leaves
     parameters, their ``.grad`` and the optimizer exactly as they were; the same parameters
     with the same ``opt_state`` give the same next step, bit for bit.
+
+    Data parallel: run under ``torchrun`` with ``torch.distributed.init_process_group`` called,
+    each rank holding its own shard of the batch and the same parameters (the same seed or
+    parameter file); the loss and gradients are averaged over the ranks before the check
+    (`_mean_over_ranks`), so every rank takes the same step, the step of the whole batch, and
+    a non-finite value on any rank stops all of them. Not wrapped in
+    ``DistributedDataParallel``: the step owns its gradient (``torch.autograd.grad``, no
+    ``.grad`` between calls), and one ``all_reduce`` of one buffer is what DDP's buckets do.
     """
 
     def train_step(
@@ -180,6 +207,7 @@ def make_train_step(loss_fn: LossFn, *, name: str = "train_step") -> TrainStepFn
         with torch.enable_grad():
             loss = loss_fn(model, batch)
             grads = _grads(loss, params)
+        loss, grads = _mean_over_ranks(loss, grads)
         _check_finite(name, loss, grads)
         _restore(optimizer, opt_state)
         grads = _clip(grads, optimizer.param_groups[0].get("clip_norm"))
