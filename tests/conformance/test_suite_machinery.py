@@ -165,7 +165,7 @@ def test_expected_failures_are_data(tmp_path):
 def test_cli_formats_and_exit_status(capsys):
     assert cli(["--backends", "vardax_torch", "--only", "*variational_cost*", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["summary"] == "4 passed, 0 failed" and data["results"][0]["error"] < 1e-12  # 4 cases
+    assert data["summary"] == "5 passed, 0 failed" and data["results"][0]["error"] < 1e-12  # 5 cases
     assert cli(["--backends", "vardax_torch", "--only", "*param_round_trip::1d", "--format", "markdown"]) == 0
     output = capsys.readouterr().out
     assert output.startswith("| backends | check |") and output.strip().endswith("1 passed, 0 failed")
