@@ -72,6 +72,7 @@ import numpy as np
 from .adjoints import INNER_SOLVE, SPEC_TYPES, AdjointSpec, parse_adjoint
 from .config import FourDVarNetConfig, OptimizerConfig
 from .params import CONFIG_METADATA_KEY, atomic_write, save_params, validate_params
+from .placement import Placement
 from .problems import Problem, lorenz63, lorenz96
 
 __all__ = [
@@ -469,16 +470,18 @@ class _Training:
     step: int
 
 
-def _fresh(backend: ModuleType, config: ExperimentConfig) -> _Training:
-    model = backend.build_model(config.model_config(), seed=config.seed)
+def _fresh(backend: ModuleType, config: ExperimentConfig, placement: Placement) -> _Training:
+    model = backend.build_model(config.model_config(), seed=config.seed, **placement.model_kwargs)
     optimizer, opt_state = backend.make_optimizer(config.optimizer_config(), model)
     return _Training(model, optimizer, opt_state, np.random.default_rng(config.seed + 1), [], [], 0)
 
 
-def _load(backend: ModuleType, config: ExperimentConfig, directory: Path, state: dict[str, Any]) -> _Training:
+def _load(
+    backend: ModuleType, config: ExperimentConfig, directory: Path, state: dict[str, Any], placement: Placement
+) -> _Training:
     """A fresh model and optimizer (an import that fails half-way leaves nothing behind for the
     fallback), loaded from ``directory``; `CheckpointError` naming the file otherwise."""
-    training = _fresh(backend, config)
+    training = _fresh(backend, config, placement)
     file = directory / MODEL_FILE
     arrays, metadata = _read_safetensors(file)
     try:
@@ -508,7 +511,7 @@ def _load(backend: ModuleType, config: ExperimentConfig, directory: Path, state:
 
 
 def _restore(
-    backend: ModuleType, config: ExperimentConfig, out: Path
+    backend: ModuleType, config: ExperimentConfig, out: Path, placement: Placement
 ) -> tuple[_Training, list[Path]]:
     """The newest readable checkpoint of ``out`` and the damaged newer ones; writes nothing."""
     found = list_checkpoints(out)
@@ -527,7 +530,7 @@ def _restore(
                     f"--steps: this run is already at step {step}, and --steps is the total to reach; "
                     f"ask --steps {step} or more to continue it (--steps {step} evaluates it again)"
                 )
-            training = _load(backend, config, directory, state)
+            training = _load(backend, config, directory, state, placement)
         except CheckpointError as error:
             damaged.append((directory, error))
             continue
@@ -561,21 +564,25 @@ def _batches(count: int, size: int) -> range:
     return range(0, count, size)
 
 
-def _predict(backend: ModuleType, model: Any, obs: np.ndarray, batch_size: int, bar: Any) -> np.ndarray:
+def _predict(
+    backend: ModuleType, model: Any, obs: np.ndarray, batch_size: int, bar: Any, placement: Placement
+) -> np.ndarray:
     outputs = []
     for start in _batches(obs.shape[0], batch_size):
-        batch = backend.make_batch(obs[start : start + batch_size])
+        batch = backend.make_batch(obs[start : start + batch_size], **placement.batch_kwargs)
         outputs.append(np.asarray(backend.to_numpy(model(batch))))
         bar.update(1)
     return np.concatenate(outputs)
 
 
-def _held_out_loss(backend: ModuleType, model: Any, obs: np.ndarray, truth: np.ndarray, batch_size: int) -> float:
+def _held_out_loss(
+    backend: ModuleType, model: Any, obs: np.ndarray, truth: np.ndarray, batch_size: int, placement: Placement
+) -> float:
     """The training loss on the held-out windows (a batch mean, so weighted by batch size)."""
     total = 0.0
     for start in _batches(obs.shape[0], batch_size):
         chunk = slice(start, start + batch_size)
-        batch = backend.make_batch(obs[chunk], target=truth[chunk])
+        batch = backend.make_batch(obs[chunk], target=truth[chunk], **placement.batch_kwargs)
         total += float(backend.eval_step(model, batch)) * obs[chunk].shape[0]
     return total / obs.shape[0]
 
@@ -655,6 +662,7 @@ def run_experiment(
     overwrite: bool = False,
     progress: bool = True,
     figures: bool = True,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint every ``checkpoint_every`` steps, evaluate; returns the metrics (also
     written to ``out/metrics.json``).
@@ -666,7 +674,16 @@ def run_experiment(
     (`RunDirectoryError`, `CheckpointError`) leaves the disk as it was. See the module
     docstring for the directory layout and the resume rules. ``figures=False`` draws none
     (``metrics["figures"]`` is then empty).
+
+    ``placement`` (``backend.placement(device, devices)``; ``None``: the backend's defaults,
+    one device) says where the model and batches live and how each training batch is split
+    (`pipekit_cycle.placement`). With several ranks (torchrun), every rank runs this
+    function on the same arguments: each reads the run directory, trains on its slice of
+    every batch and evaluates; rank 0 alone writes, the others wait for it at each
+    checkpoint, and all return the same metrics.
     """
+    placement = Placement("the backend's default device") if placement is None else placement
+    placement.check_batch_size(config.batch_size)
     out_dir = Path(out)
     if resume and overwrite:
         raise RunDirectoryError("--resume and --overwrite exclude each other: continue the run, or start it again")
@@ -680,28 +697,33 @@ def run_experiment(
         )
     train, test = config.problem()
     if resume:
-        training, damaged = _restore(backend, config, out_dir)
+        training, damaged = _restore(backend, config, out_dir, placement)
     else:
-        training, damaged = _fresh(backend, config), []
-    # Everything above only read; from here on the run directory changes.
-    if overwrite:
-        _remove_run(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _tidy_checkpoints(out_dir, damaged)
+        training, damaged = _fresh(backend, config, placement), []
+    # Everything above only read (on every rank); from here on the run directory changes.
+    placement.barrier()
+    if placement.writes:
+        if overwrite:
+            _remove_run(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _tidy_checkpoints(out_dir, damaged)
+    progress = progress and placement.writes
 
     scale = _Standardiser(train.truth)
     train_obs, train_truth = scale.forward(train.obs), scale.forward(train.truth)
     test_obs, test_truth = scale.forward(test.obs), scale.forward(test.truth)
 
     def held_out_loss() -> float:
-        return _held_out_loss(backend, training.model, test_obs, test_truth, config.batch_size)
+        return _held_out_loss(backend, training.model, test_obs, test_truth, config.batch_size, placement)
 
     if not training.held_out:
         training.held_out.append([0, held_out_loss()])
     with _progress(config.steps, training.step, progress, "train") as bar:
         while training.step < config.steps:
-            chosen = training.sampler.choice(config.train_windows, size=config.batch_size, replace=False)
-            batch = backend.make_batch(train_obs[chosen], target=train_truth[chosen])
+            # Every rank draws the same windows (the same sampler) and keeps its own slice of them.
+            chosen = placement.shard(training.sampler.choice(config.train_windows, size=config.batch_size,
+                                                             replace=False))
+            batch = backend.make_batch(train_obs[chosen], target=train_truth[chosen], **placement.train_batch_kwargs)
             training.model, training.opt_state, loss = backend.train_step(
                 training.model, batch, training.optimizer, training.opt_state
             )
@@ -718,7 +740,9 @@ def run_experiment(
                     "experiment": dataclasses.asdict(config),
                     "backend": backend.__name__,
                 }
-                _write_checkpoint(out_dir, training.step, backend, training.model, training.opt_state, state)
+                if placement.writes:
+                    _write_checkpoint(out_dir, training.step, backend, training.model, training.opt_state, state)
+                placement.barrier()
             bar.set_postfix(loss=f"{training.losses[-1]:.4f}", held_out=f"{training.held_out[-1][1]:.4f}")
 
     # "up to": a default of 4 must not make --test-windows 2 an error
@@ -727,7 +751,7 @@ def run_experiment(
     fourdvar_units = len(_fourdvar_stages(config.length)) + 1 if fourdvar_windows else 0
     with _progress(len(_batches(test.obs.shape[0], config.batch_size)) + fourdvar_units, 0, progress,
                    "evaluate") as bar:
-        estimate = scale.inverse(_predict(backend, training.model, test_obs, config.batch_size, bar))
+        estimate = scale.inverse(_predict(backend, training.model, test_obs, config.batch_size, bar, placement))
         fourdvar = _fourdvar(backend, test, fourdvar_windows, bar)
     interpolation = linear_interpolation(test.obs)
     metrics: dict[str, Any] = {
@@ -743,7 +767,7 @@ def run_experiment(
         "final_train_loss": training.losses[-1] if training.losses else None,
         "final_held_out_loss": training.held_out[-1][1],
     }
-    metrics["figures"] = [] if not figures else _draw_figures(
+    metrics["figures"] = [] if not (figures and placement.writes) else _draw_figures(
         out_dir,
         metrics,
         {
@@ -757,7 +781,8 @@ def run_experiment(
             "interpolation_loss": float(np.mean((scale.forward(interpolation) - test_truth) ** 2)),
         },
     )
-    atomic_write(out_dir / METRICS_FILE, json.dumps(metrics, indent=1).encode())
+    if placement.writes:
+        atomic_write(out_dir / METRICS_FILE, json.dumps(metrics, indent=1).encode())
     return metrics
 
 
@@ -807,6 +832,12 @@ def _build_parsers(prog: str) -> tuple[argparse.ArgumentParser, argparse.Argumen
     again = train.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     again.add_argument("--overwrite", action="store_true", help="remove the run in --out and start again")
+    train.add_argument("--device", default=None,
+                       help="where to train: a torch device (cpu, cuda, cuda:1) or a JAX platform (cpu, gpu); "
+                            "default: the backend's default")
+    train.add_argument("--devices", type=int, default=None,
+                       help="split every batch over this many devices (JAX: one process; torch: the process count "
+                            "torchrun started)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     train.add_argument("--no-figures", action="store_true", help="draw no figures")
     return parser, train
@@ -868,12 +899,43 @@ def main(backend: ModuleType, argv: Sequence[str] | None = None) -> int:
         config = _config_from_args(args)
     except ConfigError as error:
         _usage_error(train, f"argument {error.flag}: {error.problem}")
+    placement = _placement(backend, train, args.device, args.devices, config.batch_size)
+    try:
+        return _train(backend, train, prog, argv, args, config, placement)
+    finally:
+        placement.close()
+
+
+def _placement(
+    backend: ModuleType, train: argparse.ArgumentParser, device: str | None, devices: int | None, batch_size: int
+) -> Placement:
+    # Asked even without flags: under torchrun the ranks come from the environment.
+    if not hasattr(backend, "placement"):
+        if device is None and devices is None:
+            return Placement("the backend's default device")
+        _usage_error(train, f"--device/--devices: the backend {backend.__name__} has no placement()")
+    try:
+        placement = backend.placement(device, devices)
+    except ValueError as error:
+        _usage_error(train, str(error))
+    try:
+        placement.check_batch_size(batch_size)
+    except ValueError as error:
+        placement.close()
+        _usage_error(train, f"argument --batch-size: {error}")
+    return placement
+
+
+def _train(
+    backend: ModuleType, train: argparse.ArgumentParser, prog: str, argv: list[str], args: argparse.Namespace,
+    config: ExperimentConfig, placement: Placement,
+) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:
             metrics = run_experiment(
                 backend, config, args.out, resume=args.resume, overwrite=args.overwrite,
-                progress=not args.no_progress, figures=not args.no_figures,
+                progress=not args.no_progress, figures=not args.no_figures, placement=placement,
             )
         except RunDirectoryError as error:
             _usage_error(train, str(error))
@@ -889,5 +951,6 @@ def main(backend: ModuleType, argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(_interrupted_message(prog, argv, config, args.out), file=sys.stderr)
             return EXIT_INTERRUPTED
-    print(json.dumps(metrics, indent=1))
+    if placement.writes:
+        print(json.dumps(metrics, indent=1))
     return 0

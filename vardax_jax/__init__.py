@@ -28,6 +28,7 @@ from .amortized import (
 )
 from .calibration import assert_adjoint_calibrated
 from .checkpoint import export_optimizer_state, import_optimizer_state
+from .devices import placement
 from .dynamics import (
     DiffraxForwardModel,
     LinearField,
@@ -122,6 +123,7 @@ __all__ = [
     "make_vector_field",
     "model",
     "params",
+    "placement",
     "predict",
     "priors",
     "reconstruction_loss",

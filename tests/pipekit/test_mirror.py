@@ -16,6 +16,7 @@ BACKEND_NAMED = {
 }
 MODULES = (
     "adjoints", "grad_mod", "priors", "solver", "model", "training", "amortized", "dynamics", "params", "resample",
+    "devices",
 )
 
 

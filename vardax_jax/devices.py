@@ -1,0 +1,39 @@
+"""``--device`` and ``--devices`` on XLA: one process, a batch split over devices by sharding."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from pipekit_cycle.placement import Placement, check_devices
+
+__all__ = ["placement"]
+
+
+def placement(device: str | None = None, devices: int | None = None) -> Placement:
+    """The first ``devices`` (default 1) devices of the platform ``device`` (``"cpu"``,
+    ``"gpu"``, ``"cuda"``, ``"tpu"``; ``None``: JAX's default platform) as one mesh with a
+    ``"batch"`` axis: training batches split along it (`make_batch`'s ``sharding=``),
+    evaluation batches and the model replicated over it. ``ValueError`` naming what this
+    machine has when the platform is missing or has fewer devices. Several hosts: start every
+    host with ``jax.distributed.initialize()`` first, and ``jax.devices()`` holds them all
+    (not tested here)."""
+    n_devices = check_devices(devices)
+    try:
+        found = jax.devices(device) if device else jax.devices()
+    except RuntimeError:
+        raise ValueError(
+            f"--device {device}: JAX has no such platform here; it has {jax.default_backend()!r}"
+        ) from None
+    if n_devices > len(found):
+        hint = (f"; on the CPU, XLA_FLAGS=--xla_force_host_platform_device_count={n_devices} gives that many"
+                if found[0].platform == "cpu" else "")
+        raise ValueError(f"--devices {n_devices}: JAX sees {len(found)} {found[0].platform} device(s){hint}")
+    mesh = Mesh(np.array(found[:n_devices]), ("batch",))
+    return Placement(
+        description=f"{n_devices} {found[0].platform} device(s), batch split by XLA sharding",
+        batch_kwargs={"sharding": NamedSharding(mesh, PartitionSpec())},
+        train_batch_kwargs={"sharding": NamedSharding(mesh, PartitionSpec("batch"))},
+        n_devices=n_devices,
+    )
