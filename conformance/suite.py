@@ -7,12 +7,16 @@ import fnmatch
 import os
 import tomllib
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from pipekit_cycle import BackendNotInstalledError
 
 from . import amortized_checks, checks, dynamics_checks  # noqa: F401  (they register the checks)
 from .backends import DEFAULT_REFERENCE, backends_under_test, precision, resolve
+from .golden import GOLDEN_SUFFIX, Golden, Recorder, golden_path
 from .registry import CHECKS, Measurement, Pair
 
 __all__ = [
@@ -25,6 +29,7 @@ __all__ = [
     "load_expected_failures",
     "run_one",
     "run_suite",
+    "write_golden",
 ]
 
 DEFAULT_EXPECTED_FAILURES = Path(__file__).with_name("expected_failures.toml")
@@ -75,6 +80,9 @@ class Report:
     def summary(self) -> str:
         xfailed = sum(result.status == "xfail" for result in self.results)
         extra = f", {xfailed} expected failures" if xfailed else ""
+        selves = sorted({r.candidate for r in self.results if r.reference == f"{r.candidate} (itself)"})
+        if selves:
+            extra += f"; {', '.join(selves)} compared with itself, not with another backend"
         return f"{self.passed} passed, {self.failed} failed{extra}"
 
 
@@ -97,6 +105,37 @@ def make_test_id(candidate: str, reference: str, check: str, case: str) -> str:
     return f"{candidate}-vs-{reference}::{check}::{case}"
 
 
+# A reference: its label in reports, and the stand-in a check gets for ``check::case``.
+_Reference = tuple[str, Callable[[str], Any]]
+
+
+def _reference(reference: str | ModuleType, dtype: str, candidate: str) -> _Reference:
+    """A live backend, or its golden files: asked for by ``<name>:golden``, or taken when the
+    backend is not installed (and its files are there)."""
+    name = reference if isinstance(reference, str) else reference.__name__
+    base = name.removesuffix(GOLDEN_SUFFIX)
+    if isinstance(reference, str) and name.endswith(GOLDEN_SUFFIX):
+        return _golden(base, dtype)
+    try:
+        module = resolve(reference)[1]
+    except BackendNotInstalledError as error:
+        if golden_path(base, dtype).exists():
+            return _golden(base, dtype)
+        raise BackendNotInstalledError(f"{error}; and {golden_path(base, dtype)} (its golden outputs) is missing; "
+                                       f"pass another --reference") from None
+    label = f"{base} (itself)" if base == candidate else base
+    return label, lambda key: module
+
+
+def _golden(name: str, dtype: str) -> _Reference:
+    path = golden_path(name, dtype)
+    if not path.exists():
+        raise FileNotFoundError(f"no golden outputs of {name} in {dtype}: {path} is missing; write them with "
+                                f"`python -m conformance --write-golden --reference {name}`")
+    golden = Golden(path)
+    return f"{name} (golden)", golden.for_check
+
+
 def case_ids(candidate: str, reference: str, only: str | None = None) -> list[tuple[str, str, str]]:
     """``(test_id, check, case)`` for every check and case, filtered by the fnmatch ``only``."""
     ids = []
@@ -117,13 +156,16 @@ def run_one(
     dtype: str = "float64",
     expected_failures: Sequence[ExpectedFailure] = (),
 ) -> Result:
-    """Run one check on one case; an exception inside the check is a failure (``ERROR``)."""
-    return _run(resolve(candidate), resolve(reference), check, case, dtype, expected_failures)
+    """Run one check on one case; an exception inside the check is a failure (``ERROR``).
+    ``reference`` ``"<name>:golden"`` holds the candidate to the golden outputs of ``name``."""
+    candidate_name, module = resolve(candidate)
+    return _run((candidate_name, module), _reference(reference, dtype, candidate_name), check, case, dtype,
+                expected_failures)
 
 
 def _run(
     candidate: tuple[str, ModuleType],
-    reference: tuple[str, ModuleType],
+    reference: _Reference,
     check: str,
     case: str,
     dtype: str,
@@ -135,7 +177,7 @@ def _run(
     expected = next((f for f in expected_failures if fnmatch.fnmatch(identifier, f.pattern)), None)
     try:
         with precision(dtype):
-            measurement = CHECKS[check].run(Pair(candidate[1], reference[1], dtype), case)
+            measurement = CHECKS[check].run(Pair(candidate[1], reference[1](f"{check}::{case}"), dtype), case)
         status = "pass" if measurement.passed else "FAIL"
     except Exception as error:
         detail = "".join(traceback.format_exception_only(error)).strip()
@@ -164,7 +206,8 @@ def check_backend(
         failures = load_expected_failures(expected_failures)
     else:
         failures = list(expected_failures)
-    candidate, ref = resolve(backend), resolve(reference)
+    candidate = resolve(backend)
+    ref = _reference(reference, dtype, candidate[0])
     return Report(
         tuple(
             _run(candidate, ref, check, case, dtype, failures)
@@ -174,10 +217,36 @@ def check_backend(
 
 
 def pairs(backends: Sequence[str], reference: str) -> list[tuple[str, str]]:
-    """Each backend other than the reference against the reference (the reference against
-    itself when it is the only one)."""
-    others = [name for name in backends if name != reference]
-    return [(name, reference) for name in others] or [(reference, reference)]
+    """Each backend other than the reference against the reference; the reference alone is
+    held to its own golden outputs (``<reference>:golden``), against itself only where they
+    are missing (and the report says so)."""
+    base = reference.removesuffix(GOLDEN_SUFFIX)
+    others = [name for name in backends if name != base]
+    if others:
+        return [(name, reference) for name in others]
+    if reference.endswith(GOLDEN_SUFFIX) or any(golden_path(base, dtype).exists() for dtype in ("float64", "float32")):
+        return [(base, base + GOLDEN_SUFFIX)]
+    return [(base, base)]
+
+
+def write_golden(reference: str = DEFAULT_REFERENCE, dtypes: Sequence[str] = ("float64", "float32")) -> list[Path]:
+    """Run every check with ``reference`` on both sides, logging the reference side, and
+    write ``golden/<reference>-<dtype>.npz`` for each dtype (`conformance.golden`). A check
+    that fails against itself stops the writing (``RuntimeError`` naming it): golden outputs
+    are only written from a backend that passes."""
+    name, module = resolve(reference)
+    written = []
+    for dtype in dtypes:
+        recorder = Recorder(module)
+        for _, check, case in case_ids(name, name):
+            result = _run((name, module), (name, recorder.wrap), check, case, dtype, ())
+            if not result.ok:
+                detail = result.measurement.detail
+                raise RuntimeError(f"{name} fails {check}::{case} ({dtype}) against itself: {detail}")
+        path = golden_path(name, dtype)
+        recorder.save(path)
+        written.append(path)
+    return written
 
 
 def run_suite(
