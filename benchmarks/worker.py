@@ -41,6 +41,7 @@ BATCH, N_TIME, HEIGHT, WIDTH = 4, 15, 64, 64
 HIDDEN, PRIOR_HIDDEN = 48, 32
 PRIOR_SCALE = 0.3  # implicit: prior weights scaled so T(x) = m y + (1 - m) phi(x) contracts
 LR = 1e-3
+LR_GRAD = 0.2  # ocean4dvarnet's default
 
 
 def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -58,30 +59,34 @@ def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def adjoint_spec(name: str, k: int) -> Any:
-    """The ``pipekit_cycle`` spec for ``name`` at K (``None`` for ``unrolled``); ``implicit`` is
+    """The ``pipekit_cycle`` spec for ``name`` at K (``None`` for ``unrolled``);
+    ``checkpoint:all`` is ``RecursiveCheckpointAdjoint(checkpoints=K)``; ``implicit`` is
     ``ImplicitAdjoint(max_steps=K, rtol=0, atol=0)`` on the fixed-point solver (see `_config`):
     at most K GMRES products in the backward solve."""
-    from pipekit_cycle import ImplicitAdjoint, parse_adjoint
+    from pipekit_cycle import ImplicitAdjoint, RecursiveCheckpointAdjoint, parse_adjoint
 
     if name == "unrolled":
         return None
+    if name == "checkpoint:all":
+        return RecursiveCheckpointAdjoint(checkpoints=k)
     if name == "implicit":
         return ImplicitAdjoint(max_steps=k, rtol=0.0, atol=0.0)
     return parse_adjoint(name)
 
 
 def _config(k: int, spec: Any) -> Any:
-    """The benchmark model at K steps. The ``implicit`` rows time a different computation, the
-    ``solver="fixed_point"`` solve (an implicit adjoint needs a fixed point), with tolerances 0:
-    exactly K iterations ``x <- m y + (1 - m) phi(x)``."""
-    from pipekit_cycle import FourDVarNetConfig, ImplicitAdjoint, RecursiveCheckpointAdjoint
+    """The benchmark model at K steps: ocean4dvarnet's architecture (`ocean4dvarnet_config`,
+    dropout 0), the maths the reference row runs. The ``implicit`` rows time a different
+    computation, the ``solver="fixed_point"`` solve of the same prior (an implicit adjoint needs a
+    fixed point), with tolerances 0: exactly K iterations ``x <- m y + (1 - m) phi(x)``."""
+    from pipekit_cycle import ImplicitAdjoint, RecursiveCheckpointAdjoint, ocean4dvarnet_config
 
     fixed_point = isinstance(spec, ImplicitAdjoint)
-    return FourDVarNetConfig(state_shape=(HEIGHT, WIDTH), n_time=N_TIME, hidden_dim=HIDDEN,
-                             prior_hidden_dim=PRIOR_HIDDEN, n_solver_steps=k,
-                             solver="fixed_point" if fixed_point else "learned",
-                             fixed_point_rtol=0.0, fixed_point_atol=0.0,
-                             solver_adjoint=spec if spec is not None else RecursiveCheckpointAdjoint())
+    return ocean4dvarnet_config(
+        (HEIGHT, WIDTH), N_TIME, n_step=k, hidden_dim=HIDDEN, prior_hidden_dim=PRIOR_HIDDEN, lr_grad=LR_GRAD,
+        dropout=0.0, solver="fixed_point" if fixed_point else "learned", fixed_point_rtol=0.0,
+        fixed_point_atol=0.0, solver_adjoint=spec if spec is not None else RecursiveCheckpointAdjoint(),
+    )
 
 
 def _contractive(vd: Any, model: Any) -> Any:
@@ -218,22 +223,18 @@ def _torch_measure(step: Callable[[], None], dev: Any, repeats: int) -> dict[str
 
 
 def run_torch(adjoint: str, k: int, repeats: int, device: str) -> dict[str, Any]:
-    """A ``vardax_torch`` configuration. ``build_model``/``make_batch`` take no device: the model
-    is moved with ``.to(device)`` and the batch tensors are rebuilt on the device."""
-    import dataclasses
-
+    """A ``vardax_torch`` configuration, built on ``device`` through the public API
+    (``build_model(..., device=)``, ``make_batch(..., device=)``)."""
     import vardax_torch as vd
     from pipekit_cycle import OptimizerConfig
 
     dev = _torch_device(device)
     spec = adjoint_spec(adjoint, k)
-    model = vd.build_model(_config(k, spec), seed=0, dtype="float32")
+    model = vd.build_model(_config(k, spec), seed=0, dtype="float32", device=dev)
     if adjoint == "implicit":
         model = _contractive(vd, model)
-    model = model.to(dev)
     obs, truth = make_data()
-    batch = vd.make_batch(obs, target=truth, dtype="float32")
-    batch = dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(dev) for f in dataclasses.fields(batch)})
+    batch = vd.make_batch(obs, target=truth, dtype="float32", device=dev)
     optimizer, opt_state = vd.make_optimizer(OptimizerConfig(name="adam", lr=LR), model)
     state: dict[str, Any] = {"loss": math.nan}
 
@@ -270,10 +271,11 @@ def load_reference_models() -> Any:
     return module
 
 
-def run_reference(k: int, repeats: int, device: str, lr_grad: float = 0.2) -> dict[str, Any]:
+def run_reference(k: int, repeats: int, device: str, lr_grad: float = LR_GRAD) -> dict[str, Any]:
     """``ocean4dvarnet.models.GradSolver(BilinAEPriorCost(15, 32), BaseObsCost(),
-    ConvLstmGradModel(15, 48), n_step=K, lr_grad=0.2)`` in training mode (as its Lightning
-    module trains it); step = solver forward + MSE to the target + backward + ``torch.optim.Adam``."""
+    ConvLstmGradModel(15, 48, dropout=0), n_step=K, lr_grad=0.2)`` in training mode (as its
+    Lightning module trains it; dropout 0, as on our side, where a training step refuses dropout);
+    step = solver forward + MSE to the target + backward + ``torch.optim.Adam``."""
     import types
 
     import torch
@@ -284,7 +286,7 @@ def run_reference(k: int, repeats: int, device: str, lr_grad: float = 0.2) -> di
     solver = models.GradSolver(
         prior_cost=models.BilinAEPriorCost(dim_in=N_TIME, dim_hidden=PRIOR_HIDDEN),
         obs_cost=models.BaseObsCost(),
-        grad_mod=models.ConvLstmGradModel(dim_in=N_TIME, dim_hidden=HIDDEN),
+        grad_mod=models.ConvLstmGradModel(dim_in=N_TIME, dim_hidden=HIDDEN, dropout=0.0),
         n_step=k, lr_grad=lr_grad,
     ).to(dev)
     solver.train()

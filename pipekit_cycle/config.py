@@ -29,6 +29,7 @@ __all__ = [
     "STEP_RULES",
     "FourDVarNetConfig",
     "OptimizerConfig",
+    "model_components",
 ]
 
 PADDINGS = ("zeros", "circular")
@@ -250,3 +251,20 @@ class OptimizerConfig:
     @classmethod
     def from_json(cls, text: str) -> OptimizerConfig:
         return cls.from_dict(json.loads(text))
+
+
+def model_components(model: Any, *, normalized: bool) -> dict[str, Any]:
+    """A built model's `COMPONENT_FIELDS`, read from its attributes the same way in every
+    backend (``normalized``: its modulator is the ocean4dvarnet normalized ConvLSTM, the only
+    one that down-samples)."""
+    return {
+        "grad_mod": "convlstm_normalized" if normalized else "convlstm",
+        "grad_mod_dropout": model.grad_mod_dropout,
+        "grad_mod_downsample": model.grad_mod.downsample if normalized else 1,
+        "prior_downsample": model.prior.downsample,
+        "bilin_quad": model.prior.bilin_quad,
+        "cost": model.cost,
+        "step_rule": model.step_rule,
+        "lr_grad": model.lr_grad,
+        "output": model.output,
+    }

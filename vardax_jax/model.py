@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import pipekit_cycle as pk
+from pipekit_cycle.config import model_components
 from pipekit_cycle.validation import as_observations, check_batch_divisible, check_batch_shapes, check_same_dtype
 
 from .adjoints import to_native_adjoint, to_spec
@@ -201,17 +202,7 @@ class AbstractFourDVarNet(eqx.Module):
     def components(self) -> dict[str, Any]:
         """The config's component fields (`pipekit_cycle.COMPONENT_FIELDS`) of this model."""
         normalized = isinstance(self.grad_mod, (NormalizedConvLSTMGradMod1D, NormalizedConvLSTMGradMod2D))
-        return {
-            "grad_mod": "convlstm_normalized" if normalized else "convlstm",
-            "grad_mod_dropout": self.grad_mod_dropout,
-            "grad_mod_downsample": self.grad_mod.downsample if normalized else 1,
-            "prior_downsample": self.prior.downsample,
-            "bilin_quad": self.prior.bilin_quad,
-            "cost": self.cost,
-            "step_rule": self.step_rule,
-            "lr_grad": self.lr_grad,
-            "output": self.output,
-        }
+        return model_components(self, normalized=normalized)
 
     def checked_adjoint(self, adjoint: Any) -> Any:
         """``adjoint`` as a native adjoint, after the shared solver check (``ImplicitAdjoint``

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from pipekit_cycle import COMPONENT_FIELDS, FourDVarNetConfig
 from pipekit_cycle.adjoints import RecursiveCheckpointAdjoint as _CheckpointSpec
 from pipekit_cycle.adjoints import check_solver_adjoint
+from pipekit_cycle.config import model_components
 from pipekit_cycle.validation import (
     as_observations,
     check_batch_shapes,
@@ -171,17 +172,7 @@ class FourDVarNet(nn.Module):
     def components(self) -> dict[str, Any]:
         """The config's component fields (`pipekit_cycle.COMPONENT_FIELDS`) of this model."""
         normalized = isinstance(self.grad_mod, (NormalizedConvLSTMGradMod1D, NormalizedConvLSTMGradMod2D))
-        return {
-            "grad_mod": "convlstm_normalized" if normalized else "convlstm",
-            "grad_mod_dropout": self.grad_mod_dropout,
-            "grad_mod_downsample": self.grad_mod.downsample if normalized else 1,
-            "prior_downsample": self.prior.downsample,
-            "bilin_quad": self.prior.bilin_quad,
-            "cost": self.cost,
-            "step_rule": self.step_rule,
-            "lr_grad": self.lr_grad,
-            "output": self.output,
-        }
+        return model_components(self, normalized=normalized)
 
     @property
     def device(self) -> torch.device:
