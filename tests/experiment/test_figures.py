@@ -3,14 +3,12 @@ matplotlib."""
 
 import sys
 
+import matplotlib  # noqa: F401  (installed by `make test`, the [all] extra: the figures are tested, never skipped)
 import numpy as np
-import pytest
 
 from pipekit_cycle import load_backend
 from pipekit_cycle.experiment import ExperimentConfig, run_experiment
 from pipekit_cycle.figures import RunSummary, build_figures
-
-pytest.importorskip("matplotlib")
 
 SUMMARY = RunSummary(backend="vardax_torch", system="l96", adjoint="truncated:2", steps=300, rmse_learned=0.731,
                      rmse_interpolation=1.321, rmse_fourdvar=0.646, fourdvar_windows=4, test_windows=16)
