@@ -10,7 +10,7 @@ from types import ModuleType
 
 from pipekit_cycle import available_backends, load_backend
 
-__all__ = ["DEFAULT_REFERENCE", "backends_under_test", "precision", "resolve"]
+__all__ = ["DEFAULT_REFERENCE", "backends_under_test", "bound_compiled_code", "precision", "resolve"]
 
 DEFAULT_REFERENCE = "vardax_jax"
 ENV_VARIABLE = "PIPEKIT_BACKENDS"
@@ -55,3 +55,28 @@ def precision(dtype: str) -> Iterator[None]:
     finally:
         for undo in reversed(restore):
             undo()
+
+
+# Each XLA:CPU executable holds a few memory mappings of its own; a process that compiles
+# thousands of programs (the whole suite, both dtypes) reaches Linux's vm.max_map_count (65530)
+# and LLVM fails with "Cannot allocate memory", then segfaults. Past this many mappings,
+# JAX's caches are dropped (later checks recompile what they need).
+MAX_MAPPINGS = 20_000
+
+
+def bound_compiled_code(max_mappings: int = MAX_MAPPINGS) -> bool:
+    """``jax.clear_caches()`` when this process holds more than ``max_mappings`` memory
+    mappings (Linux ``/proc/self/maps``; elsewhere nothing); whether it cleared."""
+    if "jax" not in sys.modules or not os.path.exists("/proc/self/maps"):
+        return False
+    with open("/proc/self/maps", "rb") as handle:
+        mappings = sum(1 for _ in handle)
+    if mappings <= max_mappings:
+        return False
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+    return True

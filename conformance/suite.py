@@ -15,7 +15,7 @@ from typing import Any
 from pipekit_cycle import BackendNotInstalledError
 
 from . import amortized_checks, checks, dynamics_checks  # noqa: F401  (they register the checks)
-from .backends import DEFAULT_REFERENCE, backends_under_test, precision, resolve
+from .backends import DEFAULT_REFERENCE, backends_under_test, bound_compiled_code, precision, resolve
 from .golden import GOLDEN_SUFFIX, Golden, Recorder, golden_path
 from .registry import CHECKS, Measurement, Pair
 
@@ -183,6 +183,7 @@ def _run(
         detail = "".join(traceback.format_exception_only(error)).strip()
         measurement = Measurement(float("nan"), float("nan"), detail)
         status = "ERROR"
+    bound_compiled_code()
     if expected is not None:
         status = "XPASS" if status == "pass" else "xfail"
     reason = expected.reason if expected else ""
