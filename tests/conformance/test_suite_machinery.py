@@ -82,8 +82,13 @@ def _ignores_truncation() -> types.ModuleType:
 
 def test_a_backend_that_ignores_truncation_is_caught():
     broken = _ignores_truncation()
-    report = conformance.check_backend(broken, only="*truncat*")
-    failed = {r.test_id.split("::", 1)[1] for r in report.results if not r.ok}
+    # The four ids asserted, not every truncated case (all of them took 4.5 min on 2 cores).
+    failed = set()
+    for only in ("*gradients::1d/truncated:1", "*gradients::2d/truncated:2", "*truncation_biased::1d/k=1",
+                 "*truncation_exact::1d/k=4"):
+        report = conformance.check_backend(broken, only=only)
+        assert report.results, only
+        failed |= {r.test_id.split("::", 1)[1] for r in report.results if not r.ok}
     assert "gradients::1d/truncated:1" in failed and "gradients::2d/truncated:2" in failed
     assert "truncation_biased::1d/k=1" in failed
     assert "truncation_exact::1d/k=4" not in failed  # still exact where exact is asked for
