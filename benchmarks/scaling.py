@@ -28,11 +28,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.worker import _time_steps
 
 BATCH_PER_DEVICE = 4
 
@@ -58,15 +59,6 @@ def _config(k: int, size: int) -> Any:
 
 def _relative(after: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> float:
     return max(float(np.abs(after[k] - expected[k]).max() / max(np.abs(expected[k]).max(), 1e-30)) for k in expected)
-
-
-def _timed(step: Any, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def jax_row(n: int, k: int, size: int, repeats: int) -> dict[str, Any]:
@@ -102,7 +94,7 @@ def jax_row(n: int, k: int, size: int, repeats: int) -> dict[str, Any]:
         float(loss)
 
     step()
-    times = _timed(step, repeats)
+    times = _time_steps(step, repeats)
     return {"times_s": times, "agreement": agreement, "platform": devices[0].platform}
 
 
@@ -133,7 +125,7 @@ def torch_row(k: int, size: int, repeats: int, device: str, out: str) -> None:
             torch.cuda.synchronize(dev)
 
     step()
-    times = _timed(step, repeats)
+    times = _time_steps(step, repeats)
     if n > 1:
         dist.barrier()
         placement.close()
