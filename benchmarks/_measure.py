@@ -14,9 +14,21 @@ import os
 import platform
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["gpu_info", "machine_info", "profiler_peak_bytes", "reset_peak_rss", "status_kib"]
+
+
+def time_steps(step: Callable[[], None], repeats: int) -> list[float]:
+    """Wall seconds of each of ``repeats`` calls of ``step`` (which must block until done)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def status_kib(field: str) -> int:

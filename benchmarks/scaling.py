@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.worker import _time_steps
+from benchmarks._measure import time_steps
 
 BATCH_PER_DEVICE = 4
 
@@ -94,7 +94,7 @@ def jax_row(n: int, k: int, size: int, repeats: int) -> dict[str, Any]:
         float(loss)
 
     step()
-    times = _time_steps(step, repeats)
+    times = time_steps(step, repeats)
     return {"times_s": times, "agreement": agreement, "platform": devices[0].platform}
 
 
@@ -125,7 +125,7 @@ def torch_row(k: int, size: int, repeats: int, device: str, out: str) -> None:
             torch.cuda.synchronize(dev)
 
     step()
-    times = _time_steps(step, repeats)
+    times = time_steps(step, repeats)
     if n > 1:
         dist.barrier()
         placement.close()

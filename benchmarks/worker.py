@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._measure import profiler_peak_bytes, reset_peak_rss, status_kib
+from benchmarks._measure import profiler_peak_bytes, reset_peak_rss, status_kib, time_steps
 
 BATCH, N_TIME, HEIGHT, WIDTH = 4, 15, 64, 64
 HIDDEN, PRIOR_HIDDEN = 48, 32
@@ -98,15 +98,6 @@ def _contractive(vd: Any, model: Any) -> Any:
 def log(message: str) -> None:
     """A timestamped progress line on stderr (the parent keeps stdout for the JSON)."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _time_steps(step: Callable[[], None], repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _peak_rss(step: Callable[[], None]) -> tuple[float, float]:
@@ -174,7 +165,7 @@ def run_jax(adjoint: str, k: int, repeats: int, device: str, compile_only: bool 
     warm_s = time.perf_counter() - warm_start
     log(f"warm-up step {warm_s:.1f} s")
     rss, rss_abs = _peak_rss(step)
-    times = _time_steps(step, repeats)
+    times = time_steps(step, repeats)
     # The compiled step's temp memory on every platform: the GPU allocator's peak cannot be
     # reset and holds the autotuner's scratch from compilation (2.2 GiB whatever K, measured).
     alloc_mib, alloc_kind = (None if temp_bytes is None else temp_bytes / 2**20), "xla_temp_size"
@@ -217,7 +208,7 @@ def _torch_measure(step: Callable[[], None], dev: Any, repeats: int) -> dict[str
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
             synced()
         alloc, kind = profiler_peak_bytes(prof) / 2**20, "torch_profiler_peak"
-    times = _time_steps(synced, repeats)
+    times = time_steps(synced, repeats)
     return {"rss_mib": rss, "rss_abs_mib": rss_abs, "alloc_mib": alloc, "alloc_kind": kind, "times_s": times,
             "warmup_s": warm_s, "device": str(dev), "threads": torch.get_num_threads()}
 

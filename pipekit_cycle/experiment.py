@@ -71,6 +71,7 @@ import numpy as np
 
 from .adjoints import INNER_SOLVE, SPEC_TYPES, AdjointSpec, parse_adjoint
 from .config import FourDVarNetConfig, OptimizerConfig
+from .metrics import rmse
 from .params import CONFIG_METADATA_KEY, atomic_write, save_params, validate_params
 from .placement import Placement
 from .problems import Problem, lorenz63, lorenz96
@@ -259,10 +260,6 @@ class ExperimentConfig:
 
     def optimizer_config(self) -> OptimizerConfig:
         return OptimizerConfig(name="adam", lr=self.lr)
-
-
-def rmse(estimate: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.asarray(estimate) - np.asarray(truth)) ** 2)))
 
 
 def linear_interpolation(obs: np.ndarray) -> np.ndarray:

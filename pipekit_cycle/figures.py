@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .metrics import rmse
 from .params import atomic_write
 
 if TYPE_CHECKING:
@@ -82,10 +83,6 @@ class RunSummary:
         )
 
 
-def _rmse(estimate: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((estimate - truth) ** 2)))
-
-
 def _new_figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
@@ -115,7 +112,7 @@ def reconstruction_figure(
     for n, axis in enumerate(axes):
         axis.plot(times, truth[:, n], color="black", linewidth=1.2, label="truth")
         for estimate, label, style in estimates:
-            axis.plot(times, estimate[:, n], label=f"{label} (RMSE {_rmse(estimate, truth):.3f})", **style)
+            axis.plot(times, estimate[:, n], label=f"{label} (RMSE {rmse(estimate, truth):.3f})", **style)
         axis.plot(times, obs[:, n], "o", color="tab:red", markersize=3, label="observations")
         axis.set_ylabel(f"x[{n}]")
     axes[0].legend(loc="upper right", fontsize=7, ncol=2)
@@ -149,8 +146,8 @@ def hovmoeller_figure(
         (truth, "truth", state_map, state_range),
         (obs, "observations (grey: unobserved)", state_map, state_range),
         (learned, "learned reconstruction", state_map, state_range),
-        (error_learned, f"reconstruction - truth\nRMSE {_rmse(learned, truth):.3f}", error_map, None),
-        (error_interpolation, f"interpolation - truth\nRMSE {_rmse(interpolation, truth):.3f}", error_map, None),
+        (error_learned, f"reconstruction - truth\nRMSE {rmse(learned, truth):.3f}", error_map, None),
+        (error_interpolation, f"interpolation - truth\nRMSE {rmse(interpolation, truth):.3f}", error_map, None),
     ]
     figure = _new_figure(15.0, 2.0 + 0.12 * truth.shape[0])
     axes: Sequence[Axes] = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]

@@ -34,13 +34,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from .metrics import psd_score, rmse_score
+from .metrics import psd_score, rmse, rmse_score
 from .patches import patch_origins, stitch
+from .ssh import KM_PER_DEG, ssh_osse
 
 __all__ = [
     "NETCDF_HINT",
@@ -56,7 +57,6 @@ __all__ = [
 ]
 
 NETCDF_HINT = "pip install 'pipekit-cycle[netcdf]' (or pip install xarray h5netcdf)"
-KM_PER_DEG = 6371.0 * math.pi / 180.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +84,6 @@ class GriddedData:
 
 def simulated(*, n_days: int, grid: int, seed: int) -> GriddedData:
     """The default `pipekit_cycle.ssh.ssh_osse` on a ``grid x grid`` box (``n_days`` days)."""
-    from .ssh import ssh_osse
-
     osse = ssh_osse(n_days=n_days, shape=(grid, grid), seed=seed)
     return GriddedData(
         truth=osse.truth, obs=osse.obs, lat=osse.lat, lon=osse.lon, time=osse.time, dx_deg=osse.dx_deg,
@@ -200,12 +198,6 @@ def samples(
                                                                                             strict=True)])
 
 
-def _pairs(starts: np.ndarray, origins: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
-    for w, start in enumerate(starts):
-        for origin in origins:
-            yield w, int(start), origin
-
-
 def reconstruct(
     predict: Callable[[np.ndarray], np.ndarray],
     obs: np.ndarray,
@@ -234,19 +226,21 @@ def reconstruct(
         total[starts[w] : starts[w] + length] += tau * window
         norm[starts[w] : starts[w] + length] += tau[:, 0, 0]
 
-    pairs = list(_pairs(starts, origins))
-    for first in range(0, len(pairs), batch_size):
-        chunk = pairs[first : first + batch_size]
-        inputs = np.stack([obs[s : s + length, r : r + size, c : c + size] for _, s, (r, c) in chunk])
+    # Every (window, patch) pair, window-major: at most two windows are pending at a time.
+    window_of = np.repeat(np.arange(len(starts)), len(origins))
+    origin_of = np.tile(origins, (len(starts), 1))
+    for first in range(0, len(window_of), batch_size):
+        chunk = slice(first, first + batch_size)
+        inputs = samples(obs, starts[window_of[chunk]], origin_of[chunk], length, size)
         outputs = np.asarray(predict(inputs))
         if outputs.shape != inputs.shape:
             raise ValueError(f"predict must return an array shaped like its input {inputs.shape}, got {outputs.shape}")
-        for (w, _, _), output in zip(chunk, outputs, strict=True):
-            pending.setdefault(w, []).append(output)
-            if len(pending[w]) == len(origins):
-                flush(w)
+        for w, output in zip(window_of[chunk], outputs, strict=True):
+            pending.setdefault(int(w), []).append(output)
+            if len(pending[int(w)]) == len(origins):
+                flush(int(w))
         if progress is not None:
-            progress(len(chunk))
+            progress(len(inputs))
     return total / norm[:, None, None]
 
 
@@ -257,7 +251,7 @@ def score(estimate: np.ndarray, truth: np.ndarray, *, dx_deg: float, dt_days: fl
     mu, sigma = rmse_score(estimate, truth)
     lambda_x, lambda_t = psd_score(estimate, truth, dx=dx_deg, dt=dt_days)
     return {
-        "rmse": float(np.sqrt(np.mean((np.asarray(estimate) - np.asarray(truth)) ** 2))),
+        "rmse": rmse(estimate, truth),
         "mu": mu,
         "sigma": sigma,
         "lambda_x_deg": lambda_x if math.isfinite(lambda_x) else None,

@@ -48,7 +48,7 @@ import math
 
 import numpy as np
 
-__all__ = ["psd_score", "rmse_score", "spectral_score"]
+__all__ = ["psd_score", "rmse", "rmse_score", "spectral_score"]
 
 LEVEL = 0.5
 
@@ -63,6 +63,11 @@ def _pair_of_fields(estimate: np.ndarray, truth: np.ndarray, ndim: int | None = 
     if truth.ndim < 1 or truth.size == 0:
         raise ValueError(f"estimate and truth must be non-empty arrays with time first, got shape {truth.shape}")
     return estimate, truth
+
+
+def rmse(estimate: np.ndarray, truth: np.ndarray) -> float:
+    r""":math:`\sqrt{\mathrm{mean}((\hat x - x)^2)}` over every entry, in the units of the fields."""
+    return float(np.sqrt(np.mean((np.asarray(estimate) - np.asarray(truth)) ** 2)))
 
 
 def rmse_score(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
