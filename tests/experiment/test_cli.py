@@ -17,7 +17,7 @@ from pipekit_cycle.experiment import build_parser, list_checkpoints
     [
         (["--steps", "-1"], "--steps", "integer >= 1"),
         (["--adjoint", "backsolve"], "--adjoint", "allowed here: checkpoint, truncated"),
-        (["--batch-size", "100"], "--batch-size", "at most the number of training windows (64)"),
+        (["--batch-size", "1000"], "--batch-size", "at most the number of training windows (512)"),
     ],
 )
 def test_invalid_flag_is_a_one_line_usage_error(tmp_path, module_cli, argv, flag, allowed):

@@ -5,6 +5,7 @@ import pytest
 
 from pipekit_cycle import load_backend, load_params
 from pipekit_cycle.experiment import (
+    SYSTEM_DEFAULTS,
     ConfigError,
     ExperimentConfig,
     build_parser,
@@ -34,7 +35,7 @@ def test_linear_interpolation_closed_form():
         ({"adjoint": "truncated:0"}, "adjoint", ">= 1"),
         ({"steps": 0}, "steps", ">= 1"),
         ({"steps": 2.5}, "steps", "integer"),
-        ({"batch_size": 100}, "batch_size", r"training windows \(64\)"),
+        ({"batch_size": 1000}, "batch_size", r"training windows \(512\)"),
         ({"lr": float("nan")}, "lr", "finite"),
         ({"lr": 0.0}, "lr", "> 0"),
         ({"seed": -1}, "seed", ">= 0"),
@@ -47,6 +48,16 @@ def test_experiment_config_validation(changes, field, word):
     with pytest.raises(ConfigError, match=word) as caught:
         ExperimentConfig(**changes)
     assert caught.value.field == field and isinstance(caught.value, ValueError)
+
+
+def test_sizes_left_unset_take_their_systems_defaults():
+    for system, defaults in SYSTEM_DEFAULTS.items():
+        config = ExperimentConfig(system=system)
+        assert {field: getattr(config, field) for field in defaults} == defaults
+    l63 = ExperimentConfig(system="l63", steps=7, batch_size=2)
+    assert (l63.steps, l63.batch_size, l63.train_windows) == (7, 2, SYSTEM_DEFAULTS["l63"]["train_windows"])
+    args = build_parser("x").parse_args(["train", "--system", "l63", "--out", "o"])
+    assert args.steps is None and args.train_windows is None  # resolved by the config, per system
 
 
 def test_adjoint_is_stored_in_canonical_form():
