@@ -157,7 +157,7 @@ def _check_int(field: str, value: object, minimum: int) -> None:
 SYSTEM_DEFAULTS: dict[str, dict[str, int]] = {
     "l96": {"steps": 600, "batch_size": 8, "solver_steps": 5, "train_windows": 512, "test_windows": 16,
             "hidden_dim": 16, "prior_hidden_dim": 16, "fourdvar_windows": 4},
-    "l63": {"steps": 2000, "batch_size": 16, "solver_steps": 8, "train_windows": 1024, "test_windows": 64,
+    "l63": {"steps": 4000, "batch_size": 16, "solver_steps": 8, "train_windows": 1024, "test_windows": 64,
             "hidden_dim": 32, "prior_hidden_dim": 32, "fourdvar_windows": 8},
 }
 

@@ -56,7 +56,7 @@ __all__ = [
     "write_netcdf",
 ]
 
-NETCDF_HINT = "pip install 'pipekit-cycle[netcdf]' (or pip install xarray h5netcdf)"
+NETCDF_HINT = "pip install 'pipekit-cycle[netcdf]' (or pip install xarray h5netcdf h5py)"
 
 
 @dataclasses.dataclass(frozen=True)

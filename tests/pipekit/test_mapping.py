@@ -1,5 +1,7 @@
 """The SSH mapping job's numpy parts: windows, samples, the blended reconstruction, scores."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,52 @@ def test_score_of_a_perfect_and_a_zero_estimate():
     assert perfect["rmse"] == 0.0 and perfect["mu"] == 1.0 and perfect["sigma"] == 0.0
     zero = mapping.score(np.zeros_like(truth), truth, dx_deg=0.1)
     assert zero["mu"] == pytest.approx(0.0, abs=1e-12) and zero["lambda_x_deg"] is None
+
+
+@pytest.fixture(scope="module")
+def period():
+    return mapping.simulated(n_days=3, grid=32, seed=0)
+
+
+def test_netcdf_round_trip_keeps_fields_grid_and_umask(tmp_path, period):
+    path = tmp_path / "map.nc"
+    estimate = period.truth + 0.01
+    old = os.umask(0o027)
+    try:
+        mapping.write_netcdf(path, period, {"learned": estimate})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640 and [p.name for p in tmp_path.iterdir()] == ["map.nc"]
+    back = mapping.read_netcdf(path, var="truth", obs_var="obs")
+    np.testing.assert_array_equal(back.truth, period.truth)
+    np.testing.assert_array_equal(back.obs, period.obs)  # NaN where unobserved, in the same places
+    np.testing.assert_array_equal(back.lat, period.lat)
+    assert back.dx_deg == pytest.approx(period.dx_deg, rel=1e-12) and back.dx_km == pytest.approx(period.dx_km)
+    learned = mapping.read_netcdf(path, var="learned", obs_var="obs")
+    np.testing.assert_array_equal(learned.truth, estimate)
+
+
+def test_netcdf_errors_name_the_file_and_what_is_wrong(tmp_path, period):
+    import xarray as xr  # the netcdf extra, which make setup installs
+
+    dims = ("time", "lat", "lon")
+    path = tmp_path / "map.nc"
+    mapping.write_netcdf(path, period, {})
+    with pytest.raises(ValueError, match=r"map.nc: has no variable 'sla' \(--var\); its variables: truth, obs"):
+        mapping.read_netcdf(path, var="sla", obs_var="obs")
+    with pytest.raises(ValueError, match=r"no such file"):
+        mapping.read_netcdf(tmp_path / "absent.nc", var="truth", obs_var="obs")
+    (tmp_path / "junk.nc").write_bytes(b"not netcdf")
+    with pytest.raises(ValueError, match=r"junk.nc: not a readable netCDF-4 file"):
+        mapping.read_netcdf(tmp_path / "junk.nc", var="truth", obs_var="obs")
+    swapped = xr.Dataset({"truth": (("lat", "time", "lon"), period.truth.transpose(1, 0, 2)),
+                          "obs": (dims, period.obs)},
+                         coords={"time": period.time, "lat": period.lat, "lon": period.lon})
+    swapped.to_netcdf(tmp_path / "swapped.nc", engine="h5netcdf")
+    with pytest.raises(ValueError, match=r"'truth' has dimensions \('lat', 'time', 'lon'\), expected"):
+        mapping.read_netcdf(tmp_path / "swapped.nc", var="truth", obs_var="obs")
+    irregular = xr.Dataset({"truth": (dims, period.truth), "obs": (dims, period.obs)},
+                           coords={"time": period.time, "lat": period.lat ** 1.01, "lon": period.lon})
+    irregular.to_netcdf(tmp_path / "irregular.nc", engine="h5netcdf")
+    with pytest.raises(ValueError, match=r"lat must be 1-D, increasing and regularly spaced"):
+        mapping.read_netcdf(tmp_path / "irregular.nc", var="truth", obs_var="obs")
