@@ -3,13 +3,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo lint docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev,docs]'
 	# The peer the interop tests compare against; --no-deps: its pins clash with ours, and the
 	# classes under test need only torch (tests/interop/conftest.py).
 	$(PY) -m pip install --quiet --no-deps ocean4dvarnet==1.0.6
@@ -20,7 +20,12 @@ setup: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP) lint
+# The API reference from the docstrings into site/; --strict: a broken reference fails. The
+# theme's fonts are off, so nothing is fetched at build time or when reading the site.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
+
+test: $(STAMP) lint docs
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
@@ -30,4 +35,4 @@ demo: $(STAMP)
 	  echo "conformance (full table in runs/demo/conformance.txt):"; tail -n 1 runs/demo/conformance.txt; exit $$status
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) site

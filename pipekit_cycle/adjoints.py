@@ -345,6 +345,8 @@ def checkpoint_schedule(n_steps: int, checkpoints: int | None) -> int:
     Walther 2010, equinox's checkpointed loop) costs ``O(n log n)`` step evaluations for
     ``O(log n)`` stored states; an explicit count is clipped to ``[1, n_steps]``.
 
+    Examples
+    --------
     >>> [checkpoint_schedule(n, None) for n in (1, 2, 8, 9, 64)]
     [1, 1, 3, 4, 6]
     """
