@@ -143,12 +143,12 @@ class KStepAdjoint(optx.AbstractAdjoint):
 
     .. math::
 
-        rac{\partial y_n}{\partial 	heta} pprox \sum_{j=n-k}^{n-1}
-        \Big(\prod_{i=j+1}^{n-1} rac{\partial s}{\partial y}(y_i)\Big)
-        rac{\partial s}{\partial 	heta}(y_j) ,
+        \frac{\partial y_n}{\partial \theta} \approx \sum_{j=n-k}^{n-1}
+        \Big(\prod_{i=j+1}^{n-1} \frac{\partial s}{\partial y}(y_i)\Big)
+        \frac{\partial s}{\partial \theta}(y_j) ,
 
-    the chain rule through the steps ``y_{i+1} = s(y_i, 	heta)`` from ``n - k`` on. On a
-    linear fixed point ``y = A y + 	heta`` this is the truncated Neumann series
+    the chain rule through the steps ``y_{i+1} = s(y_i, \theta)`` from ``n - k`` on. On a
+    linear fixed point ``y = A y + \theta`` this is the truncated Neumann series
     ``\sum_{j<k} A^j``; for Newton at convergence ``k = 1`` is the implicit-function-theorem
     gradient (Bolte, Pauwels & Vaiter 2023); ``k >= n`` is the exact (unrolled) gradient.
     Works as the ``adjoint=`` of ``optx.minimise``, ``optx.root_find``, ``optx.fixed_point`` and

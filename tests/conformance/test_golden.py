@@ -27,8 +27,8 @@ def test_shipped_files_are_current_and_agree_with_the_live_reference(dtype):
         live = run_one("vardax_torch", "vardax_jax", check, case, dtype=dtype)
         replayed = run_one("vardax_torch", "vardax_jax:golden", check, case, dtype=dtype)
         assert live.status == replayed.status == "pass", (key, replayed.measurement.detail)
-        # float64 replays bit for bit; float32 kernels round differently on CPUs with other vector
-        # units (AVX-512 vs AVX2: 8.4464061e-08 vs 8.4464068e-08 here), so there to a few ulps.
+        # float64 replays bit for bit; float32 kernels round differently on another CPU (files made
+        # on an AMD EPYC, replayed on an Intel Xeon: 8.4464061e-08 vs 8.4464068e-08), so to ulps.
         exact = {"float64": 0.0, "float32": 1e-5}[dtype]
         assert replayed.measurement.error == pytest.approx(live.measurement.error, rel=exact, abs=0.0), key
         assert replayed.reference == "vardax_jax (golden)"
