@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from pipekit_cycle.metrics import psd_score, rmse_score, spectral_score
+from pipekit_cycle.metrics import psd_score, rmse, rmse_score, spectral_score
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,8 @@ def test_psd_score_errors(white: np.ndarray):
     holes[1, 1, 1] = np.nan
     with pytest.raises(ValueError, match="complete fields"):
         psd_score(white, holes, dx=1.0, dt=1.0)
+
+
+def test_rmse_closed_form():
+    assert rmse(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[1.0, 4.0], [3.0, 4.0]])) == pytest.approx(1.0)
+    assert rmse(np.zeros(3), np.array([3.0, 4.0, 0.0])) == pytest.approx(np.sqrt(25 / 3), rel=1e-15)
