@@ -1,4 +1,5 @@
-"""A backend-neutral experiment: train a 4DVarNet on a Lorenz system, checkpoint, evaluate.
+"""A backend-neutral experiment: train a 4DVarNet on a Lorenz system or on SSH maps, checkpoint,
+evaluate.
 
 Written only against the `pipekit_cycle.Backend` protocol (plus the optional
 ``export_optimizer_state`` / ``import_optimizer_state`` for bit-exact resume), so
@@ -18,6 +19,11 @@ Run directory (``--out``)::
     checkpoints/damaged-step-...       a checkpoint that could not be read, set aside on resume
     metrics.json                       held-out RMSE: learned solver, interpolation, 4D-Var
     reconstruction.png, loss.png, hovmoeller.png (Lorenz-96)   when matplotlib is installed
+
+The SSH job (``system="ssh"``, `pipekit_cycle.mapping_experiment`) trains on space-time patches
+of gridded maps and writes ``metrics.json`` with the data challenge's scores of the learned map,
+OI and interpolation, ``reconstruction.nc`` and ``maps.png``, ``psd_score.png``, ``loss.png``;
+everything else (checkpoints, resume, errors) is the same.
 
 Checkpoints: one every ``checkpoint_every`` steps and one at the last step. Each is written
 whole into a temporary directory and renamed into place, so a checkpoint directory is either
@@ -65,24 +71,28 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, NoReturn, TextIO
+from typing import Any, Literal, NoReturn, Protocol, TextIO
 
 import numpy as np
 
 from .adjoints import INNER_SOLVE, SPEC_TYPES, AdjointSpec, parse_adjoint
 from .config import FourDVarNetConfig, OptimizerConfig
+from .mapping_experiment import DEFAULT_FILE_NOISE_STD, MAP_FILES, NetcdfSkippedWarning
 from .metrics import rmse
 from .params import CONFIG_METADATA_KEY, atomic_write, save_params, validate_params
 from .placement import Placement
 from .problems import Problem, lorenz63, lorenz96
 
 __all__ = [
+    "SSH_FIELDS",
+    "SSH_SIMULATION",
     "SYSTEM_DEFAULTS",
     "CheckpointError",
     "CheckpointFallbackWarning",
     "ConfigError",
     "ExperimentConfig",
     "FiguresSkippedWarning",
+    "NetcdfSkippedWarning",
     "RunDirectoryError",
     "build_parser",
     "latest_checkpoint",
@@ -93,7 +103,7 @@ __all__ = [
     "run_experiment",
 ]
 
-SYSTEMS = ("l63", "l96")
+SYSTEMS = ("l63", "l96", "ssh")
 QUASI_STATIC_STAGE = 50
 CHECKPOINTS = "checkpoints"
 MODEL_FILE = "checkpoint.safetensors"
@@ -150,27 +160,53 @@ def _check_int(field: str, value: object, minimum: int) -> None:
         raise ConfigError(field, f"must be an integer >= {minimum}, got {value!r}")
 
 
+def _check_positive_number(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(field, f"must be a finite number > 0, got {value!r}")
+
+
 # What a field left at None becomes, per system: settings under which a first run with no flags
 # ends with the learned solver below linear interpolation (README, "Results"). Lorenz-96 needs
 # many windows (64 overfit: held-out RMSE 1.53 vs interpolation's 1.28 after 300 steps);
-# Lorenz-63 needs 4000 steps (after 2000 it is at interpolation's level).
-SYSTEM_DEFAULTS: dict[str, dict[str, int]] = {
+# Lorenz-63 needs 4000 steps (after 2000 it is at interpolation's level). The SSH job's are
+# those of its quality run (README, "Mapping sea-surface height").
+SYSTEM_DEFAULTS: dict[str, dict[str, Any]] = {
     "l96": {"steps": 600, "batch_size": 8, "solver_steps": 5, "train_windows": 512, "test_windows": 16,
             "hidden_dim": 16, "prior_hidden_dim": 16, "fourdvar_windows": 4},
     "l63": {"steps": 4000, "batch_size": 16, "solver_steps": 8, "train_windows": 1024, "test_windows": 64,
             "hidden_dim": 32, "prior_hidden_dim": 32, "fourdvar_windows": 8},
+    "ssh": {"steps": 1000, "batch_size": 8, "solver_steps": 5, "hidden_dim": 32, "prior_hidden_dim": 32,
+            "patch_size": 32, "patch_stride": 16, "test_days": 60, "oi_space_km": 50.0, "oi_time_days": 7.0,
+            "background": "oi"},
 }
+# Fields that only mean something for some systems: setting one for another system is refused
+# rather than ignored.
+LORENZ_FIELDS = ("train_windows", "test_windows", "fourdvar_windows")
+SSH_FIELDS = ("patch_size", "patch_stride", "train_days", "test_days", "grid", "data", "var", "obs_var",
+              "obs_noise_std", "oi_space_km", "oi_time_days", "background")
+BACKGROUNDS = ("oi", "none")
+# Without --data, the SSH job simulates this many days of training and this grid.
+SSH_SIMULATION = {"train_days": 240, "grid": 64}
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """What to train and how. A size left at ``None`` takes its system's value in
     `SYSTEM_DEFAULTS` (resolved at construction, so a config always holds numbers);
-    ``window_length`` ``None``: 200 for l63 (Fablet et al. 2021), 10 for l96. Every field is
-    checked at construction (`ConfigError`, a ``ValueError``); the adjoint is stored in its
-    canonical text form (``str(parse_adjoint(adjoint))``)."""
+    ``window_length`` ``None``: 200 for l63 (Fablet et al. 2021), 10 for l96, 7 days for ssh.
+    Every field is checked at construction (`ConfigError`, a ``ValueError``); the adjoint is
+    stored in its canonical text form (``str(parse_adjoint(adjoint))``).
 
-    system: Literal["l63", "l96"] = "l96"
+    ``train_windows``, ``test_windows`` and ``fourdvar_windows`` belong to the Lorenz systems;
+    the `SSH_FIELDS` to ``system="ssh"`` (`pipekit_cycle.mapping_experiment`): the patches
+    (``patch_size``, ``patch_stride``), the periods (``train_days``, ``test_days``), the
+    simulated box (``grid``, default `SSH_SIMULATION`) or a user's netCDF file (``data``,
+    ``var``, ``obs_var``, ``obs_noise_std``), the OI's scales (``oi_space_km``,
+    ``oi_time_days``) and ``background`` (``"oi"``: the solver maps the departure from OI).
+    A field set for a system it does not belong to is refused, not ignored. With ``data``,
+    ``train_days`` ``None`` means every day before the held-out ones."""
+
+    system: Literal["l63", "l96", "ssh"] = "l96"
     adjoint: str = "checkpoint"
     steps: int | None = None
     batch_size: int | None = None
@@ -184,28 +220,84 @@ class ExperimentConfig:
     prior_hidden_dim: int | None = None
     checkpoint_every: int = 50
     fourdvar_windows: int | None = None
+    patch_size: int | None = None
+    patch_stride: int | None = None
+    train_days: int | None = None
+    test_days: int | None = None
+    grid: int | None = None
+    data: str | None = None
+    var: str | None = None
+    obs_var: str | None = None
+    obs_noise_std: float | None = None
+    oi_space_km: float | None = None
+    oi_time_days: float | None = None
+    background: str | None = None
 
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
             raise ConfigError("system", f"must be one of {', '.join(SYSTEMS)}, got {self.system!r}")
+        foreign = SSH_FIELDS if self.system != "ssh" else LORENZ_FIELDS
+        for field in foreign:
+            if getattr(self, field) is not None:
+                owner = "the ssh system" if field in SSH_FIELDS else "the Lorenz systems (l63, l96)"
+                raise ConfigError(field, f"is a setting of {owner}, not of --system {self.system}")
         for field, value in SYSTEM_DEFAULTS[self.system].items():
             if getattr(self, field) is None:
                 object.__setattr__(self, field, value)
         for field in _POSITIVE_INTS:
-            _check_int(field, getattr(self, field), 1)
+            if field not in foreign:
+                _check_int(field, getattr(self, field), 1)
         _check_int("seed", self.seed, 0)  # numpy generators refuse negative seeds
-        _check_int("fourdvar_windows", self.fourdvar_windows, 0)
         if self.window_length is not None:
             _check_int("window_length", self.window_length, 2)
-        lr = self.lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ConfigError("lr", f"must be a finite number > 0, got {lr!r}")
-        if self.batch_size > self.train_windows:
-            raise ConfigError(
-                "batch_size", f"must be at most the number of training windows ({self.train_windows}), "
-                f"got {self.batch_size}"
-            )
+        _check_positive_number("lr", self.lr)
+        if self.system == "ssh":
+            self._check_ssh()
+        else:
+            _check_int("fourdvar_windows", self.fourdvar_windows, 0)
+            if self.batch_size > self.train_windows:
+                raise ConfigError(
+                    "batch_size", f"must be at most the number of training windows ({self.train_windows}), "
+                    f"got {self.batch_size}"
+                )
         object.__setattr__(self, "adjoint", str(self._check_adjoint()))
+
+    def _check_ssh(self) -> None:
+        if self.data is None:
+            for field in ("var", "obs_var", "obs_noise_std"):
+                if getattr(self, field) is not None:
+                    raise ConfigError(field, "is a setting of a --data file; the simulation has its own")
+            for field, value in SSH_SIMULATION.items():
+                if getattr(self, field) is None:
+                    object.__setattr__(self, field, value)
+            _check_int("grid", self.grid, 8)
+        else:
+            if not isinstance(self.data, str) or not self.data:
+                raise ConfigError("data", f"must be the path of a netCDF file, got {self.data!r}")
+            if self.grid is not None:
+                raise ConfigError("grid", "sets the simulation's size; a --data file has its own grid")
+            for field in ("var", "obs_var"):
+                if not isinstance(getattr(self, field), str) or not getattr(self, field):
+                    raise ConfigError(field, "must name the file's variable (--data needs --var and --obs-var)")
+            if self.obs_noise_std is not None:
+                _check_positive_number("obs_noise_std", self.obs_noise_std)
+        for field in ("patch_size", "patch_stride", "test_days"):
+            _check_int(field, getattr(self, field), 1)
+        if self.train_days is not None:
+            _check_int("train_days", self.train_days, 1)
+        for field in ("oi_space_km", "oi_time_days"):
+            _check_positive_number(field, getattr(self, field))
+        if self.background not in BACKGROUNDS:
+            raise ConfigError("background", f"must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
+        if self.patch_stride > self.patch_size:
+            raise ConfigError("patch_stride", f"must be at most --patch-size ({self.patch_size}) so that the "
+                              f"patches cover the domain, got {self.patch_stride}")
+        for field in ("test_days", "train_days"):
+            days = getattr(self, field)
+            if days is not None and days < self.length:
+                raise ConfigError(field, f"must hold at least one window of {self.length} days, got {days}")
+        if self.grid is not None and self.patch_size > self.grid:
+            raise ConfigError("patch_size", f"must be at most --grid ({self.grid}), got {self.patch_size}")
 
     def _check_adjoint(self) -> AdjointSpec:
         text = self.adjoint
@@ -248,9 +340,10 @@ class ExperimentConfig:
 
     @property
     def length(self) -> int:
+        """The window length T (time steps; days for ssh)."""
         if self.window_length is not None:
             return self.window_length
-        return 200 if self.system == "l63" else 10
+        return {"l63": 200, "l96": 10, "ssh": 7}[self.system]
 
     def problem(self) -> tuple[Problem, Problem]:
         """Train and held-out windows, simulated from ``seed``."""
@@ -262,14 +355,14 @@ class ExperimentConfig:
         return problem.split(self.train_windows)
 
     def _model_config(self, spec: AdjointSpec) -> FourDVarNetConfig:
-        state_shape = (3,) if self.system == "l63" else (40,)
+        state_shape = {"l63": (3,), "l96": (40,), "ssh": (self.patch_size, self.patch_size)}[self.system]
         return FourDVarNetConfig(
             state_shape=state_shape,
             n_time=self.length,
             hidden_dim=self.hidden_dim,
             prior_hidden_dim=self.prior_hidden_dim,
             n_solver_steps=self.solver_steps,
-            padding="zeros" if self.system == "l63" else "circular",  # Lorenz-96 is periodic
+            padding="circular" if self.system == "l96" else "zeros",  # Lorenz-96 is periodic
             solver_adjoint=spec,
         )
 
@@ -350,7 +443,7 @@ def _describe_run(out: Path) -> str | None:
 def _remove_run(out: Path) -> None:
     """Remove the files a run writes (only those: ``--out`` may hold other files)."""
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    for name in (METRICS_FILE, *FIGURE_FILES, *LEGACY_FILES):
+    for name in (METRICS_FILE, *FIGURE_FILES, *MAP_FILES, *LEGACY_FILES):
         (out / name).unlink(missing_ok=True)
 
 
@@ -462,6 +555,8 @@ def _check_same_experiment(state: dict[str, Any], config: ExperimentConfig, back
     made = {**state["experiment"], "backend": state["backend"]}
     made["adjoint"] = _canonical_adjoint(made.get("adjoint"))
     asked = {**dataclasses.asdict(config), "backend": backend}
+    for key in SSH_FIELDS:  # runs made before the ssh system had none of its fields
+        made.setdefault(key, None)
     differ = [key for key in asked if key not in RESUMABLE_CHANGES and made.get(key, "<unset>") != asked[key]]
     if differ:
         then = ", ".join(f"{key}={made.get(key, '<unset>')}" for key in differ)
@@ -710,11 +805,11 @@ def run_experiment(
             f"--out: {out_dir} already holds a run ({held}); pass --resume to continue it or --overwrite to "
             f"start again"
         )
-    train, test = config.problem()
     if resume:
         training, damaged = _restore(backend, config, out_dir, placement)
     else:
         training, damaged = _fresh(backend, config, placement), []
+    task = _task(config, placement)  # may refuse the data (ConfigError), so still before any write
     # Everything above only read (on every rank); from here on the run directory changes.
     placement.barrier()
     if placement.writes:
@@ -724,21 +819,17 @@ def run_experiment(
         _tidy_checkpoints(out_dir, damaged)
     progress = progress and placement.writes
 
-    scale = _Standardiser(train.truth)
-    train_obs, train_truth = scale.forward(train.obs), scale.forward(train.truth)
-    test_obs, test_truth = scale.forward(test.obs), scale.forward(test.truth)
-
     def held_out_loss() -> float:
-        return _held_out_loss(backend, training.model, test_obs, test_truth, config.batch_size, placement)
+        return _held_out_loss(backend, training.model, *task.held_out, config.batch_size, placement)
 
     if not training.held_out:
         training.held_out.append([0, held_out_loss()])
     with _progress(config.steps, training.step, progress, "train") as bar:
         while training.step < config.steps:
             # Every rank draws the same windows (the same sampler) and keeps its own slice of them.
-            chosen = placement.shard(training.sampler.choice(config.train_windows, size=config.batch_size,
-                                                             replace=False))
-            batch = backend.make_batch(train_obs[chosen], target=train_truth[chosen], **placement.train_batch_kwargs)
+            chosen = placement.shard(training.sampler.choice(task.n_samples, size=config.batch_size, replace=False))
+            obs, truth = task.training_samples(np.asarray(chosen))
+            batch = backend.make_batch(obs, target=truth, **placement.train_batch_kwargs)
             training.model, training.opt_state, loss = backend.train_step(
                 training.model, batch, training.optimizer, training.opt_state
             )
@@ -760,45 +851,101 @@ def run_experiment(
                 placement.barrier()
             bar.set_postfix(loss=f"{training.losses[-1]:.4f}", held_out=f"{training.held_out[-1][1]:.4f}")
 
-    # "up to": a default of 4 must not make --test-windows 2 an error
-    fourdvar_windows = min(config.fourdvar_windows, config.test_windows)
-    fourdvar_windows = fourdvar_windows if _has_fourdvar(backend, fourdvar_windows) else 0
-    fourdvar_units = len(_fourdvar_stages(config.length)) + 1 if fourdvar_windows else 0
-    with _progress(len(_batches(test.obs.shape[0], config.batch_size)) + fourdvar_units, 0, progress,
-                   "evaluate") as bar:
-        estimate = scale.inverse(_predict(backend, training.model, test_obs, config.batch_size, bar, placement))
-        fourdvar = _fourdvar(backend, test, fourdvar_windows, bar)
-    interpolation = linear_interpolation(test.obs)
     metrics: dict[str, Any] = {
         "backend": backend.__name__,
         "system": config.system,
         "adjoint": config.adjoint,
         "steps": training.step,  # trained for, not asked (the same, since fewer is refused)
-        "rmse_learned": rmse(estimate, test.truth),
-        "rmse_interpolation": rmse(interpolation, test.truth),
-        "rmse_fourdvar": rmse(fourdvar, test.truth[:fourdvar_windows]) if fourdvar is not None else None,
-        "fourdvar_windows": fourdvar_windows,
-        "obs_noise_std": test.obs_noise_std,
+        **task.evaluate(backend, training.model, placement, progress),
         "final_train_loss": training.losses[-1] if training.losses else None,
         "final_held_out_loss": training.held_out[-1][1],
     }
-    metrics["figures"] = [] if not (figures and placement.writes) else _draw_figures(
-        out_dir,
-        metrics,
-        {
+    metrics["figures"] = []
+    if placement.writes:
+        metrics.update(task.write_outputs(out_dir, metrics, figures, training.losses, training.held_out))
+        atomic_write(out_dir / METRICS_FILE, json.dumps(metrics, indent=1).encode())
+    return metrics
+
+
+class _Task(Protocol):
+    """What differs between the systems: the samples, their evaluation and the files written.
+
+    ``held_out`` and `training_samples` are standardised ``(obs, truth)`` arrays of samples
+    ``(n, T, *state_shape)``; `evaluate` returns the entries of ``metrics.json`` that score the
+    model; `write_outputs` (rank 0 only) writes figures and fields and returns the entries
+    naming them (``figures``: the figure files, empty when ``figures`` is false)."""
+
+    n_samples: int
+    held_out: tuple[np.ndarray, np.ndarray]
+
+    def training_samples(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def evaluate(self, backend: ModuleType, model: Any, placement: Placement, progress: bool) -> dict[str, Any]: ...
+
+    def write_outputs(
+        self, out: Path, metrics: dict[str, Any], figures: bool, losses: list[float], held_out: list[list[float]]
+    ) -> dict[str, Any]: ...
+
+
+def _task(config: ExperimentConfig, placement: Placement) -> _Task:
+    if config.system == "ssh":
+        from .mapping_experiment import MappingTask
+
+        return MappingTask(config, placement)
+    return _LorenzTask(config, placement)
+
+
+class _LorenzTask:
+    """Windows of a simulated Lorenz system; scored by RMSE against linear interpolation and
+    classical 4D-Var."""
+
+    def __init__(self, config: ExperimentConfig, placement: Placement) -> None:
+        self.config = config
+        self.train, self.test = config.problem()
+        self.scale = _Standardiser(self.train.truth)
+        self.train_obs, self.train_truth = self.scale.forward(self.train.obs), self.scale.forward(self.train.truth)
+        self.held_out = (self.scale.forward(self.test.obs), self.scale.forward(self.test.truth))
+        self.n_samples = config.train_windows
+        self._drawn: dict[str, Any] = {}
+
+    def training_samples(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.train_obs[chosen], self.train_truth[chosen]
+
+    def evaluate(self, backend: ModuleType, model: Any, placement: Placement, progress: bool) -> dict[str, Any]:
+        config, test = self.config, self.test
+        # "up to": a default of 4 must not make --test-windows 2 an error
+        fourdvar_windows = min(config.fourdvar_windows, config.test_windows)
+        fourdvar_windows = fourdvar_windows if _has_fourdvar(backend, fourdvar_windows) else 0
+        fourdvar_units = len(_fourdvar_stages(config.length)) + 1 if fourdvar_windows else 0
+        with _progress(len(_batches(test.obs.shape[0], config.batch_size)) + fourdvar_units, 0, progress,
+                       "evaluate") as bar:
+            estimate = self.scale.inverse(
+                _predict(backend, model, self.held_out[0], config.batch_size, bar, placement)
+            )
+            fourdvar = _fourdvar(backend, test, fourdvar_windows, bar)
+        interpolation = linear_interpolation(test.obs)
+        self._drawn = {
             "truth": test.truth,
             "obs": test.obs,
             "learned": estimate,
             "interpolation": interpolation,
             "fourdvar": fourdvar,
-            "losses": training.losses,
-            "held_out": training.held_out,
-            "interpolation_loss": float(np.mean((scale.forward(interpolation) - test_truth) ** 2)),
-        },
-    )
-    if placement.writes:
-        atomic_write(out_dir / METRICS_FILE, json.dumps(metrics, indent=1).encode())
-    return metrics
+            "interpolation_loss": float(np.mean((self.scale.forward(interpolation) - self.held_out[1]) ** 2)),
+        }
+        return {
+            "rmse_learned": rmse(estimate, test.truth),
+            "rmse_interpolation": rmse(interpolation, test.truth),
+            "rmse_fourdvar": rmse(fourdvar, test.truth[:fourdvar_windows]) if fourdvar is not None else None,
+            "fourdvar_windows": fourdvar_windows,
+            "obs_noise_std": test.obs_noise_std,
+        }
+
+    def write_outputs(
+        self, out: Path, metrics: dict[str, Any], figures: bool, losses: list[float], held_out: list[list[float]]
+    ) -> dict[str, Any]:
+        if not figures:
+            return {"figures": []}
+        return {"figures": _draw_figures(out, metrics, {**self._drawn, "losses": losses, "held_out": held_out})}
 
 
 # --- the command line --------------------------------------------------------------------------
@@ -819,17 +966,25 @@ def _usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
 def _build_parsers(prog: str) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     # allow_abbrev=False: the resume command printed on Ctrl-C edits the flags as typed, which
     # needs every flag spelled out.
-    parser = _Parser(prog=prog, description="Train a 4DVarNet on a Lorenz system.", allow_abbrev=False)
+    parser = _Parser(prog=prog, description="Train a 4DVarNet on a Lorenz system or on SSH maps.", allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser(
         "train", help="train, checkpoint and evaluate", allow_abbrev=False,
-        description="Train a 4DVarNet on a Lorenz system, checkpoint, evaluate on held-out windows.",
+        description="Train a 4DVarNet on a Lorenz system or on sea-surface-height maps (--system ssh), "
+                    "checkpoint, evaluate on held-out data.",
     )
     defaults = ExperimentConfig()
-    l96, l63 = SYSTEM_DEFAULTS["l96"], SYSTEM_DEFAULTS["l63"]
+    l96, l63, ssh = SYSTEM_DEFAULTS["l96"], SYSTEM_DEFAULTS["l63"], SYSTEM_DEFAULTS["ssh"]
 
     def per_system(field: str) -> str:
-        return f"default: {l96[field]} for l96, {l63[field]} for l63"
+        text = f"default: {l96[field]} for l96, {l63[field]} for l63"
+        return text + (f", {ssh[field]} for ssh" if field in ssh else "")
+
+    def lorenz(field: str) -> str:
+        return f"Lorenz systems only; {per_system(field)}"
+
+    def ssh_only(text: str) -> str:
+        return f"ssh only: {text}"
 
     train.add_argument("--system", choices=SYSTEMS, default=defaults.system)
     train.add_argument("--adjoint", default=defaults.adjoint,
@@ -840,15 +995,42 @@ def _build_parsers(prog: str) -> tuple[argparse.ArgumentParser, argparse.Argumen
     train.add_argument("--solver-steps", type=int, default=None, help=per_system("solver_steps"))
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--lr", type=float, default=defaults.lr)
-    train.add_argument("--train-windows", type=int, default=None, help=per_system("train_windows"))
-    train.add_argument("--test-windows", type=int, default=None, help=per_system("test_windows"))
-    train.add_argument("--window-length", type=int, default=None, help="default: 10 for l96, 200 for l63")
+    train.add_argument("--train-windows", type=int, default=None, help=lorenz("train_windows"))
+    train.add_argument("--test-windows", type=int, default=None, help=lorenz("test_windows"))
+    train.add_argument("--window-length", type=int, default=None,
+                       help="time steps per window (days for ssh); default: 10 for l96, 200 for l63, 7 for ssh")
     train.add_argument("--hidden-dim", type=int, default=None, help=per_system("hidden_dim"))
     train.add_argument("--prior-hidden-dim", type=int, default=None, help=per_system("prior_hidden_dim"))
     train.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     train.add_argument("--fourdvar-windows", type=int, default=None,
                        help=f"classical 4D-Var runs on up to this many held-out windows (0: none); "
-                            f"{per_system('fourdvar_windows')}")
+                            f"{lorenz('fourdvar_windows')}")
+    sim = SSH_SIMULATION
+    train.add_argument("--patch-size", type=int, default=None,
+                       help=ssh_only(f"the square patch the solver maps, in grid points (default {ssh['patch_size']})"))
+    train.add_argument("--patch-stride", type=int, default=None,
+                       help=ssh_only(f"spacing of the patches (default {ssh['patch_stride']})"))
+    train.add_argument("--train-days", type=int, default=None,
+                       help=ssh_only(f"training days before the held-out ones (default {sim['train_days']}; "
+                                     f"with --data: all of them)"))
+    train.add_argument("--test-days", type=int, default=None,
+                       help=ssh_only(f"the last days, held out and mapped whole (default {ssh['test_days']})"))
+    train.add_argument("--grid", type=int, default=None,
+                       help=ssh_only(f"the simulated box, grid x grid points 10/128 deg apart (default {sim['grid']})"))
+    train.add_argument("--data", default=None,
+                       help=ssh_only("a netCDF file with (time, lat, lon) maps, mapped instead of the simulation"))
+    train.add_argument("--var", default=None, help=ssh_only("the --data file's reference (truth) variable"))
+    train.add_argument("--obs-var", default=None,
+                       help=ssh_only("the --data file's observation variable (NaN where unobserved)"))
+    train.add_argument("--obs-noise-std", type=float, default=None,
+                       help=ssh_only(f"the --data observations' noise (m), for OI (default {DEFAULT_FILE_NOISE_STD})"))
+    train.add_argument("--oi-space-km", type=float, default=None,
+                       help=ssh_only(f"OI's Gaussian length scale (default {ssh['oi_space_km']})"))
+    train.add_argument("--oi-time-days", type=float, default=None,
+                       help=ssh_only(f"OI's Gaussian time scale (default {ssh['oi_time_days']})"))
+    train.add_argument("--background", choices=BACKGROUNDS, default=None,
+                       help=ssh_only(f"oi: the solver maps the departure from OI; none: the observations alone "
+                                     f"(default {ssh['background']})"))
     train.add_argument("--out", required=True, help="run directory")
     again = train.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -885,6 +1067,7 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         prior_hidden_dim=args.prior_hidden_dim,
         checkpoint_every=args.checkpoint_every,
         fourdvar_windows=args.fourdvar_windows,
+        **{field: getattr(args, field) for field in SSH_FIELDS},
     )
 
 
@@ -960,6 +1143,8 @@ def _train(
             )
         except RunDirectoryError as error:
             _usage_error(train, str(error))
+        except ConfigError as error:  # what only the data can tell (--data's contents, sizes that do not fit)
+            _usage_error(train, f"argument {error.flag}: {error.problem}")
         except CheckpointError as error:
             print(f"{train.prog}: error: {error}", file=sys.stderr)
             return EXIT_FAILURE

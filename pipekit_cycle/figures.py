@@ -18,6 +18,14 @@ classical strong-constraint 4D-Var):
     reconstruction, its error and the interpolation's error (shared colour scales);
 ``loss.png``
     the training loss of every step and the held-out loss recorded at every checkpoint.
+
+The SSH job (`pipekit_cycle.mapping_experiment`) draws ``loss.png`` too, and
+
+``maps.png``
+    one held-out day: truth, observations, OI, the learned map and both errors;
+``psd_score.png``
+    the spectral score of the learned map on the (wavelength, period) plane and the 0.5
+    contours of the learned map and OI.
 """
 
 from __future__ import annotations
@@ -37,12 +45,16 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from .mapping import GriddedData
+
 __all__ = [
     "MATPLOTLIB_HINT",
     "RunSummary",
     "build_figures",
     "hovmoeller_figure",
     "loss_figure",
+    "map_figure",
+    "psd_score_figure",
     "reconstruction_figure",
     "save_figures",
 ]
@@ -170,14 +182,17 @@ def hovmoeller_figure(
 
 
 def loss_figure(
-    summary: RunSummary,
+    title: str,
     losses: Sequence[float],
     held_out: Sequence[Sequence[float]],
     interpolation_loss: float | None = None,
+    *,
+    held_out_label: str = "windows",
 ) -> Figure:
     """The training loss of every step and the held-out loss ``[[step, loss], ...]``; with
     ``interpolation_loss`` (the same loss of linear interpolation on the held-out windows), the
-    line the learned solver has to get under."""
+    line the learned solver has to get under. ``held_out_label`` says what the held-out loss
+    averages over (``"16 windows"``)."""
     figure = _new_figure(7.5, 4.2)
     axis = figure.subplots()
     if losses:
@@ -192,7 +207,7 @@ def loss_figure(
     if held_out:
         steps, values = zip(*held_out, strict=True)
         axis.semilogy(steps, values, "o-", color="tab:orange", markersize=4,
-                      label=f"held-out ({summary.test_windows} windows; last {values[-1]:.4f})")
+                      label=f"held-out ({held_out_label}; last {values[-1]:.4f})")
     if interpolation_loss is not None:
         axis.axhline(interpolation_loss, color="tab:gray", linestyle="--", linewidth=1.1,
                      label=f"linear interpolation, held-out ({interpolation_loss:.4f})")
@@ -200,7 +215,73 @@ def loss_figure(
     axis.set_ylabel("loss (standardised MSE)")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
-    figure.suptitle(summary.headline(), fontsize=9)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def map_figure(title: str, data: GriddedData, day: int, estimates: Mapping[str, np.ndarray]) -> Figure:
+    """Day ``day`` of the period ``data``: the truth, that day's observations, each estimate
+    (``(time, lat, lon)`` maps of the period) and its error, with one colour scale for the
+    fields and one, symmetric, for the errors; a panel's title gives its RMSE that day."""
+    columns = 2 + len(estimates)
+    figure = _new_figure(3.2 * columns, 6.2)
+    axes = figure.subplots(2, columns, squeeze=False)
+    truth = data.truth[day]
+    extent = (float(data.lon[0]), float(data.lon[-1]), float(data.lat[0]), float(data.lat[-1]))
+    limit = float(np.abs(truth).max())
+    field_style = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit, "origin": "lower", "extent": extent}
+    errors = {name: estimate[day] - truth for name, estimate in estimates.items()}
+    error_limit = max(float(np.abs(error).max()) for error in errors.values()) if errors else 1.0
+    error_style = {**field_style, "cmap": "PuOr_r", "vmin": -error_limit, "vmax": error_limit}
+    panels = [("truth", truth, field_style), (f"observations (day {day})", data.obs[day], field_style)]
+    panels += [(name, estimate[day], field_style) for name, estimate in estimates.items()]
+    image = None
+    for axis, (name, field, style) in zip(axes[0], panels, strict=True):
+        image = axis.imshow(field, **style)
+        axis.set_title(name if name == "truth" or name.startswith("observations")
+                       else f"{name} (RMSE {rmse(field, truth):.3f} m)", fontsize=8)
+    figure.colorbar(image, ax=list(axes[0]), shrink=0.8, label="SSH (m)")
+    for axis in axes[1, :2]:
+        axis.set_axis_off()
+    error_image = None
+    for axis, (name, error) in zip(axes[1, 2:], errors.items(), strict=True):
+        error_image = axis.imshow(error, **error_style)
+        axis.set_title(f"{name} - truth", fontsize=8)
+    if error_image is not None:
+        figure.colorbar(error_image, ax=list(axes[1]), shrink=0.8, label="error (m)")
+    for axis in axes.flat:
+        axis.tick_params(labelsize=7)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def psd_score_figure(title: str, scores: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Figure:
+    """The data challenge's spectral score ``1 - PSD(err) / PSD(truth)`` of each estimate on the
+    (wavelength, period) plane (`pipekit_cycle.metrics.spectral_score`'s ``(wavelength, period,
+    score)``): the first estimate's score filled, and every estimate's 0.5 contour, whose
+    smallest wavelength and period are its lambda_x and lambda_t."""
+    figure = _new_figure(7.0, 5.4)
+    axis = figure.subplots()
+    colours = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+    for index, (name, (wavelength, period, score)) in enumerate(scores.items()):
+        if index == 0:
+            filled = axis.contourf(wavelength, period, np.clip(score, 0.0, 1.0), levels=np.linspace(0, 1, 11),
+                                   cmap="viridis")
+            figure.colorbar(filled, ax=axis, label=f"spectral score of {name}")
+        axis.contour(wavelength, period, score, levels=[0.5], colors=[colours[index % len(colours)]],
+                     linewidths=1.8)
+        axis.plot([], [], color=colours[index % len(colours)], label=f"{name}: score 0.5")
+    from matplotlib.ticker import FormatStrFormatter
+
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    for scale in (axis.xaxis, axis.yaxis):  # plain numbers, not 6x10^0
+        scale.set_major_formatter(FormatStrFormatter("%g"))
+        scale.set_minor_formatter(FormatStrFormatter("%g"))
+    axis.set_xlabel("wavelength (degrees)")
+    axis.set_ylabel("period (days)")
+    axis.legend(fontsize=8, loc="lower right")
+    figure.suptitle(title, fontsize=9)
     return figure
 
 
@@ -223,7 +304,8 @@ def build_figures(
         "reconstruction.png": reconstruction_figure(
             summary, truth[0], obs[0], learned[0], interpolation[0], first_fourdvar
         ),
-        "loss.png": loss_figure(summary, losses, held_out, interpolation_loss),
+        "loss.png": loss_figure(summary.headline(), losses, held_out, interpolation_loss,
+                                held_out_label=f"{summary.test_windows} windows"),
     }
     if summary.system == "l96":  # three of 40 components say little; a Hovmoeller shows them all
         figures["hovmoeller.png"] = hovmoeller_figure(summary, truth, obs, learned, interpolation)

@@ -1,0 +1,167 @@
+"""The SSH mapping job in the driver (``train --system ssh``): what it writes, checked against
+recomputations from the public pieces (simulation, OI, interpolation, scores), a user's file,
+resume, and the usage errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipekit_cycle import mapping
+from pipekit_cycle.baselines import linear_interpolation_time, optimal_interpolation
+
+SSH = {
+    "system": "ssh", "steps": 4, "checkpoint_every": 2, "batch_size": 2, "solver_steps": 2, "hidden_dim": 3,
+    "prior_hidden_dim": 3, "window_length": 4, "patch_size": 16, "patch_stride": 8, "train_days": 8,
+    "test_days": 8, "grid": 32,
+}
+
+
+def ssh_flags(**changes: object) -> list[str]:
+    words = []
+    for field, value in {**SSH, **changes}.items():
+        if value is not None:
+            words += ["--" + field.replace("_", "-"), str(value)]
+    return ["train", *words, "--no-progress"]
+
+
+def _scores_of(field: np.ndarray, truth: np.ndarray, dx_deg: float) -> dict[str, float | None]:
+    return mapping.score(field, truth, dx_deg=dx_deg)
+
+
+def test_ssh_run_writes_the_scores_of_its_maps(tmp_path, cli):
+    status, err = cli([*ssh_flags(), "--out", str(tmp_path)])
+    assert status == 0, err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["system"] == "ssh" and metrics["steps"] == 4
+    assert set(metrics["scores"]) == {"learned", "oi", "interpolation"}
+    assert metrics["figures"] == ["maps.png", "psd_score.png", "loss.png"]
+    assert all((tmp_path / name).stat().st_size > 0 for name in metrics["figures"])
+    # The held-out period is the simulation's last 8 of 16 days; the file holds it and the maps.
+    data = mapping.simulated(n_days=16, grid=32, seed=0)
+    test = data.period(8, 16)
+    import xarray as xr
+
+    with xr.open_dataset(tmp_path / metrics["reconstruction"], engine="h5netcdf") as written:
+        np.testing.assert_array_equal(written["truth"].values, test.truth)
+        np.testing.assert_array_equal(np.isnan(written["obs"].values), np.isnan(test.obs))
+        maps = {name: written[name].values for name in ("learned", "oi", "interpolation")}
+    # OI and interpolation recomputed from the public baselines, on the held-out days alone.
+    oi = optimal_interpolation(test.obs, space_scale=50.0, time_scale=7.0, noise_var=0.03**2, lat=test.lat,
+                               lon=test.lon, time=test.time)
+    np.testing.assert_allclose(maps["oi"], oi, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(maps["interpolation"], linear_interpolation_time(test.obs), rtol=0, atol=1e-12)
+    assert np.abs(maps["learned"] - maps["oi"]).max() > 0  # the solver changed OI's map
+    for name, field in maps.items():
+        expected = _scores_of(field, test.truth, test.dx_deg)
+        for key, value in expected.items():
+            assert metrics["scores"][name][key] == (None if value is None else pytest.approx(value, rel=1e-6, abs=0))
+    assert metrics["rmse_oi"] == metrics["scores"]["oi"]["rmse"]
+    assert metrics["training_samples"] == 5 * 9  # windows of 4 in 8 days, 3 x 3 patches of 16 at 8
+
+
+def test_learned_map_is_the_oi_plus_the_solvers_stitched_departure(tmp_path, cli):
+    # The documented background: learned = OI + std * reconstruct((obs - OI - mean) / std) + mean.
+    import torch
+
+    import vardax_torch as vt
+    from pipekit_cycle import load_params
+    from pipekit_cycle.experiment import ExperimentConfig, latest_checkpoint
+
+    status, err = cli([*ssh_flags(steps=2), "--out", str(tmp_path), "--no-figures"])
+    assert status == 0, err
+    config = ExperimentConfig(**{**SSH, "steps": 2})
+    model = vt.build_model(config.model_config(), seed=0)
+    vt.import_params(model, load_params(latest_checkpoint(tmp_path) / "checkpoint.safetensors")[0])
+    data = mapping.simulated(n_days=16, grid=32, seed=0)
+    train, test = data.period(0, 8), data.period(8, 16)
+
+    def oi_of(period: mapping.GriddedData) -> np.ndarray:
+        return optimal_interpolation(period.obs, space_scale=50.0, time_scale=7.0, noise_var=0.03**2,
+                                     lat=period.lat, lon=period.lon, time=period.time)
+
+    departure = train.truth - oi_of(train)
+    mean, std = departure.mean(), departure.std()
+    oi = oi_of(test)
+
+    def predict(inputs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = model(vt.make_batch((inputs - mean) / std))
+        return out.numpy().astype(np.float64) * std + mean
+
+    expected = oi + mapping.reconstruct(predict, test.obs - oi, length=4, size=16, stride=8, batch_size=2)
+    import xarray as xr
+
+    with xr.open_dataset(tmp_path / "reconstruction.nc", engine="h5netcdf") as written:
+        np.testing.assert_allclose(written["learned"].values, expected, rtol=0, atol=1e-6)
+
+
+def test_ssh_run_on_a_users_netcdf_file(tmp_path, cli):
+    import xarray as xr
+
+    data = mapping.simulated(n_days=20, grid=32, seed=3)
+    file = tmp_path / "mine.nc"
+    xr.Dataset(
+        {"ssh_ref": (("time", "lat", "lon"), data.truth), "ssh_obs": (("time", "lat", "lon"), data.obs)},
+        coords={"time": np.datetime64("2020-01-01") + np.arange(20).astype("timedelta64[D]"), "lat": data.lat,
+                "lon": data.lon},
+    ).to_netcdf(file, engine="h5netcdf")
+    out = tmp_path / "run"
+    argv = ssh_flags(grid=None, train_days=None, test_days=6, steps=2)
+    status, err = cli([*argv, "--data", str(file), "--var", "ssh_ref", "--obs-var", "ssh_obs", "--out", str(out)])
+    assert status == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == str(file)
+    assert (metrics["train_days"], metrics["held_out_days"], metrics["grid"]) == (14, 6, [32, 32])
+    test = data.period(14, 20)
+    oi = optimal_interpolation(test.obs, space_scale=50.0, time_scale=7.0, noise_var=0.03**2, lat=test.lat,
+                               lon=test.lon, time=np.arange(6.0))
+    assert metrics["scores"]["oi"]["mu"] == pytest.approx(_scores_of(oi, test.truth, test.dx_deg)["mu"], rel=1e-9)
+
+
+def test_ssh_resume_continues_exactly(tmp_path, cli):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert cli([*ssh_flags(), "--out", str(straight), "--no-figures"])[0] == 0
+    assert cli([*ssh_flags(steps=2), "--out", str(stopped), "--no-figures"])[0] == 0
+    assert cli([*ssh_flags(), "--out", str(stopped), "--resume", "--no-figures"])[0] == 0
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((stopped / "metrics.json").read_text())
+    assert a["final_train_loss"] == b["final_train_loss"] and a["scores"] == b["scores"]
+    status, err = cli([*ssh_flags(patch_stride=16), "--out", str(stopped), "--resume"])
+    assert status == 2 and "patch_stride=8" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "words"),
+    [
+        (["train", "--system", "l96", "--patch-size", "8"], "--patch-size", "setting of the ssh system"),
+        (ssh_flags(train_windows=8), "--train-windows", "Lorenz"),
+        (ssh_flags(patch_stride=20), "--patch-stride", "at most --patch-size"),
+        (ssh_flags(patch_size=40), "--patch-size", "at most --grid"),
+        (ssh_flags(test_days=3), "--test-days", "one window of 4 days"),
+        (ssh_flags(background="mean"), "--background", "invalid choice"),
+        (ssh_flags(batch_size=46), "--batch-size", "45: 5 windows x 9 patches"),
+        (ssh_flags(var="x"), "--var", "--data file"),
+        ([*ssh_flags(grid=None), "--data", "nothing.nc", "--var", "a", "--obs-var", "b"], "--data", "no such file"),
+        ([*ssh_flags(), "--data", "nothing.nc", "--var", "a", "--obs-var", "b"], "--grid", "has its own grid"),
+        ([*ssh_flags(grid=None), "--data", "nothing.nc"], "--var", "needs --var and --obs-var"),
+    ],
+)
+def test_ssh_usage_errors_are_one_line_and_write_nothing(tmp_path, cli, argv, flag, words):
+    out = tmp_path / "run"
+    status, err = cli([*argv, "--out", str(out)])
+    assert status == 2, err
+    assert err.count("\n") == 1 and flag in err and words in err, err
+    assert not out.exists()
+
+
+def test_a_file_without_the_variable_is_a_usage_error(tmp_path, cli):
+    data = mapping.simulated(n_days=10, grid=32, seed=0)
+    file = tmp_path / "mine.nc"
+    mapping.write_netcdf(file, data, {})
+    status, err = cli([*ssh_flags(grid=None), "--data", str(file), "--var", "truth", "--obs-var", "sla",
+                       "--out", str(tmp_path / "run")])
+    assert status == 2 and err.count("\n") == 1
+    assert "--data" in err and "'sla'" in err and "its variables: truth, obs" in err
