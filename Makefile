@@ -20,8 +20,9 @@ setup: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-# The API reference from the docstrings into site/; --strict: a broken reference fails. The
-# theme's fonts are off, so nothing is fetched at build time or when reading the site.
+# The documentation site into site/ (guides, and the API reference from the docstrings); --strict: a broken
+# reference or anchor fails. The theme's fonts are off and formulas become MathML at build time
+# (docs/_hooks/mathml.py), so nothing is fetched at build time or when reading the site.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 

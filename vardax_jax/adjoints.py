@@ -46,6 +46,47 @@ __all__ = [
 ]
 
 AbstractAdjoint = optx.AbstractAdjoint
+"""optimistix's ``optx.AbstractAdjoint`` itself, under the name both backends share. Every
+native adjoint here is one, and a subclass defined outside the package plugs into the solves
+unchanged: its ``apply(primal_fn, rewrite_fn, inputs, tags)`` runs the loop by calling
+``primal_fn`` with a ``while_loop`` appended to ``inputs`` (optimistix's protocol).
+
+Examples
+--------
+```python
+import equinox as eqx
+import jax
+import numpy as np
+import pipekit_cycle as pk
+import vardax_jax as vd
+
+problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+model = vd.build_model(cfg, seed=0)
+batch = vd.make_batch(problem.obs, target=problem.truth)
+
+
+class Unrolled(vd.AbstractAdjoint):  # plain backprop: optimistix's protocol, a while loop appended
+    def apply(self, primal_fn, rewrite_fn, inputs, tags):
+        def while_loop(cond_fun, body_fun, init_val, *, max_steps, **kwargs):
+            for _ in range(max_steps):
+                init_val = jax.lax.cond(cond_fun(init_val), body_fun, lambda v: v, init_val)
+            return init_val
+
+        return primal_fn((*inputs, while_loop))
+
+
+@eqx.filter_jit
+def gradients(model):
+    grads = eqx.filter_grad(vd.train_loss_fn)(model, batch)
+    return jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_inexact_array))
+
+
+exact = gradients(model)  # under the default RecursiveCheckpointAdjoint: exact
+mine = gradients(model.with_adjoint(Unrolled()))
+assert all(np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(mine, exact, strict=True))
+```
+"""
 DEFAULT_MAX_STEPS = 1000
 
 
@@ -66,7 +107,24 @@ class RecursiveCheckpointAdjoint(optx.RecursiveCheckpointAdjoint):
     """``optx.RecursiveCheckpointAdjoint`` whose ``checkpoints=None`` is the project's one rule,
     ``pipekit_cycle.checkpoint_schedule(max_steps, None) = ceil(log2 max_steps)`` stored states
     (equinox's online binomial checkpointing; exact gradient, ``O(n log n)`` recomputation).
-    Reverse mode only, like its base."""
+    Reverse mode only, like its base.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    assert vd.to_native_adjoint("checkpoint") == vd.RecursiveCheckpointAdjoint()  # the default
+    assert pk.checkpoint_schedule(64, None) == 6  # states stored for K = 64 by checkpoints=None
+    # Exact under any schedule; fewer stored states recompute more steps.
+    loss, grads = vd.loss_and_grads(model, batch, adjoint=vd.RecursiveCheckpointAdjoint(checkpoints=1))
+    ```
+    """
 
     def apply(self, primal_fn, rewrite_fn, inputs, tags):
         del rewrite_fn, tags
@@ -164,6 +222,25 @@ class KStepAdjoint(optx.AbstractAdjoint):
     early, those ``k`` also ran in the warm-up: a ring of ``k`` carries holds where to restart).
     Reverse mode only, like ``optx.RecursiveCheckpointAdjoint`` (the live loop is equinox's
     checkpointed loop).
+
+    Examples
+    --------
+    ```python
+    import jax.numpy as jnp
+    import optimistix as optx
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    assert vd.to_native_adjoint(pk.TruncatedAdjoint(k=3)) == vd.KStepAdjoint(k=3)
+
+
+    def fn(y, a):  # KStepAdjoint is also the adjoint= of optimistix's own solves; here y* = 2 a
+        return 0.5 * y + a
+
+
+    solver = optx.FixedPointIteration(rtol=1e-10, atol=1e-10)
+    solution = optx.fixed_point(fn, solver, jnp.zeros(2), args=jnp.ones(2), adjoint=vd.KStepAdjoint(k=3))
+    ```
     """
 
     k: int = eqx.field(static=True, default=1)
@@ -189,7 +266,19 @@ def _proposal_lag(inputs) -> int:
 
 
 class OneStepAdjoint(KStepAdjoint):
-    """`KStepAdjoint` with ``k = 1``: only the solve's last step carries the gradient."""
+    """`KStepAdjoint` with ``k = 1``: only the solve's last step carries the gradient.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    adjoint = vd.OneStepAdjoint()
+    assert isinstance(adjoint, vd.KStepAdjoint) and adjoint.k == 1
+    assert vd.to_native_adjoint(pk.TruncatedAdjoint(k=1)) == adjoint
+    ```
+    """
 
     k: int = eqx.field(static=True, default=1, init=False)
 
@@ -312,6 +401,24 @@ class ImplicitAdjoint(optx.ImplicitAdjoint):
     tolerances ``rtol``, ``atol`` and ``max_steps`` (``None``: 1000), which are the backward
     solve's only. An iterative solve that stops short warns `ConvergenceWarning` and uses its
     last iterate (as vardax_torch does). The forward runs in a plain ``lax`` loop.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=30,
+                               solver="fixed_point", solver_adjoint=pk.ImplicitAdjoint("neumann"))
+    model = vd.build_model(cfg, seed=0)
+    assert model.solver_adjoint == vd.ImplicitAdjoint("neumann")
+    loss, grads = vd.loss_and_grads(model, vd.make_batch(problem.obs, target=problem.truth))
+    try:  # the learned solver's output is not a fixed point
+        pk.FourDVarNetConfig(state_shape=(16,), n_time=5, solver_adjoint=pk.ImplicitAdjoint())
+    except ValueError as error:
+        print(error)
+    ```
     """
 
     linear_solver: str = eqx.field(static=True, default="auto")  # type: ignore[assignment]
@@ -338,6 +445,22 @@ def to_native_adjoint(spec: Any, layer: str = pk.INNER_SOLVE) -> Any:
     name and fields (``pipekit_cycle.as_adjoint_spec``), strings are parsed; a spec of the
     wrong layer raises the shared ``ValueError``. ``layer="dynamics"`` delegates to
     ``vardax_jax.dynamics.to_dynamics_adjoint``.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    assert vd.to_native_adjoint(pk.TruncatedAdjoint(k=2)) == vd.KStepAdjoint(k=2)
+    assert vd.to_native_adjoint("checkpoint:4") == vd.RecursiveCheckpointAdjoint(checkpoints=4)
+    native = vd.KStepAdjoint(k=3)
+    assert vd.to_native_adjoint(native) is native  # a native adjoint passes through
+    try:
+        vd.to_native_adjoint("backsolve")  # a spec of the dynamics layer
+    except ValueError as error:
+        print(error)
+    ```
     """
     if layer == DYNAMICS:
         from .dynamics import to_dynamics_adjoint
@@ -356,6 +479,8 @@ def to_native_adjoint(spec: Any, layer: str = pk.INNER_SOLVE) -> Any:
 
 
 to_optimistix_adjoint = to_native_adjoint
+"""`to_native_adjoint` under the backend's own name (the same function; vardax_torch's is
+``to_torch_adjoint``)."""
 
 
 def to_spec(native: Any) -> pk.AdjointSpec:

@@ -70,6 +70,19 @@ def make_batch(obs: Any, target: Any = None, dtype: Any = None, sharding: Any = 
     device, the gradient's batch mean reduced by XLA's collectives, and return a model
     replicated over the same devices. ``ValueError`` when the batch axis does not split
     evenly.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import vardax_jax as vd
+
+    obs = np.array([[[0.5, np.nan, -1.0]]])  # (B, T, N) = (1, 1, 3); NaN: not observed
+    batch = vd.make_batch(obs, target=np.zeros((1, 1, 3)))
+    assert isinstance(batch, vd.Batch1D)  # a 4-D obs (B, T, H, W) makes a Batch2D
+    assert vd.to_numpy(batch.mask).tolist() == [[[1.0, 0.0, 1.0]]]
+    assert vd.to_numpy(batch.input).tolist() == [[[0.5, 0.0, -1.0]]]
+    ```
     """
     obs_array, target_array = as_observations(obs, target)
     dtype = default_dtype(dtype)
@@ -267,7 +280,19 @@ class FourDVarNet2D(AbstractFourDVarNet):
 
 
 def build_model(config: pk.FourDVarNetConfig, *, seed: int, dtype: Any = None) -> AbstractFourDVarNet:
-    """The model ``config`` describes, initialised from ``jax.random.PRNGKey(seed)``."""
+    """The model ``config`` describes, initialised from ``jax.random.PRNGKey(seed)``.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4)
+    model = vd.build_model(cfg, seed=0)  # state_shape=(H, W) builds a FourDVarNet2D
+    assert isinstance(model, vd.FourDVarNet1D) and model.config == cfg
+    ```
+    """
     common = dict(
         hidden_dim=config.hidden_dim, prior_hidden_dim=config.prior_hidden_dim, kernel_size=config.kernel_size,
         n_solver_steps=config.n_solver_steps, alpha=config.alpha, obs_weight=config.obs_weight,

@@ -19,13 +19,52 @@ def _get(model, name: str):
 
 
 def export_params(model) -> dict[str, np.ndarray]:
-    """Every parameter under its canonical name, as numpy in the model's dtype."""
+    """Every parameter under its canonical name, as numpy in the model's dtype.
+
+    Examples
+    --------
+    ```python
+    from pathlib import Path
+    import tempfile
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    params = vd.export_params(model)  # {canonical name: numpy array}
+    assert {name: array.shape for name, array in params.items()} == pk.schema(cfg)
+    path = Path(tempfile.mkdtemp()) / "model.safetensors"
+    pk.save_params(path, params, cfg)  # loadable by either backend
+    ```
+    """
     return {name: np.asarray(_get(model, name)) for name in schema(model.config)}
 
 
 def import_params(model, params: Mapping[str, np.ndarray]):
     """A new model holding ``params`` (validated against the schema first, then cast to the
-    model's dtype); ``model`` itself is unchanged."""
+    model's dtype); ``model`` itself is unchanged.
+
+    Examples
+    --------
+    ```python
+    from pathlib import Path
+    import tempfile
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    path = Path(tempfile.mkdtemp()) / "model.safetensors"
+    pk.save_params(path, vd.export_params(model), cfg)
+    params, config = pk.load_params(path)  # written by either backend
+    restored = vd.import_params(vd.build_model(config, seed=1), params)
+    assert (vd.to_numpy(restored(batch)) == vd.to_numpy(model(batch))).all()
+    ```
+    """
     arrays = validate_params(params, model.config)
     names = list(schema(model.config))
     return eqx.tree_at(

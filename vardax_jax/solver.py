@@ -135,7 +135,23 @@ _SOLVERS = {"learned": _solve_learned, "fixed_point": _solve_fixed_point}
 def solve_4dvarnet(model, batch, adjoint=None) -> State:
     """The model's inner solve (``model.solver``) on ``batch``, differentiated by ``adjoint``
     (a spec or any ``optx.AbstractAdjoint``; ``None``: ``model.solver_adjoint``). The value
-    does not depend on the adjoint."""
+    does not depend on the adjoint.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    x = vd.solve_4dvarnet(model, batch, adjoint="truncated:1")
+    y = vd.solve_4dvarnet(model, batch, adjoint="checkpoint")
+    assert (vd.to_numpy(x) == vd.to_numpy(y)).all()  # an adjoint never changes the value
+    ```
+    """
     native = model.solver_adjoint if adjoint is None else to_native_adjoint(adjoint)
     return _SOLVERS[model.solver](model, batch, native)
 

@@ -66,7 +66,23 @@ def loss_and_grads(model, batch, *, adjoint: Any = None) -> tuple[float, dict[st
 
 
 def make_optimizer(optimizer_config: pk.OptimizerConfig, model) -> tuple[optax.GradientTransformation, Any]:
-    """The optax chain of ``optimizer_config`` and its state on the model's parameters."""
+    """The optax chain of ``optimizer_config`` and its state on the model's parameters.
+
+    Examples
+    --------
+    ```python
+    import optax
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-3, clip_norm=1.0), model)
+    assert isinstance(optimizer, optax.GradientTransformation)  # clip, then Adam: one optax chain
+    ```
+    """
     cfg = optimizer_config
     parts = []
     if cfg.clip_norm is not None:
@@ -159,13 +175,51 @@ def make_train_step(loss_fn: LossFn, *, name: str = "train_step") -> TrainStep:
     caller's model and state (immutable values) are exactly as they were. The step is a pure
     function of its arguments: an older ``(model, opt_state)`` gives the same next step, bit
     for bit. Errors ``loss_fn`` raises while tracing (bad batch) propagate unchanged.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+
+    def loss_fn(model, batch):  # any (model, batch) -> scalar
+        return vd.train_loss_fn(model, batch) + 1e-3 * (model(batch) ** 2).mean()
+
+
+    step = vd.make_train_step(loss_fn, name="damped_step")
+    optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-3), model)
+    model, opt_state, loss = step(model, batch, optimizer, opt_state)
+    ```
     """
     return TrainStep(loss_fn, name)
 
 
 train_step = make_train_step(train_loss_fn)
 """One jitted optimizer step on `train_loss_fn`: ``(model, opt_state, loss)`` (`make_train_step`);
-``ValueError`` without ``batch.target``."""
+``ValueError`` without ``batch.target``.
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+import vardax_jax as vd
+
+problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+model = vd.build_model(cfg, seed=0)
+batch = vd.make_batch(problem.obs, target=problem.truth)
+optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-2), model)
+for _ in range(3):
+    model, opt_state, loss = vd.train_step(model, batch, optimizer, opt_state)
+print(f"training loss before the third step: {float(loss):.3f}")
+```
+"""
 
 
 @eqx.filter_jit
@@ -174,7 +228,23 @@ def _eval(model, batch):
 
 
 def eval_step(model, batch) -> Scalar:
-    """The training loss, without any gradient."""
+    """The training loss, without any gradient.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    held_out = pk.lorenz96(n_windows=2, window_length=5, state_dim=16, seed=1)
+    loss = vd.eval_step(model, vd.make_batch(held_out.obs, target=held_out.truth))  # no gradient
+    print(f"held-out loss {float(loss):.3f}")
+    ```
+    """
     require_target(batch.target, "train_loss_fn")
     check_batch(model, batch)
     return _eval(model, batch)
@@ -187,7 +257,22 @@ def _prior_of(model, x):
 
 def predict(model, batch) -> Float[Array, "batch time *space"]:
     """The inference output, without gradient: ``phi(x_K)`` when ``config.output == "prior"``
-    (ocean4dvarnet's eval mode), else ``x_K`` (``model(batch)``)."""
+    (ocean4dvarnet's eval mode), else ``x_K`` (``model(batch)``).
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    x = vd.to_numpy(vd.predict(model, vd.make_batch(problem.obs)))  # no target needed
+    assert x.shape == problem.truth.shape  # (windows, T, N)
+    ```
+    """
     model = nondiff(model)
     x = model(batch)
     return _prior_of(model, x) if model.output == "prior" else x

@@ -88,6 +88,34 @@ class AbstractAdjoint(abc.ABC):
     steps, or fewer when ``converged(old, new)`` holds after a step (the solver's stopping
     rule, the same under every adjoint). Under ``torch.no_grad()`` every built-in adjoint
     runs the loop once without a graph.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+
+    class Unrolled(vd.AbstractAdjoint):  # plain backprop through every step
+        def loop(self, step, carry, args, max_steps, *, converged=None):
+            for _ in range(max_steps):
+                new = step(args, carry)
+                if converged is not None and converged(carry, new):
+                    return new
+                carry = new
+            return carry
+
+
+    _, mine = vd.loss_and_grads(model.with_adjoint(Unrolled()), batch)
+    _, exact = vd.loss_and_grads(model, batch)  # under the default RecursiveCheckpointAdjoint: exact
+    assert all(np.allclose(mine[name], exact[name], rtol=1e-4, atol=1e-6) for name in mine)
+    ```
     """
 
     layer: ClassVar[str] = specs.INNER_SOLVE
@@ -179,6 +207,22 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
     A custom ``autograd.Function`` per segment rather than ``torch.utils.checkpoint``: the
     non-reentrant checkpoint around steps that call ``autograd.grad(create_graph=True)`` was
     measured to grow memory, and the reentrant one does not support ``torch.autograd.grad``.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    assert vd.to_native_adjoint("checkpoint") == vd.RecursiveCheckpointAdjoint()  # the default
+    assert pk.checkpoint_schedule(64, None) == 6  # states stored for K = 64 by checkpoints=None
+    # Exact under any schedule; fewer stored states recompute more steps.
+    loss, grads = vd.loss_and_grads(model, batch, adjoint=vd.RecursiveCheckpointAdjoint(checkpoints=1))
+    ```
     """
 
     checkpoints: int | None = None
@@ -204,7 +248,23 @@ class KStepAdjoint(AbstractAdjoint):
     """Truncated backprop: the loop runs as it would, and only its last ``k`` steps carry the
     gradient. The steps before run detached under ``no_grad`` (state AND every other part of
     the carry cut, parameters detached); with a stopping test, a deque of the last ``k``
-    detached carries tells where the last ``k`` steps start. ``k >= n`` is the exact gradient."""
+    detached carries tells where the last ``k`` steps start. ``k >= n`` is the exact gradient.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    assert vd.to_native_adjoint(pk.TruncatedAdjoint(k=2)) == vd.KStepAdjoint(k=2)
+    # Biased and cheap: only the last of the K = 3 steps carries the gradient (k >= K: exact).
+    loss, grads = vd.loss_and_grads(model, batch, adjoint=vd.KStepAdjoint(k=1))
+    ```
+    """
 
     k: int = 1
 
@@ -230,7 +290,19 @@ class KStepAdjoint(AbstractAdjoint):
 
 @dataclasses.dataclass(frozen=True)
 class OneStepAdjoint(KStepAdjoint):
-    """`KStepAdjoint` with ``k = 1``: only the last step carries the gradient."""
+    """`KStepAdjoint` with ``k = 1``: only the last step carries the gradient.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    adjoint = vd.OneStepAdjoint()
+    assert isinstance(adjoint, vd.KStepAdjoint) and adjoint.k == 1
+    assert vd.to_native_adjoint(pk.TruncatedAdjoint(k=1)) == adjoint
+    ```
+    """
 
     k: int = dataclasses.field(default=1, init=False)
 
@@ -307,6 +379,24 @@ class ImplicitAdjoint(AbstractAdjoint):
     ``atol``, ``max_steps`` (``None``: 1000), the backward solve's only tolerances; then return
     ``\lambda^T \partial T/\partial args``. A solve that stops short warns
     `ConvergenceWarning` and uses its last iterate. Memory is independent of the iteration count.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=30,
+                               solver="fixed_point", solver_adjoint=pk.ImplicitAdjoint("neumann"))
+    model = vd.build_model(cfg, seed=0)
+    assert model.solver_adjoint == vd.ImplicitAdjoint("neumann")
+    loss, grads = vd.loss_and_grads(model, vd.make_batch(problem.obs, target=problem.truth))
+    try:  # the learned solver's output is not a fixed point
+        pk.FourDVarNetConfig(state_shape=(16,), n_time=5, solver_adjoint=pk.ImplicitAdjoint())
+    except ValueError as error:
+        print(error)
+    ```
     """
 
     linear_solver: str = "auto"
@@ -402,6 +492,22 @@ def to_native_adjoint(spec: Any, layer: str = specs.INNER_SOLVE) -> Any:
     ``layer="dynamics"`` delegates to `vardax_torch.dynamics.to_dynamics_adjoint`.
     Raises ``ValueError`` (words from `pipekit_cycle.check_layer`) for a spec of another layer,
     e.g. ``DirectAdjoint``/``BacksolveAdjoint`` at the inner solve.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    assert vd.to_native_adjoint(pk.TruncatedAdjoint(k=2)) == vd.KStepAdjoint(k=2)
+    assert vd.to_native_adjoint("checkpoint:4") == vd.RecursiveCheckpointAdjoint(checkpoints=4)
+    native = vd.KStepAdjoint(k=3)
+    assert vd.to_native_adjoint(native) is native  # a native adjoint passes through
+    try:
+        vd.to_native_adjoint("backsolve")  # a spec of the dynamics layer
+    except ValueError as error:
+        print(error)
+    ```
     """
     if layer == specs.DYNAMICS:
         from .dynamics import to_dynamics_adjoint
@@ -422,3 +528,5 @@ def to_native_adjoint(spec: Any, layer: str = specs.INNER_SOLVE) -> Any:
 
 
 to_torch_adjoint = to_native_adjoint
+"""`to_native_adjoint` under the backend's own name (the same function; vardax_jax's is
+``to_optimistix_adjoint``)."""

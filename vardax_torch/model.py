@@ -63,7 +63,21 @@ def make_batch(obs: Any, target: Any = None, dtype: Any = None, device: Any = No
     ``torch.get_default_dtype()``; also ``"float32"``, ``"float64"``, numpy or torch dtypes.
     ``device`` (a ``torch.device`` or its name; ``None``: the CPU) is where the tensors live;
     it must be the model's (`FourDVarNet.check_batch` raises otherwise). The values are cast
-    on the host, then moved: the same numbers on every device."""
+    on the host, then moved: the same numbers on every device.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import vardax_torch as vd
+
+    obs = np.array([[[0.5, np.nan, -1.0]]])  # (B, T, N) = (1, 1, 3); NaN: not observed
+    batch = vd.make_batch(obs, target=np.zeros((1, 1, 3)))
+    assert isinstance(batch, vd.Batch1D)  # a 4-D obs (B, T, H, W) makes a Batch2D
+    assert vd.to_numpy(batch.mask).tolist() == [[[1.0, 0.0, 1.0]]]
+    assert vd.to_numpy(batch.input).tolist() == [[[0.5, 0.0, -1.0]]]
+    ```
+    """
     obs_array, target_array = as_observations(obs, target)
     torch_dtype = _as_torch_dtype(dtype)
     torch_device = torch.device("cpu") if device is None else torch.device(device)
@@ -268,7 +282,19 @@ def build_model(
     and then placed on ``device`` (a ``torch.device`` or its name; ``None``: the CPU), so a
     seed gives the same parameters on every device. Batches must be made on the same device
     (``make_batch(..., device=model.device)``); everything the public API returns for this
-    model (outputs, losses, optimizer-state buffers) is on it."""
+    model (outputs, losses, optimizer-state buffers) is on it.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4)
+    model = vd.build_model(cfg, seed=0)  # state_shape=(H, W) builds a FourDVarNet2D
+    assert isinstance(model, vd.FourDVarNet1D) and model.config == cfg
+    ```
+    """
     common = dict(
         hidden_dim=config.hidden_dim, prior_hidden_dim=config.prior_hidden_dim, kernel_size=config.kernel_size,
         n_solver_steps=config.n_solver_steps, alpha=config.alpha, obs_weight=config.obs_weight,

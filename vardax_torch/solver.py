@@ -137,7 +137,23 @@ _SOLVERS = {"learned": _solve_learned, "fixed_point": _solve_fixed_point}
 def solve_4dvarnet(model: FourDVarNet, batch: Any, adjoint: Any = None) -> Tensor:
     """The model's inner solve (``model.solver``) on ``batch``, differentiated by ``adjoint``
     (a spec or any `AbstractAdjoint`; ``None``: ``model.solver_adjoint``). The value does not
-    depend on the adjoint. Under ``torch.no_grad()`` the loop runs once without a graph."""
+    depend on the adjoint. Under ``torch.no_grad()`` the loop runs once without a graph.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    x = vd.solve_4dvarnet(model, batch, adjoint="truncated:1")
+    y = vd.solve_4dvarnet(model, batch, adjoint="checkpoint")
+    assert (vd.to_numpy(x) == vd.to_numpy(y)).all()  # an adjoint never changes the value
+    ```
+    """
     model.check_batch(batch)
     native = model.solver_adjoint if adjoint is None else model.checked_adjoint(adjoint)
     return _SOLVERS[model.solver](model, batch, native)

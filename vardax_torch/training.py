@@ -74,7 +74,23 @@ def make_optimizer(optimizer_config: OptimizerConfig, model: FourDVarNet) -> tup
     """``(torch.optim optimizer over model.parameters(), a snapshot of its state_dict())``.
 
     ``clip_norm`` travels in the param group (key ``"clip_norm"``), so it is part of the
-    optimizer state and `train_step` applies it before the optimizer's own update."""
+    optimizer state and `train_step` applies it before the optimizer's own update.
+
+    Examples
+    --------
+    ```python
+    import torch
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-3, clip_norm=1.0), model)
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["clip_norm"] == 1.0
+    ```
+    """
     cfg = optimizer_config
     params = list(model.parameters())
     if cfg.name == "adam":
@@ -197,6 +213,27 @@ def make_train_step(loss_fn: LossFn, *, name: str = "train_step") -> TrainStepFn
     a non-finite value on any rank stops all of them. Not wrapped in
     ``DistributedDataParallel``: the step owns its gradient (``torch.autograd.grad``, no
     ``.grad`` between calls), and one ``all_reduce`` of one buffer is what DDP's buckets do.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+
+    def loss_fn(model, batch):  # any (model, batch) -> scalar
+        return vd.train_loss_fn(model, batch) + 1e-3 * (model(batch) ** 2).mean()
+
+
+    step = vd.make_train_step(loss_fn, name="damped_step")
+    optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-3), model)
+    model, opt_state, loss = step(model, batch, optimizer, opt_state)
+    ```
     """
 
     def train_step(
@@ -224,18 +261,66 @@ def make_train_step(loss_fn: LossFn, *, name: str = "train_step") -> TrainStepFn
 
 train_step = make_train_step(train_loss_fn)
 """One optimizer step on `train_loss_fn` (`make_train_step`): ``(model, opt_state, loss)``;
-``ValueError`` without ``batch.target``."""
+``ValueError`` without ``batch.target``.
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+import vardax_torch as vd
+
+problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+model = vd.build_model(cfg, seed=0)
+batch = vd.make_batch(problem.obs, target=problem.truth)
+optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-2), model)
+for _ in range(3):
+    model, opt_state, loss = vd.train_step(model, batch, optimizer, opt_state)
+print(f"training loss before the third step: {float(loss):.3f}")
+```
+"""
 
 
 def eval_step(model: FourDVarNet, batch: Any) -> Tensor:
-    """`train_loss_fn` under ``torch.no_grad()`` (the graph-free solve)."""
+    """`train_loss_fn` under ``torch.no_grad()`` (the graph-free solve).
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    held_out = pk.lorenz96(n_windows=2, window_length=5, state_dim=16, seed=1)
+    loss = vd.eval_step(model, vd.make_batch(held_out.obs, target=held_out.truth))  # no gradient
+    print(f"held-out loss {float(loss):.3f}")
+    ```
+    """
     with torch.no_grad():
         return train_loss_fn(model, batch)
 
 
 def predict(model: FourDVarNet, batch: Any) -> Tensor:
     """The inference output under ``torch.no_grad()``: ``phi(x_K)`` when ``config.output ==
-    "prior"`` (ocean4dvarnet's eval mode), else ``x_K`` (``model(batch)``)."""
+    "prior"`` (ocean4dvarnet's eval mode), else ``x_K`` (``model(batch)``).
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    x = vd.to_numpy(vd.predict(model, vd.make_batch(problem.obs)))  # no target needed
+    assert x.shape == problem.truth.shape  # (windows, T, N)
+    ```
+    """
     with torch.no_grad():
         x = model(batch)
         return model.prior(x) if model.output == "prior" else x

@@ -7,6 +7,8 @@ rewrites them when the API reference is built, leaving the source alone:
 * ``:math:`E``` becomes ``$E$`` and an indented ``.. math::`` block ``$$ ... $$``
   (pymdownx.arithmatex picks both up);
 * a double-backtick literal becomes a single-backtick one.
+
+Fenced code blocks (the ```python blocks of the ``Examples`` sections) are left as written.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import griffe
 
 _ROLE = re.compile(r":math:`([^`]+)`")
 _LITERAL = re.compile(r"``([^`]+)``")
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)```.*?^(?P=indent)```[ \t]*$", re.M | re.S)
 _BLOCK = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*\n(?P<body>(?:(?P=indent)[ \t]+.*\n|[ \t]*\n)+)", re.M)
 
 
@@ -28,10 +31,20 @@ def _block(match: re.Match[str]) -> str:
     return f"{indent}$$\n{textwrap.indent(body, indent)}\n{indent}$$\n\n"
 
 
-def markdown_of(text: str) -> str:
-    text = _BLOCK.sub(_block, text if text.endswith("\n") else text + "\n")
+def _prose(text: str) -> str:
+    text = _BLOCK.sub(_block, text)
     text = _ROLE.sub(lambda m: f"${m[1]}$", text)
-    return _LITERAL.sub(lambda m: f"`{m[1]}`", text).rstrip("\n")
+    return _LITERAL.sub(lambda m: f"`{m[1]}`", text)
+
+
+def markdown_of(text: str) -> str:
+    text = text if text.endswith("\n") else text + "\n"
+    pieces, start = [], 0
+    for fence in _FENCE.finditer(text):
+        pieces += [_prose(text[start : fence.start()]), fence[0]]
+        start = fence.end()
+    pieces.append(_prose(text[start:]))
+    return "".join(pieces).rstrip("\n")
 
 
 class RestMath(griffe.Extension):
