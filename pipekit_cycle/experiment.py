@@ -175,34 +175,35 @@ SYSTEM_DEFAULTS: dict[str, dict[str, Any]] = {
             "hidden_dim": 16, "prior_hidden_dim": 16, "fourdvar_windows": 4},
     "l63": {"steps": 4000, "batch_size": 16, "solver_steps": 8, "train_windows": 1024, "test_windows": 64,
             "hidden_dim": 32, "prior_hidden_dim": 32, "fourdvar_windows": 8},
-    "ssh": {"steps": 1000, "batch_size": 8, "solver_steps": 5, "hidden_dim": 32, "prior_hidden_dim": 32,
-            "patch_size": 32, "patch_stride": 16, "test_days": 60, "oi_space_km": 50.0, "oi_time_days": 7.0,
-            "background": "oi"},
+    "ssh": {"steps": 2000, "batch_size": 8, "solver_steps": 5, "hidden_dim": 16, "prior_hidden_dim": 16,
+            "patch_size": 32, "patch_stride": 16, "prior_downsample": 2, "test_days": 60, "oi_space_km": 70.0,
+            "oi_time_days": 7.0, "background": "oi"},
 }
 # Fields that only mean something for some systems: setting one for another system is refused
 # rather than ignored.
 LORENZ_FIELDS = ("train_windows", "test_windows", "fourdvar_windows")
-SSH_FIELDS = ("patch_size", "patch_stride", "train_days", "test_days", "grid", "data", "var", "obs_var",
-              "obs_noise_std", "oi_space_km", "oi_time_days", "background")
+SSH_FIELDS = ("patch_size", "patch_stride", "prior_downsample", "train_days", "test_days", "grid", "data", "var",
+              "obs_var", "obs_noise_std", "oi_space_km", "oi_time_days", "background")
 BACKGROUNDS = ("oi", "none")
 # Without --data, the SSH job simulates this many days of training and this grid.
-SSH_SIMULATION = {"train_days": 240, "grid": 64}
+SSH_SIMULATION = {"train_days": 960, "grid": 64}
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """What to train and how. A size left at ``None`` takes its system's value in
     `SYSTEM_DEFAULTS` (resolved at construction, so a config always holds numbers);
-    ``window_length`` ``None``: 200 for l63 (Fablet et al. 2021), 10 for l96, 7 days for ssh.
+    ``window_length`` ``None``: 200 for l63 (Fablet et al. 2021), 10 for l96, 15 days for ssh.
     Every field is checked at construction (`ConfigError`, a ``ValueError``); the adjoint is
     stored in its canonical text form (``str(parse_adjoint(adjoint))``).
 
     ``train_windows``, ``test_windows`` and ``fourdvar_windows`` belong to the Lorenz systems;
     the `SSH_FIELDS` to ``system="ssh"`` (`pipekit_cycle.mapping_experiment`): the patches
-    (``patch_size``, ``patch_stride``), the periods (``train_days``, ``test_days``), the
-    simulated box (``grid``, default `SSH_SIMULATION`) or a user's netCDF file (``data``,
-    ``var``, ``obs_var``, ``obs_noise_std``), the OI's scales (``oi_space_km``,
-    ``oi_time_days``) and ``background`` (``"oi"``: the solver maps the departure from OI).
+    (``patch_size``, ``patch_stride``), the prior's ``prior_downsample``, the periods
+    (``train_days``, ``test_days``), the simulated box (``grid``, default `SSH_SIMULATION`) or
+    a user's netCDF file (``data``, ``var``, ``obs_var``, ``obs_noise_std``), the OI's scales
+    (``oi_space_km``, ``oi_time_days``) and ``background`` (``"oi"``: the solver maps the
+    departure from OI).
     A field set for a system it does not belong to is refused, not ignored. With ``data``,
     ``train_days`` ``None`` means every day before the held-out ones."""
 
@@ -222,6 +223,7 @@ class ExperimentConfig:
     fourdvar_windows: int | None = None
     patch_size: int | None = None
     patch_stride: int | None = None
+    prior_downsample: int | None = None
     train_days: int | None = None
     test_days: int | None = None
     grid: int | None = None
@@ -281,8 +283,11 @@ class ExperimentConfig:
                     raise ConfigError(field, "must name the file's variable (--data needs --var and --obs-var)")
             if self.obs_noise_std is not None:
                 _check_positive_number("obs_noise_std", self.obs_noise_std)
-        for field in ("patch_size", "patch_stride", "test_days"):
+        for field in ("patch_size", "patch_stride", "prior_downsample", "test_days"):
             _check_int(field, getattr(self, field), 1)
+        if self.patch_size % self.prior_downsample:
+            raise ConfigError("prior_downsample", f"must divide --patch-size ({self.patch_size}), got "
+                              f"{self.prior_downsample}")
         if self.train_days is not None:
             _check_int("train_days", self.train_days, 1)
         for field in ("oi_space_km", "oi_time_days"):
@@ -343,10 +348,13 @@ class ExperimentConfig:
         """The window length T (time steps; days for ssh)."""
         if self.window_length is not None:
             return self.window_length
-        return {"l63": 200, "l96": 10, "ssh": 7}[self.system]
+        return {"l63": 200, "l96": 10, "ssh": 15}[self.system]
 
     def problem(self) -> tuple[Problem, Problem]:
-        """Train and held-out windows, simulated from ``seed``."""
+        """Train and held-out windows of a Lorenz system, simulated from ``seed`` (the ssh
+        system's data are `pipekit_cycle.mapping_experiment.MappingTask`'s)."""
+        if self.system == "ssh":
+            raise ValueError("problem() simulates the Lorenz systems; the ssh system's data are MappingTask's")
         total = self.train_windows + self.test_windows
         if self.system == "l63":
             problem = lorenz63(total, self.length, seed=self.seed)
@@ -363,6 +371,7 @@ class ExperimentConfig:
             prior_hidden_dim=self.prior_hidden_dim,
             n_solver_steps=self.solver_steps,
             padding="circular" if self.system == "l96" else "zeros",  # Lorenz-96 is periodic
+            prior_downsample=self.prior_downsample if self.prior_downsample is not None else 1,
             solver_adjoint=spec,
         )
 
@@ -809,7 +818,8 @@ def run_experiment(
         training, damaged = _restore(backend, config, out_dir, placement)
     else:
         training, damaged = _fresh(backend, config, placement), []
-    task = _task(config, placement)  # may refuse the data (ConfigError), so still before any write
+    progress = progress and placement.writes
+    task = _task(config, progress)  # may refuse the data (ConfigError), so before any write
     # Everything above only read (on every rank); from here on the run directory changes.
     placement.barrier()
     if placement.writes:
@@ -817,7 +827,6 @@ def run_experiment(
             _remove_run(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         _tidy_checkpoints(out_dir, damaged)
-    progress = progress and placement.writes
 
     def held_out_loss() -> float:
         return _held_out_loss(backend, training.model, *task.held_out, config.batch_size, placement)
@@ -887,19 +896,19 @@ class _Task(Protocol):
     ) -> dict[str, Any]: ...
 
 
-def _task(config: ExperimentConfig, placement: Placement) -> _Task:
+def _task(config: ExperimentConfig, progress: bool) -> _Task:
     if config.system == "ssh":
         from .mapping_experiment import MappingTask
 
-        return MappingTask(config, placement)
-    return _LorenzTask(config, placement)
+        return MappingTask(config, progress=progress)
+    return _LorenzTask(config)
 
 
 class _LorenzTask:
     """Windows of a simulated Lorenz system; scored by RMSE against linear interpolation and
     classical 4D-Var."""
 
-    def __init__(self, config: ExperimentConfig, placement: Placement) -> None:
+    def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
         self.train, self.test = config.problem()
         self.scale = _Standardiser(self.train.truth)
@@ -998,7 +1007,7 @@ def _build_parsers(prog: str) -> tuple[argparse.ArgumentParser, argparse.Argumen
     train.add_argument("--train-windows", type=int, default=None, help=lorenz("train_windows"))
     train.add_argument("--test-windows", type=int, default=None, help=lorenz("test_windows"))
     train.add_argument("--window-length", type=int, default=None,
-                       help="time steps per window (days for ssh); default: 10 for l96, 200 for l63, 7 for ssh")
+                       help="time steps per window (days for ssh); default: 10 for l96, 200 for l63, 15 for ssh")
     train.add_argument("--hidden-dim", type=int, default=None, help=per_system("hidden_dim"))
     train.add_argument("--prior-hidden-dim", type=int, default=None, help=per_system("prior_hidden_dim"))
     train.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
@@ -1010,6 +1019,9 @@ def _build_parsers(prog: str) -> tuple[argparse.ArgumentParser, argparse.Argumen
                        help=ssh_only(f"the square patch the solver maps, in grid points (default {ssh['patch_size']})"))
     train.add_argument("--patch-stride", type=int, default=None,
                        help=ssh_only(f"spacing of the patches (default {ssh['patch_stride']})"))
+    train.add_argument("--prior-downsample", type=int, default=None,
+                       help=ssh_only(f"the prior works on the patch average-pooled by this factor "
+                                     f"(default {ssh['prior_downsample']})"))
     train.add_argument("--train-days", type=int, default=None,
                        help=ssh_only(f"training days before the held-out ones (default {sim['train_days']}; "
                                      f"with --data: all of them)"))

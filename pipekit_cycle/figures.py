@@ -263,21 +263,26 @@ def psd_score_figure(title: str, scores: Mapping[str, tuple[np.ndarray, np.ndarr
     figure = _new_figure(7.0, 5.4)
     axis = figure.subplots()
     colours = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    styles = [(colours[i % len(colours)], "solid" if i == 0 else "dashed") for i in range(len(scores))]
     for index, (name, (wavelength, period, score)) in enumerate(scores.items()):
         if index == 0:
             filled = axis.contourf(wavelength, period, np.clip(score, 0.0, 1.0), levels=np.linspace(0, 1, 11),
                                    cmap="viridis")
             figure.colorbar(filled, ax=axis, label=f"spectral score of {name}")
-        axis.contour(wavelength, period, score, levels=[0.5], colors=[colours[index % len(colours)]],
-                     linewidths=1.8)
-        axis.plot([], [], color=colours[index % len(colours)], label=f"{name}: score 0.5")
-    from matplotlib.ticker import FormatStrFormatter
-
+        axis.plot([], [], color=styles[index][0], linestyle=styles[index][1], linewidth=2.8 if index == 0 else 1.4,
+                  label=f"{name}: score 0.5")
+    # The first estimate's contour drawn last, on top: close contours would hide it otherwise.
+    for index, (wavelength, period, score) in reversed(list(enumerate(scores.values()))):
+        axis.contour(wavelength, period, score, levels=[0.5], colors=[styles[index][0]],
+                     linestyles=[styles[index][1]], linewidths=2.8 if index == 0 else 1.4)
     axis.set_xscale("log")
     axis.set_yscale("log")
-    for scale in (axis.xaxis, axis.yaxis):  # plain numbers, not 6x10^0
+    for scale in (axis.xaxis, axis.yaxis):  # plain numbers at 1, 2, 5 x 10^n, not 6x10^0
+        scale.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         scale.set_major_formatter(FormatStrFormatter("%g"))
-        scale.set_minor_formatter(FormatStrFormatter("%g"))
+        scale.set_minor_formatter(NullFormatter())
     axis.set_xlabel("wavelength (degrees)")
     axis.set_ylabel("period (days)")
     axis.legend(fontsize=8, loc="lower right")

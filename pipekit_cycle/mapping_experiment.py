@@ -102,17 +102,22 @@ def _load(config: ExperimentConfig) -> tuple[GriddedData, GriddedData]:
 class MappingTask:
     """Patches of gridded SSH maps; scored over the whole held-out period (module docstring)."""
 
-    def __init__(self, config: ExperimentConfig, placement: Placement) -> None:
+    def __init__(self, config: ExperimentConfig, *, progress: bool = False) -> None:
+        from .experiment import _progress
+
         self.config = config
-        self.placement = placement
         self.train, self.test = _load(config)
         assert config.patch_size is not None and config.patch_stride is not None
         self.noise_std = next(
             value for value in (config.obs_noise_std, self.test.noise_std, DEFAULT_FILE_NOISE_STD) if value is not None
         )
         if config.background == "oi":
-            self.background_train = self._optimal_interpolation(self.train)
-            self.background_test = self._optimal_interpolation(self.test)
+            # Minutes on a large file: a bar that moves per period says the run is not stuck.
+            with _progress(2, 0, progress, "OI background (train, held-out)") as bar:
+                self.background_train = self._optimal_interpolation(self.train)
+                bar.update(1)
+                self.background_test = self._optimal_interpolation(self.test)
+                bar.update(1)
         else:
             self.background_train = np.zeros_like(self.train.truth)
             self.background_test = np.zeros_like(self.test.truth)

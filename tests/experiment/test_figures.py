@@ -92,3 +92,31 @@ def test_without_matplotlib_one_line_says_how_to_get_figures(tmp_path, cli, tiny
     assert err.count("\n") == 1 and err.startswith("warning: figures skipped")
     assert "pip install 'pipekit-cycle[all]'" in err and "pip install matplotlib" in err
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_ssh_map_figure_shows_the_day_and_each_estimates_error():
+    from pipekit_cycle import mapping
+    from pipekit_cycle.figures import map_figure
+
+    data = mapping.simulated(n_days=4, grid=32, seed=0)
+    estimates = {"OI": data.truth + 0.01, "learned": data.truth - 0.02}
+    figure = map_figure("run", data, 2, estimates)
+    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
+    assert titles[:4] == ["truth", "observations (day 2)", "OI (RMSE 0.010 m)", "learned (RMSE 0.020 m)"]
+    assert titles[4:] == ["OI - truth", "learned - truth"]
+    panels = [axis for axis in figure.axes if axis.images]
+    np.testing.assert_array_equal(panels[0].images[0].get_array(), data.truth[2])
+    np.testing.assert_allclose(panels[-1].images[0].get_array(), -0.02)
+
+
+def test_psd_score_figure_draws_the_half_contour_of_each_estimate():
+    from pipekit_cycle.figures import psd_score_figure
+
+    wavelength, period = np.array([4.0, 2.0, 1.0]), np.array([20.0, 10.0, 5.0])
+    score = np.array([[0.9, 0.6, 0.2], [0.8, 0.4, 0.1], [0.3, 0.2, 0.0]])
+    figure = psd_score_figure("run", {"learned": (wavelength, period, score), "OI": (wavelength, period, score - 0.1)})
+    axis = figure.axes[0]
+    assert [text.get_text() for text in axis.get_legend().get_texts()] == ["learned: score 0.5", "OI: score 0.5"]
+    levels = [list(contour.levels) for contour in axis.collections if hasattr(contour, "levels")]
+    assert levels.count([0.5]) == 2  # one 0.5 contour per estimate, besides the filled score
+    assert (axis.get_xscale(), axis.get_yscale()) == ("log", "log")

@@ -49,7 +49,7 @@ def test_ssh_run_writes_the_scores_of_its_maps(tmp_path, cli):
         np.testing.assert_array_equal(np.isnan(written["obs"].values), np.isnan(test.obs))
         maps = {name: written[name].values for name in ("learned", "oi", "interpolation")}
     # OI and interpolation recomputed from the public baselines, on the held-out days alone.
-    oi = optimal_interpolation(test.obs, space_scale=50.0, time_scale=7.0, noise_var=0.03**2, lat=test.lat,
+    oi = optimal_interpolation(test.obs, space_scale=70.0, time_scale=7.0, noise_var=0.03**2, lat=test.lat,
                                lon=test.lon, time=test.time)
     np.testing.assert_allclose(maps["oi"], oi, rtol=0, atol=1e-12)
     np.testing.assert_allclose(maps["interpolation"], linear_interpolation_time(test.obs), rtol=0, atol=1e-12)
@@ -79,7 +79,7 @@ def test_learned_map_is_the_oi_plus_the_solvers_stitched_departure(tmp_path, cli
     train, test = data.period(0, 8), data.period(8, 16)
 
     def oi_of(period: mapping.GriddedData) -> np.ndarray:
-        return optimal_interpolation(period.obs, space_scale=50.0, time_scale=7.0, noise_var=0.03**2,
+        return optimal_interpolation(period.obs, space_scale=70.0, time_scale=7.0, noise_var=0.03**2,
                                      lat=period.lat, lon=period.lon, time=period.time)
 
     departure = train.truth - oi_of(train)
@@ -116,7 +116,7 @@ def test_ssh_run_on_a_users_netcdf_file(tmp_path, cli):
     assert metrics["data"] == str(file)
     assert (metrics["train_days"], metrics["held_out_days"], metrics["grid"]) == (14, 6, [32, 32])
     test = data.period(14, 20)
-    oi = optimal_interpolation(test.obs, space_scale=50.0, time_scale=7.0, noise_var=0.03**2, lat=test.lat,
+    oi = optimal_interpolation(test.obs, space_scale=70.0, time_scale=7.0, noise_var=0.03**2, lat=test.lat,
                                lon=test.lon, time=np.arange(6.0))
     assert metrics["scores"]["oi"]["mu"] == pytest.approx(_scores_of(oi, test.truth, test.dx_deg)["mu"], rel=1e-9)
 
@@ -139,6 +139,7 @@ def test_ssh_resume_continues_exactly(tmp_path, cli):
         (["train", "--system", "l96", "--patch-size", "8"], "--patch-size", "setting of the ssh system"),
         (ssh_flags(train_windows=8), "--train-windows", "Lorenz"),
         (ssh_flags(patch_stride=20), "--patch-stride", "at most --patch-size"),
+        (ssh_flags(prior_downsample=3), "--prior-downsample", "must divide --patch-size (16)"),
         (ssh_flags(patch_size=40), "--patch-size", "at most --grid"),
         (ssh_flags(test_days=3), "--test-days", "one window of 4 days"),
         (ssh_flags(background="mean"), "--background", "invalid choice"),
