@@ -16,9 +16,10 @@ interpolation (`pipekit_cycle.baselines.optimal_interpolation`, Gaussian scales
     \hat\eta = \eta_{\mathrm{OI}} + \Psi_\theta\big(y - \eta_{\mathrm{OI}}\big),
 
 the observations :math:`y` and the truth being replaced by their departures from the OI for
-training, as in the 4DVarNet SSH papers where the OI supplies the large scales (Fablet et al.
-2021, Beauchamp et al. 2023). The solver's first guess :math:`x_0 = m \odot (y - \eta_{OI})`
-is then the OI itself, and training only has to learn what OI misses. ``background="none"``
+training, like the 4DVarNet SSH set-ups that take the OI as the large-scale part of the state
+(e.g. Beauchamp et al. 2023). The solver's first guess :math:`x_0 = m \odot (y - \eta_{OI})`
+is then the OI with the observed departures at the observed points, and training only has to
+learn what OI misses. ``background="none"``
 maps :math:`y` directly. Either way the inputs and targets are standardised with the mean and
 standard deviation of the training targets.
 
