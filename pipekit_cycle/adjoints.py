@@ -87,6 +87,16 @@ class DirectAdjoint(AbstractAdjointSpec):
 
     Dynamics layer only: at the inner solve, plain unrolled backprop is
     `RecursiveCheckpointAdjoint`'s exact gradient.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    spec = pk.DirectAdjoint()  # backprop through every ODE step
+    assert str(spec) == "direct" and pk.parse_adjoint("direct") == spec
+    assert pk.applicable_layers(spec) == {pk.DYNAMICS}
+    ```
     """
 
     tag: ClassVar[str] = "direct"
@@ -99,6 +109,16 @@ class RecursiveCheckpointAdjoint(AbstractAdjointSpec):
 
     ``checkpoints`` (>= 1) is the number of stored states; ``None`` lets the backend pick
     (e.g. about sqrt(K) segments, or a binomial schedule). Memory grows sublinearly in K.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    spec = pk.RecursiveCheckpointAdjoint(checkpoints=8)
+    assert str(spec) == "checkpoint:8" and pk.parse_adjoint("checkpoint:8") == spec
+    assert pk.applicable_layers(spec) == {pk.INNER_SOLVE, pk.DYNAMICS}  # both layers
+    ```
     """
 
     checkpoints: int | None = None
@@ -120,6 +140,16 @@ class TruncatedAdjoint(AbstractAdjointSpec):
     The first ``K - k`` steps run without gradient (state AND recurrent carry are cut from
     the graph), the last ``k`` propagate it. The forward value is that of the full solve;
     ``k >= K`` is the exact gradient.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    spec = pk.TruncatedAdjoint(k=3)  # gradient through the last 3 solver steps only
+    assert str(spec) == "truncated:3" and pk.parse_adjoint("truncated:3") == spec
+    assert spec == pk.TruncatedAdjoint(3) and hash(spec) == hash(pk.TruncatedAdjoint(3))  # equal by value
+    ```
     """
 
     k: int = 1
@@ -146,6 +176,16 @@ class ImplicitAdjoint(AbstractAdjointSpec):
     ``n_solver_steps``), as in optimistix. At the inner solve it needs
     ``solver="fixed_point"``, whose output is a fixed point; the learned ConvLSTM solve's is
     not. Memory is independent of the iteration count.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    spec = pk.parse_adjoint("implicit:gmres")
+    assert spec == pk.ImplicitAdjoint(linear_solver="gmres") and spec.rtol == 1e-6  # the defaults
+    pk.check_solver_adjoint("fixed_point", spec)  # needs solver="fixed_point"
+    ```
     """
 
     linear_solver: LinearSolverName = "auto"
@@ -182,6 +222,16 @@ class BacksolveAdjoint(AbstractAdjointSpec):
 
     ``rtol``/``atol`` are the tolerances of the backward solve (``None``: those of the
     forward solve). Dynamics layer only.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    spec = pk.BacksolveAdjoint(rtol=1e-6, atol=1e-8)
+    assert str(spec) == "backsolve:rtol=1e-06:atol=1e-08"
+    assert pk.parse_adjoint(str(spec)) == spec and pk.applicable_layers(spec) == {pk.DYNAMICS}
+    ```
     """
 
     rtol: float | None = None
@@ -234,6 +284,16 @@ def parse_adjoint(text: str) -> AdjointSpec:
 
     ``name[:positional][:field=value]...`` with ``name`` one of ``direct, checkpoint,
     truncated, implicit, backsolve``; e.g. ``"truncated:3"``, ``"implicit:gmres:rtol=1e-08"``.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    spec = pk.parse_adjoint("truncated:3")
+    assert spec == pk.TruncatedAdjoint(k=3) and str(spec) == "truncated:3"  # str is the inverse
+    assert pk.parse_adjoint("checkpoint") == pk.RecursiveCheckpointAdjoint()
+    ```
     """
     if not isinstance(text, str):
         raise TypeError(f"parse_adjoint expects a str, got {type(text).__name__}")
@@ -260,7 +320,18 @@ def parse_adjoint(text: str) -> AdjointSpec:
 
 
 def adjoint_from_dict(data: dict[str, Any]) -> AdjointSpec:
-    """Inverse of ``spec.to_dict()``: ``{"type": "TruncatedAdjoint", "k": 3}`` -> spec."""
+    """Inverse of ``spec.to_dict()``: ``{"type": "TruncatedAdjoint", "k": 3}`` -> spec.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    spec = pk.adjoint_from_dict({"type": "TruncatedAdjoint", "k": 3})
+    assert spec == pk.TruncatedAdjoint(k=3)
+    assert pk.adjoint_from_dict(spec.to_dict()) == spec  # to_dict is the inverse
+    ```
+    """
     if not isinstance(data, dict) or "type" not in data:
         raise ValueError(f"an adjoint dict needs a 'type' key, got {data!r}")
     fields = dict(data)
@@ -275,6 +346,15 @@ def as_adjoint_spec(obj: object) -> AdjointSpec | None:
 
     Backends map specs by class NAME and fields, so an identically shaped spec from another
     library maps too. Strings are parsed.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    assert pk.as_adjoint_spec(pk.TruncatedAdjoint(k=2)) == pk.TruncatedAdjoint(k=2)
+    assert pk.as_adjoint_spec(42) is None  # not spec-shaped
+    ```
     """
     if isinstance(obj, SPEC_TYPES):
         return obj  # type: ignore[return-value]
@@ -290,7 +370,17 @@ def as_adjoint_spec(obj: object) -> AdjointSpec | None:
 
 
 def applicable_layers(spec: object) -> frozenset[str]:
-    """The layers (``"inner_solve"``, ``"dynamics"``) at which ``spec`` may be used."""
+    """The layers (``"inner_solve"``, ``"dynamics"``) at which ``spec`` may be used.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    assert pk.applicable_layers(pk.TruncatedAdjoint(k=1)) == {pk.INNER_SOLVE}
+    assert pk.applicable_layers(pk.BacksolveAdjoint()) == {pk.DYNAMICS}
+    ```
+    """
     coerced = as_adjoint_spec(spec)
     if coerced is None:
         raise TypeError(f"not an adjoint spec: {spec!r}")
@@ -301,6 +391,21 @@ def check_layer(spec: object, layer: str) -> AdjointSpec:
     """Return ``spec`` as one of our specs, or raise ``ValueError`` if it is used at the wrong layer.
 
     The message names the layer(s) the spec belongs to.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    spec = pk.check_layer(pk.RecursiveCheckpointAdjoint(), pk.DYNAMICS)  # fine at either layer
+    assert spec == pk.RecursiveCheckpointAdjoint()
+    try:
+        pk.check_layer(pk.TruncatedAdjoint(k=1), pk.DYNAMICS)  # an inner-solve spec on an ODE
+    except ValueError as error:
+        assert "dynamics" in str(error)
+    else:
+        raise AssertionError("a spec at the wrong layer must be refused")
+    ```
     """
     if layer not in LAYERS:
         raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
@@ -326,6 +431,20 @@ def check_solver_adjoint(solver: str, spec: object) -> None:
     Only ``ImplicitAdjoint`` is restricted: the implicit function theorem needs an output that
     is a fixed point, which only ``solver="fixed_point"`` computes. ``spec`` may be any object;
     one that is not spec-shaped (a backend-native or user adjoint) is not checked here.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    pk.check_solver_adjoint("learned", pk.TruncatedAdjoint(k=1))  # fine: returns None
+    try:
+        pk.check_solver_adjoint("learned", pk.ImplicitAdjoint())  # implicit needs a fixed point
+    except ValueError as error:
+        assert "fixed_point" in str(error)
+    else:
+        raise AssertionError("ImplicitAdjoint on the learned solve must be refused")
+    ```
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")

@@ -84,6 +84,22 @@ class FourDVarNetConfig:
       ``x_{k+1} = x_k - (u / (k + 1) + lr_grad (k + 1) / K g)`` (``alpha`` unused).
     * ``output``: what ``predict`` returns: ``"state"`` ``x_K``, ``"prior"`` ``phi(x_K)``.
       ``model(batch)`` always returns ``x_K``.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4)
+    assert cfg.ndim == 1 and cfg.replace(n_time=7).n_time == 7  # frozen: replace makes a new one
+    assert pk.FourDVarNetConfig.from_json(cfg.to_json()) == cfg  # what save_params stores
+    try:
+        pk.FourDVarNetConfig(state_shape=(16,), n_time=0)
+    except ValueError as error:  # every field is checked on construction
+        assert "n_time" in str(error)
+    else:
+        raise AssertionError("n_time=0 must be refused")
+    ```
     """
 
     state_shape: tuple[int, ...]
@@ -205,6 +221,16 @@ class OptimizerConfig:
     the gradient before the update (``torch.optim``'s convention; ``optax.add_decayed_weights``
     placed before the update in JAX). ``clip_norm`` clips the global gradient norm first:
     ``g <- g * clip_norm / max(norm(g), clip_norm)`` (``optax.clip_by_global_norm``).
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    opt = pk.OptimizerConfig(name="adam", lr=1e-3, clip_norm=1.0)
+    assert pk.OptimizerConfig.from_dict(opt.to_dict()) == opt
+    assert pk.OptimizerConfig.from_json(opt.to_json()) == opt
+    ```
     """
 
     name: Literal["adam", "sgd"] = "adam"

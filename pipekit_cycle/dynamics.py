@@ -349,7 +349,18 @@ class DynamicsApi(Generic[Field, Model]):
     ) -> Field:
         """``"lorenz63"`` (``sigma, rho, beta``), ``"lorenz96"`` (``forcing``; ``state_dim``,
         default 40) or ``"linear"`` (``matrix``, required) with ``parameters`` by name (missing
-        ones default; see `field_arguments`), in the dtype ``fields`` builds (vardax_torch: float64)."""
+        ones default; see `field_arguments`), in the dtype ``fields`` builds (vardax_torch: float64).
+
+        Examples
+        --------
+        ```python
+        import vardax_jax as vd
+
+        field = vd.make_vector_field("lorenz96", {"forcing": 8.0}, state_dim=8)
+        assert isinstance(field, vd.Lorenz96) and field.state_dim == 8
+        assert field.parameter_names == ("forcing",)  # what its gradients are keyed by
+        ```
+        """
         arguments = field_arguments(system, parameters, state_dim=state_dim)  # checks ``system`` first
         return self.fields[system](**arguments)
 
@@ -363,7 +374,20 @@ class DynamicsApi(Generic[Field, Model]):
         **options: Any,
     ) -> Model:
         """`make_vector_field` wrapped in the backend's forward model (``options``: solver,
-        substeps, rtol, atol, max_steps, adjoint)."""
+        substeps, rtol, atol, max_steps, adjoint).
+
+        Examples
+        --------
+        ```python
+        import numpy as np
+        import vardax_jax as vd
+
+        model = vd.make_forward_model("lorenz63", 0.01)  # dt = 0.01
+        trajectory = vd.to_numpy(model.rollout(np.array([1.0, 1.0, 1.0]), 5))
+        assert trajectory.shape == (6, 3)  # the initial state, then 5 steps
+        assert np.allclose(trajectory[0], 1.0)
+        ```
+        """
         return self.forward_model(self.make_vector_field(system, parameters, state_dim=state_dim), dt, **options)
 
     def _model_for(self, system: str, dt: float, x0: Any, parameters: Any, options: dict[str, Any]) -> Model:
@@ -380,7 +404,21 @@ class DynamicsApi(Generic[Field, Model]):
         parameters: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> np.ndarray:
-        """The trajectory ``(..., n_steps + 1, N)`` from ``x0`` (``(..., N)``), as numpy."""
+        """The trajectory ``(..., n_steps + 1, N)`` from ``x0`` (``(..., N)``), as numpy.
+
+        Examples
+        --------
+        ```python
+        import numpy as np
+        import vardax_jax as vd
+
+        x0 = np.full((2, 8), 8.0)  # two Lorenz-96 states of N = 8 at the fixed point x_i = F
+        x0[1, 0] += 0.01  # the second one perturbed
+        trajectory = vd.rollout_numpy("lorenz96", x0, n_steps=4, dt=0.05)
+        assert isinstance(trajectory, np.ndarray) and trajectory.shape == (2, 5, 8)
+        assert np.allclose(trajectory[0], 8.0)  # the fixed point stays put
+        ```
+        """
         return self.rollout(self._model_for(system, dt, x0, parameters, options), np.asarray(x0), n_steps)
 
     def trajectory_loss_and_grads(
@@ -397,7 +435,22 @@ class DynamicsApi(Generic[Field, Model]):
     ) -> tuple[float, dict[str, np.ndarray]]:
         r""":math:`L = \tfrac12 \sum (x_t - \mathrm{target}_t)^2` over the rollout (``target``
         ``(..., n_steps + 1, N)``, default zeros) and its gradients under ``adjoint``, as numpy:
-        ``{"x0": dL/dx0, <parameter name>: dL/dtheta, ...}``."""
+        ``{"x0": dL/dx0, <parameter name>: dL/dtheta, ...}``.
+
+        Examples
+        --------
+        ```python
+        import numpy as np
+        import vardax_jax as vd
+
+        x0 = np.array([1.0, 2.0])
+        zero = {"matrix": np.zeros((2, 2))}  # A = 0
+        loss, grads = vd.trajectory_loss_and_grads("linear", x0, n_steps=3, dt=0.1, parameters=zero)
+        # A = 0: the 4 states of the rollout all equal x0, so L = 4 |x0|^2 / 2 = 10 and dL/dx0 = 4 x0
+        assert np.isclose(loss, 10.0) and np.allclose(grads["x0"], [4.0, 8.0])
+        assert grads["matrix"].shape == (2, 2)
+        ```
+        """
         model = self._model_for(system, dt, x0, parameters, {**options, "adjoint": adjoint})
         return self.loss_and_grads(model, np.asarray(x0), n_steps, target)
 
@@ -417,7 +470,21 @@ class DynamicsApi(Generic[Field, Model]):
         **options: Any,
     ) -> np.ndarray:
         """The `StrongFourDVar` analysis for ``xb`` (``(..., N)``) and ``obs`` (``(..., T, N)``,
-        NaN where unobserved), as numpy; ``options`` configure the forward model."""
+        NaN where unobserved), as numpy; ``options`` configure the forward model.
+
+        Examples
+        --------
+        ```python
+        import numpy as np
+        import vardax_jax as vd
+
+        obs = np.ones((2, 2))  # (T, N): both components observed at T = 2 times (n_steps = 1)
+        xa = vd.strong_4dvar_numpy("linear", np.zeros(2), obs, 0.1, background_cov=np.ones(2), obs_var=1.0,
+                                   parameters={"matrix": np.zeros((2, 2))})
+        # A = 0 (x stays put), B = R = 1: x_a = (xb + sum_t y_t) / (1 + T) = 2 / 3
+        assert np.allclose(xa, 2 / 3, atol=1e-4)
+        ```
+        """
         model = self._model_for(system, dt, xb, parameters, options)
         var = self.fourdvar(model, background_cov, obs_var, rtol=rtol, atol=atol, max_steps=max_steps)
         return self.to_numpy(var(np.asarray(xb), np.asarray(obs)))

@@ -66,7 +66,17 @@ def _pair_of_fields(estimate: np.ndarray, truth: np.ndarray, ndim: int | None = 
 
 
 def rmse(estimate: np.ndarray, truth: np.ndarray) -> float:
-    r""":math:`\sqrt{\mathrm{mean}((\hat x - x)^2)}` over every entry, in the units of the fields."""
+    r""":math:`\sqrt{\mathrm{mean}((\hat x - x)^2)}` over every entry, in the units of the fields.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle.metrics import rmse
+
+    assert rmse(np.array([1.0, -1.0, 1.0, -1.0]), np.zeros(4)) == 1.0
+    ```
+    """
     return float(np.sqrt(np.mean((np.asarray(estimate) - np.asarray(truth)) ** 2)))
 
 

@@ -36,7 +36,19 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def schema(config: FourDVarNetConfig) -> dict[str, tuple[int, ...]]:
-    """Canonical parameter names and shapes of the model ``config`` describes (see module doc)."""
+    """Canonical parameter names and shapes of the model ``config`` describes (see module doc).
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4)
+    shapes = pk.schema(cfg)  # {canonical name: shape}, the same in both backends
+    assert shapes["prior.conv_in.weight"] == (4, 5, 3)  # (prior_hidden_dim, n_time, kernel_size)
+    assert shapes["grad_mod.conv_out.bias"] == (5,)
+    ```
+    """
     t, p, h = config.n_time, config.prior_hidden_dim, config.hidden_dim
     kernel = (config.kernel_size,) * config.ndim
     convs = {
@@ -95,6 +107,24 @@ def save_params(
 
     The parameters are validated first; the file is written to a temporary file in the same
     directory and renamed over ``path``, so a failed write leaves any old file intact.
+
+    Examples
+    --------
+    ```python
+    import os
+    import tempfile
+
+    import numpy as np
+    import pipekit_cycle as pk
+
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4)
+    params = {name: np.zeros(shape, np.float32) for name, shape in pk.schema(cfg).items()}
+    path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    pk.save_params(path, params, cfg)  # the config travels as metadata
+    loaded, config = pk.load_params(path)
+    assert config == cfg and loaded.keys() == params.keys()
+    assert all(np.array_equal(loaded[name], params[name]) for name in params)
+    ```
     """
     from safetensors.numpy import save
 
@@ -129,7 +159,26 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def load_params(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], FourDVarNetConfig | None]:
-    """Read a file written by `save_params`; validate before returning ``(params, config)``."""
+    """Read a file written by `save_params`; validate before returning ``(params, config)``.
+
+    Examples
+    --------
+    ```python
+    import os
+    import tempfile
+
+    import numpy as np
+    import pipekit_cycle as pk
+
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4)
+    params = {name: np.zeros(shape, np.float32) for name, shape in pk.schema(cfg).items()}
+    path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    pk.save_params(path, params, cfg)  # the config travels as metadata
+    loaded, config = pk.load_params(path)
+    assert config == cfg and loaded.keys() == params.keys()
+    assert all(np.array_equal(loaded[name], params[name]) for name in params)
+    ```
+    """
     from safetensors import safe_open
 
     try:

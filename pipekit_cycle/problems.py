@@ -36,7 +36,21 @@ L96_FORCING = 8.0
 class Problem:
     """A data-assimilation data set: ``truth``, ``obs`` (NaN where unobserved) and ``mask``
     (1.0 observed, 0.0 not), each ``(windows, T, N)``; ``dt`` the time step between rows;
-    ``system`` and ``parameters`` say what was simulated."""
+    ``system`` and ``parameters`` say what was simulated.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+
+    problem = pk.lorenz96(n_windows=6, window_length=5, state_dim=8, seed=0)
+    assert problem.truth.shape == problem.obs.shape == problem.mask.shape == (6, 5, 8)
+    assert (np.isnan(problem.obs) == (problem.mask == 0)).all()  # NaN exactly where unobserved
+    train, held_out = problem.split(4)
+    assert train.truth.shape[0] == 4 and held_out.truth.shape[0] == 2
+    ```
+    """
 
     truth: np.ndarray
     obs: np.ndarray
@@ -132,6 +146,19 @@ def lorenz63(
     Defaults follow Fablet et al. (2021): ``dt = 0.01``, the full state observed every 8
     steps, Gaussian noise of variance 2, windows of 200 steps. ``obs_fraction`` < 1 also
     drops components at random.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+
+    problem = pk.lorenz63(n_windows=3, window_length=16, spinup_steps=100, seed=0)
+    assert problem.truth.shape == (3, 16, 3) and problem.system == "lorenz63"
+    assert np.isfinite(problem.truth).all()
+    assert np.array_equal(pk.lorenz63(n_windows=3, window_length=16, spinup_steps=100, seed=0).obs,
+                          problem.obs, equal_nan=True)  # seeded: the same data again
+    ```
     """
     for name, value in (("n_windows", n_windows), ("window_length", window_length), ("obs_every", obs_every)):
         _check(name, value, integer=True)
@@ -177,6 +204,17 @@ def lorenz96(
     ``dt = 0.05`` is the customary step (about 6 hours of atmospheric time); by default half
     the components, drawn at random per time, are observed at every step with noise
     variance 1.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    assert problem.truth.shape == (4, 5, 16) and problem.system == "lorenz96"
+    assert 0 < problem.mask.mean() < 1  # some entries observed, some not
+    ```
     """
     for name, value in (
         ("n_windows", n_windows),

@@ -12,6 +12,16 @@ Every native adjoint is an ``optx.AbstractAdjoint`` and owns its loop: a solve h
 ``while_loop`` the adjoint appends to ``inputs`` (optimistix's protocol), so the same adjoint
 works as the ``adjoint=`` of ``optx.minimise`` / ``root_find`` / ``fixed_point`` and of the
 4DVarNet solves in `vardax_jax.solver`. Nothing here reads the layout of ``inputs``.
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+import vardax_jax as vd
+
+native = vd.adjoints.to_native_adjoint(pk.TruncatedAdjoint(k=2))  # a spec -> this backend's own adjoint
+assert isinstance(native, vd.adjoints.KStepAdjoint)
+```
 """
 
 from __future__ import annotations
@@ -291,6 +301,20 @@ class FixedPointNeumann(lx.AbstractLinearSolver):
     ``x = -\sum_j J^j b``. The series stops when ``max_i |J^j b|_i / (atol + rtol |x_i|) < 1``
     or after ``max_steps`` terms (``max_steps_reached``). The transpose is the same series on
     ``A^T = J^T - I``, which is what reverse mode calls. Use it for fixed points only.
+
+    Examples
+    --------
+    ```python
+    import jax.numpy as jnp
+    import lineax as lx
+    import numpy as np
+    import vardax_jax as vd
+
+    jacobian = 0.5 * jnp.eye(2)  # dT/dy of a contraction
+    operator = lx.MatrixLinearOperator(jacobian - jnp.eye(2))  # A = J - I
+    solution = lx.linear_solve(operator, jnp.array([1.0, 2.0]), vd.FixedPointNeumann(rtol=1e-6, atol=1e-6))
+    assert np.allclose(solution.value, [-2.0, -4.0], atol=1e-4)  # x = -sum_j J^j b = -2 b
+    ```
     """
 
     rtol: float
@@ -480,7 +504,18 @@ def to_native_adjoint(spec: Any, layer: str = pk.INNER_SOLVE) -> Any:
 
 to_optimistix_adjoint = to_native_adjoint
 """`to_native_adjoint` under the backend's own name (the same function; vardax_torch's is
-``to_torch_adjoint``)."""
+``to_torch_adjoint``).
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+import vardax_jax as vd
+
+assert vd.to_optimistix_adjoint is vd.to_native_adjoint
+assert vd.to_optimistix_adjoint(pk.TruncatedAdjoint(k=2)) == vd.KStepAdjoint(k=2)
+```
+"""
 
 
 def to_spec(native: Any) -> pk.AdjointSpec:

@@ -38,6 +38,17 @@ the base, not necessarily the density's mode (the Jacobian term moves the mode).
 
 Parameters cross backends as ``dict[str, numpy.ndarray]`` (`amortized_schema`), every
 weight laid out ``(out, in)`` like ``torch.nn.Linear``; ``y = x @ W.T + b`` in both backends.
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+import vardax_jax as vd
+
+model = vd.amortized.build_amortized("regression", (4,), 2, hidden=8, seed=0)
+shapes = {name: a.shape for name, a in vd.amortized.export_amortized_params(model).items()}
+assert shapes == pk.amortized.amortized_schema("regression", (4,), 2, hidden=8)
+```
 """
 
 from __future__ import annotations
@@ -117,7 +128,24 @@ class Linear(eqx.Module):
 class EncoderMLP(eqx.Module):
     r"""Observation encoder :math:`c = e(\mathrm{concat}(y \odot m, m))`: ``n_layers`` linear
     layers of width ``hidden``, each followed by ``tanh`` (bounded features keep the heads'
-    inputs on one scale whatever the observation count). ``(B, in_dim) -> (B, hidden)``."""
+    inputs on one scale whatever the observation count). ``(B, in_dim) -> (B, hidden)``.
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8): D = 40
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    assert isinstance(model.encoder, vd.EncoderMLP)
+    features = model.encode(batch)  # the encoder on concat(y * m, m), flattened: (B, 2 D) -> (B, hidden)
+    assert tuple(features.shape) == (4, 16)
+    ```
+    """
 
     layers: tuple[Linear, ...]
 
@@ -145,7 +173,25 @@ def _std_normal_log_prob(z: Float[Array, "*lead D"]) -> Float[Array, "*lead"]:
 class RegressionHead(eqx.Module):
     r"""Diagonal Gaussian over the flattened state: :math:`(\mu, \log\sigma^2) = \mathrm{linear}(c)`;
     :math:`\log q(x) = -\tfrac12 \sum_i [(x_i-\mu_i)^2 e^{-\log\sigma_i^2} + \log\sigma_i^2 + \log 2\pi]`.
-    MAP = mean; samples :math:`\mu + e^{\log\sigma^2/2} \odot z`, :math:`z \sim \mathcal N(0, I)`."""
+    MAP = mean; samples :math:`\mu + e^{\log\sigma^2/2} \odot z`, :math:`z \sim \mathcal N(0, I)`.
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8): D = 40
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    head = model.head
+    assert isinstance(head, vd.RegressionHead) and head.flat_dim == 40
+    mean = vd.to_numpy(head.map(model.encode(batch)))  # MAP = the mean, (B, D)
+    assert np.array_equal(mean, vd.to_numpy(model(batch)).reshape(4, 40))
+    ```
+    """
 
     linear: Linear
 
@@ -181,7 +227,29 @@ class RegressionHead(eqx.Module):
 class AffineCoupling(eqx.Module):
     r"""One conditional affine coupling (see the module docstring):
     ``b' = b * exp(tanh(s_raw)) + t`` with ``(s_raw, t) = net(concat(a, c))``,
-    ``a = v[p[:d]]`` unchanged, ``b = v[p[d:]]``; log-determinant ``sum(tanh(s_raw))``."""
+    ``a = v[p[:d]]`` unchanged, ``b = v[p[d:]]``; log-determinant ``sum(tanh(s_raw))``.
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8): D = 40
+    model = vd.build_amortized("flow", (8,), 5, hidden=16, n_coupling=2, seed=0)
+    coupling, context = model.head.couplings[0], model.encode(batch)
+    assert isinstance(coupling, vd.AffineCoupling)
+    v = jax.random.normal(jax.random.key(0), (4, 40))
+    out, logdet = coupling.forward(v, context)
+    assert np.allclose(vd.to_numpy(out), vd.to_numpy(v))  # built as the identity
+    assert np.allclose(vd.to_numpy(logdet), 0.0)
+    back, _ = coupling.inverse(out, context)
+    assert np.allclose(vd.to_numpy(back), vd.to_numpy(v))
+    ```
+    """
 
     layers: tuple[Linear, ...]
     permutation: tuple[int, ...] = eqx.field(static=True)
@@ -246,7 +314,27 @@ class AffineCoupling(eqx.Module):
 
 class FlowHead(eqx.Module):
     r"""Conditional normalizing flow ``x = mu(c) + sigma(c) * g_{K-1}(...g_0(z; c)...; c)``,
-    ``z ~ N(0, I)`` (module docstring). MAP: ``f(0; c)``, the image of the base mode."""
+    ``z ~ N(0, I)`` (module docstring). MAP: ``f(0; c)``, the image of the base mode.
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8): D = 40
+    model = vd.build_amortized("flow", (8,), 5, hidden=16, n_coupling=2, seed=0)
+    head, context = model.head, model.encode(batch)
+    assert isinstance(head, vd.FlowHead) and head.flat_dim == 40
+    z = jax.random.normal(jax.random.key(0), (4, 40))  # base draws
+    x, logdet = head.forward(z, context)  # base -> state
+    z_back, _ = head.inverse(x, context)  # state -> base: exact
+    assert np.allclose(vd.to_numpy(z_back), vd.to_numpy(z), atol=1e-4) and tuple(logdet.shape) == (4,)
+    ```
+    """
 
     affine: Linear
     couplings: tuple[AffineCoupling, ...]
@@ -318,6 +406,23 @@ class AmortizedPosterior(eqx.Module):
     ``__call__(batch) -> (B, T, *state_shape)`` (MAP; see the heads). Batches are duck-typed:
     anything with ``input``, ``mask`` (and ``target`` for losses) arrays of shape
     ``(B, T, *state_shape)`` and the model's dtype.
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("flow", (8,), 5, hidden=16, n_coupling=2, seed=0)
+    assert tuple(model.log_prob(batch.target, batch).shape) == (4,)  # log q(x | y, m), one per window
+    samples = model.sample(batch, 3, jax.random.key(1))  # 3 draws per window
+    assert tuple(samples.shape) == (3, 4, 5, 8)
+    assert tuple(model(batch).shape) == (4, 5, 8)  # MAP: the image of the base mode
+    ```
     """
 
     encoder: EncoderMLP
@@ -393,7 +498,25 @@ def build_amortized(
 ) -> AmortizedPosterior:
     """An `AmortizedPosterior` with ``kind`` ``"regression"`` or ``"flow"`` (names and shapes:
     `amortized_schema`). ``seed`` seeds ``jax.random``; the two backends draw different
-    initial values for the same seed (move parameters with export/import)."""
+    initial values for the same seed (move parameters with export/import).
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    assert isinstance(model, vd.AmortizedPosterior) and model.kind == "regression"
+    shapes = {name: a.shape for name, a in vd.export_amortized_params(model).items()}
+    assert shapes == pk.amortized.amortized_schema("regression", (8,), 5, hidden=16)
+    assert tuple(model(batch).shape) == (4, 5, 8)  # the MAP estimate of each window
+    ```
+    """
     check_amortized_kind(kind)
     check_amortized_sizes(hidden, n_layers, n_coupling)
     # One compiled initialisation instead of one eager dispatch (and compile) per layer shape.
@@ -441,7 +564,24 @@ def _linear_paths(model: AmortizedPosterior) -> list[tuple[str, Callable[[Amorti
 
 def export_amortized_params(model: AmortizedPosterior) -> dict[str, np.ndarray]:
     """Flat ``{canonical name: numpy array}`` (`amortized_schema`), in the model's dtype. Also
-    works on a gradient pytree shaped like the model (that is how gradients are named)."""
+    works on a gradient pytree shaped like the model (that is how gradients are named).
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    params = vd.export_amortized_params(model)  # what pipekit_cycle.save_params writes
+    assert params["head.linear.weight"].shape == (2 * 5 * 8, 16)  # (out, in) = (2D, hidden), D = T N
+    assert all(isinstance(a, np.ndarray) for a in params.values())
+    ```
+    """
     params: dict[str, np.ndarray] = {}
     for name, get in _linear_paths(model):
         layer = get(model)
@@ -452,7 +592,24 @@ def export_amortized_params(model: AmortizedPosterior) -> dict[str, np.ndarray]:
 
 def import_amortized_params(model: AmortizedPosterior, params: Mapping[str, np.ndarray]) -> AmortizedPosterior:
     """A new model holding ``params`` (validated against the schema first, so nothing is built
-    from bad input), cast to the model's dtype."""
+    from bad input), cast to the model's dtype.
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    other = vd.build_amortized("regression", (8,), 5, hidden=16, seed=1)  # other initial values
+    other = vd.import_amortized_params(other, vd.export_amortized_params(model))
+    assert np.array_equal(vd.to_numpy(other(batch)), vd.to_numpy(model(batch)))
+    ```
+    """
     arrays = validate_amortized_params(params, model.config)
     paths = _linear_paths(model)
 
@@ -473,7 +630,23 @@ def _nll(model: AmortizedPosterior, batch: Any) -> Float[Array, ""]:
 
 def amortized_nll_loss_fn(model: AmortizedPosterior, batch: Any) -> Float[Array, ""]:
     r"""Mean negative log-likelihood of the truth, :math:`-\frac1B \sum_b \log q(x^\star_b \mid y_b, m_b)`;
-    needs ``batch.target`` (``ValueError`` otherwise)."""
+    needs ``batch.target`` (``ValueError`` otherwise).
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    loss = vd.amortized_nll_loss_fn(model, batch)
+    assert np.isclose(float(loss), -float(model.log_prob(batch.target, batch).mean()), rtol=1e-6)
+    ```
+    """
     require_target(getattr(batch, "target", None), "amortized_nll_loss_fn")
     return _nll(model, batch)
 
@@ -497,7 +670,24 @@ def _value_and_grad(model: AmortizedPosterior, arrays: _Arrays) -> tuple[Array, 
 
 
 def amortized_loss_and_grads(model: AmortizedPosterior, batch: Any) -> tuple[float, dict[str, np.ndarray]]:
-    """``(amortized_nll_loss_fn(model, batch), its gradients keyed by canonical names)``."""
+    """``(amortized_nll_loss_fn(model, batch), its gradients keyed by canonical names)``.
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    loss, grads = vd.amortized_loss_and_grads(model, batch)  # a float and numpy gradients
+    assert grads.keys() == vd.export_amortized_params(model).keys()  # canonical names
+    assert np.isclose(loss, float(vd.amortized_nll_loss_fn(model, batch)), rtol=1e-5)
+    ```
+    """
     loss, grads = _value_and_grad(model, _arrays(batch, "amortized_nll_loss_fn"))
     return float(loss), export_amortized_params(grads)
 
@@ -512,7 +702,26 @@ def amortized_train_step(
     `make_train_step` step on the batch's three arrays (any batch class: they are taken out
     first). ``optimizer`` an optax ``GradientTransformation``, e.g. from ``make_optimizer``,
     ``opt_state`` its state on ``eqx.filter(model, eqx.is_inexact_array)``. A non-finite loss
-    or gradient raises ``FloatingPointError``; the caller's model and state are unchanged."""
+    or gradient raises ``FloatingPointError``; the caller's model and state are unchanged.
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    before = vd.export_amortized_params(model)
+    optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-2), model)
+    model, opt_state, loss = vd.amortized_train_step(model, batch, optimizer, opt_state)
+    after = vd.export_amortized_params(model)
+    assert np.isfinite(float(loss)) and not np.array_equal(after["head.linear.bias"], before["head.linear.bias"])
+    ```
+    """
     return _amortized_step(model, _arrays(batch, "amortized_nll_loss_fn"), optimizer, opt_state)
 
 
@@ -521,7 +730,23 @@ def coverage(
 ) -> float:
     """Fraction of ``batch.target`` entries inside the central ``level`` posterior interval,
     estimated per entry from ``n_samples`` draws (linear-interpolated empirical quantiles at
-    ``(1 - level) / 2`` and ``(1 + level) / 2``). Calibrated: close to ``level``."""
+    ``(1 - level) / 2`` and ``(1 + level) / 2``). Calibrated: close to ``level``.
+
+    Examples
+    --------
+    ```python
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    fraction = vd.coverage(model, batch, level=0.9, n_samples=100, key=jax.random.key(0))
+    assert 0.0 <= fraction <= 1.0  # of the truth's entries inside the central 90 % interval
+    ```
+    """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     return float(_coverage(model, _arrays(batch, "coverage"), float(level), int(n_samples), key))

@@ -18,7 +18,31 @@ def placement(device: str | None = None, devices: int | None = None) -> Placemen
     evaluation batches and the model replicated over it. ``ValueError`` naming what this
     machine has when the platform is missing or has fewer devices. Several hosts: start every
     host with ``jax.distributed.initialize()`` first, and ``jax.devices()`` holds them all
-    (not tested here)."""
+    (not tested here).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+
+    where = vd.placement("cpu")  # the first CPU device
+    assert where.n_devices == 1 and where.writes  # one device; this process writes the run's files
+    model = vd.build_model(cfg, seed=0, **where.model_kwargs)
+    batch = vd.make_batch(problem.obs, target=problem.truth, **where.train_batch_kwargs)  # split over the mesh
+    assert vd.to_numpy(model(batch)).shape == (4, 5, 16)
+    try:
+        vd.placement("cpu", devices=4096)
+    except ValueError as error:  # names what this machine has
+        assert "4096" in str(error)
+    else:
+        raise AssertionError("more devices than the machine has must be refused")
+    ```
+    """
     n_devices = check_devices(devices)
     try:
         found = jax.devices(device) if device else jax.devices()

@@ -16,6 +16,16 @@ The conventions shared with ``vardax_torch.dynamics`` (shapes, solvers, the 4D-V
 every check, default and message that needs no framework are `pipekit_cycle.dynamics`.
 ``solver="rk4"`` is Kutta's 3/8 rule, torchdiffeq's ``"rk4"``: diffrax 0.7 ships no RK4, so
 `ThreeEighthsRK4` gives diffrax that Butcher tableau.
+
+Examples
+--------
+```python
+import numpy as np
+import vardax_jax as vd
+
+trajectory = vd.dynamics.rollout_numpy("lorenz63", np.ones(3), 2, 0.01)  # x0, n_steps, dt
+assert trajectory.shape == (3, 3)  # x0, then two steps
+```
 """
 
 from __future__ import annotations
@@ -78,6 +88,21 @@ class Lorenz63(eqx.Module):
 
     ``sigma``, ``rho``, ``beta`` are array fields (0-d), so gradients w.r.t. them are taken like
     any other parameter. ``__call__(state)`` maps ``(..., 3)`` to tendencies ``(..., 3)``.
+
+    Examples
+    --------
+    ```python
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+    import vardax_jax as vd
+
+    field = vd.Lorenz63()  # sigma=10, rho=28, beta=8/3
+    x = jnp.array([1.0, 1.0, 1.0])
+    assert np.allclose(field(x), [0.0, 26.0, 1.0 - 8.0 / 3.0])
+    grads = eqx.filter_grad(lambda f: f(x).sum())(field)  # the parameters are differentiable leaves
+    assert float(grads.rho) == 1.0  # d/d rho of x (rho - z) is x = 1
+    ```
     """
 
     sigma: Array
@@ -103,6 +128,19 @@ class Lorenz96(eqx.Module):
     r"""Lorenz-96: :math:`\dot x_i = (x_{i+1} - x_{i-2})\, x_{i-1} - x_i + F`, periodic in ``i``.
 
     ``forcing`` (:math:`F`) is a 0-d array field; ``state_dim`` (``N >= 4``) is static.
+
+    Examples
+    --------
+    ```python
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+    import vardax_jax as vd
+
+    field = vd.Lorenz96(state_dim=8, forcing=8.0)
+    assert np.allclose(field(jnp.full(8, 8.0)), 0.0)  # x_i = F for every i is a fixed point
+    assert field(jnp.ones((3, 8))).shape == (3, 8)  # any leading axes
+    ```
     """
 
     forcing: Array
@@ -128,6 +166,19 @@ class LinearField(eqx.Module):
 
     Its rollout is linear in the initial state, which makes 4D-Var a quadratic problem with a
     closed-form solution (the linear-Gaussian check).
+
+    Examples
+    --------
+    ```python
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+    import vardax_jax as vd
+
+    field = vd.LinearField(np.array([[0.0, 1.0], [-1.0, 0.0]]))  # a rotation
+    assert field.state_dim == 2
+    assert np.allclose(field(jnp.array([1.0, 0.0])), [0.0, -1.0])  # A x
+    ```
     """
 
     matrix: Array
@@ -180,6 +231,19 @@ class ThreeEighthsRK4(diffrax.AbstractERK):
     .. math::
         k_1 = f(y_0),\ k_2 = f(y_0 + \tfrac{h}{3} k_1),\ k_3 = f(y_0 + h(k_2 - \tfrac13 k_1)),\
         k_4 = f(y_0 + h(k_1 - k_2 + k_3)),\quad y_1 = y_0 + \tfrac{h}{8}(k_1 + 3k_2 + 3k_3 + k_4)
+
+    Examples
+    --------
+    ```python
+    import diffrax
+    import jax.numpy as jnp
+    import numpy as np
+    import vardax_jax as vd
+
+    term = diffrax.ODETerm(lambda t, y, args: -y)  # y' = -y
+    solution = diffrax.diffeqsolve(term, vd.ThreeEighthsRK4(), t0=0.0, t1=1.0, dt0=0.1, y0=jnp.array(1.0))
+    assert np.isclose(float(solution.ys[-1]), np.exp(-1.0), atol=1e-5)  # fourth order
+    ```
     """
 
     tableau: ClassVar[diffrax.ButcherTableau] = _THREE_EIGHTHS_TABLEAU
@@ -200,6 +264,18 @@ def to_dynamics_adjoint(spec: Any = None) -> diffrax.AbstractAdjoint:
     ``DEFAULT_RTOL``/``DEFAULT_ATOL``), applied when the forward solver is adaptive (a
     fixed-step solver steps the adjoint on its own grid, as torchdiffeq does). Specs of the
     ``inner_solve`` layer raise ``ValueError`` naming it.
+
+    Examples
+    --------
+    ```python
+    import diffrax
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    assert isinstance(vd.to_dynamics_adjoint(), diffrax.RecursiveCheckpointAdjoint)  # the layer's default
+    assert isinstance(vd.to_dynamics_adjoint(pk.BacksolveAdjoint()), diffrax.BacksolveAdjoint)
+    assert isinstance(vd.to_dynamics_adjoint(pk.DirectAdjoint()), diffrax.DirectAdjoint)
+    ```
     """
     return shared.map_dynamics_spec(
         spec,
@@ -242,6 +318,19 @@ class DiffraxForwardModel(eqx.Module):
     first step ``dt / substeps``, at most ``max_steps`` steps. Gradients follow ``adjoint`` (a
     dynamics spec or a native diffrax adjoint, stored native; see `to_dynamics_adjoint`).
     Immutable: `with_adjoint` returns a new model. Satisfies `pipekit_cycle.ForwardModel`.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import vardax_jax as vd
+
+    field = vd.LinearField(np.array([[0.0, 1.0], [-1.0, 0.0]]))  # x(t) = (cos t, -sin t) from (1, 0)
+    model = vd.DiffraxForwardModel(field, 0.1, substeps=2)  # RK4 (3/8 rule), constant step dt / 2
+    trajectory = vd.to_numpy(model.rollout(np.array([1.0, 0.0]), 10))  # t = 0, 0.1, ..., 1
+    assert trajectory.shape == (11, 2)
+    assert np.allclose(trajectory[-1], [np.cos(1.0), -np.sin(1.0)], atol=1e-5)
+    ```
     """
 
     vector_field: eqx.Module
@@ -355,6 +444,20 @@ class StrongFourDVar(eqx.Module):
     ``x_a = argmin J``, started from ``xb``; BFGS stops on optimistix's Cauchy test with
     ``rtol``/``atol`` or after ``max_steps`` (then a `pipekit_cycle.ConvergenceWarning`).
     Gradients of ``J`` follow the forward model's adjoint.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import vardax_jax as vd
+
+    forward = vd.make_forward_model("linear", 0.1, parameters={"matrix": np.zeros((2, 2))})  # A = 0: x stays put
+    var = vd.StrongFourDVar(forward, background_cov=np.ones(2), obs_var=1.0)  # B = I, R = 1
+    xb, obs = np.zeros(2), np.ones((2, 2))  # obs (T, N): T = 2 times
+    xa = vd.to_numpy(var(xb, obs))
+    assert np.allclose(xa, 2 / 3, atol=1e-4)  # (xb / B + sum_t y_t / R) / (1 / B + T / R)
+    assert float(var.cost(xa, xb, obs)) < float(var.cost(xb, xb, obs))  # J(x_a) < J(x_b)
+    ```
     """
 
     forward_model: DiffraxForwardModel

@@ -8,6 +8,18 @@ axis of every convolution (docs/backend-contract.md). The modulator is
     z = [g, x, h],\\quad (i, f, \\tilde g, o) = \\mathrm{split}(W_{gates} \\star z),\\quad
     c' = \\sigma(f) c + \\sigma(i) \\tanh(\\tilde g),\\quad h' = \\sigma(o) \\tanh(c'),\\quad
     u = W_{out} \\star h'.
+
+Examples
+--------
+```python
+import jax.numpy as jnp
+import jax.random as jr
+import vardax_jax as vd
+
+grad_mod = vd.grad_mod.ConvLSTMGradMod1D(5, hidden_dim=4, key=jr.PRNGKey(0))
+carry = grad_mod.init_carry(jnp.zeros((2, 5, 16)))  # (B, T, N) -> zeros (B, hidden_dim, N)
+assert tuple(carry.hidden.shape) == (2, 4, 16)
+```
 """
 
 from __future__ import annotations
@@ -142,14 +154,44 @@ class Conv(eqx.Module):
 
 
 class LSTMState1D(eqx.Module):
-    """ConvLSTM carry for a 1D state: ``hidden`` and ``cell``, each ``(B, hidden_dim, N)``."""
+    """ConvLSTM carry for a 1D state: ``hidden`` and ``cell``, each ``(B, hidden_dim, N)``.
+
+    Examples
+    --------
+    ```python
+    import jax.numpy as jnp
+    import jax.random as jr
+    import vardax_jax as vd
+
+    carry = vd.LSTMState1D(hidden=jnp.zeros((2, 4, 16)), cell=jnp.zeros((2, 4, 16)))  # hidden_dim=4
+    grad_mod = vd.ConvLSTMGradMod1D(5, hidden_dim=4, key=jr.PRNGKey(0))
+    x = jnp.zeros((2, 5, 16))
+    update, carry = grad_mod(jnp.ones_like(x), x, carry)
+    assert isinstance(carry, vd.LSTMState1D) and bool((carry.cell != 0).any())  # the cell took the gradient in
+    ```
+    """
 
     hidden: Float[Array, "batch hidden n"]
     cell: Float[Array, "batch hidden n"]
 
 
 class LSTMState2D(eqx.Module):
-    """ConvLSTM carry for a 2D state: ``hidden`` and ``cell``, each ``(B, hidden_dim, H, W)``."""
+    """ConvLSTM carry for a 2D state: ``hidden`` and ``cell``, each ``(B, hidden_dim, H, W)``.
+
+    Examples
+    --------
+    ```python
+    import jax.numpy as jnp
+    import jax.random as jr
+    import vardax_jax as vd
+
+    carry = vd.LSTMState2D(hidden=jnp.zeros((2, 4, 8, 8)), cell=jnp.zeros((2, 4, 8, 8)))  # hidden_dim=4
+    grad_mod = vd.ConvLSTMGradMod2D(5, hidden_dim=4, key=jr.PRNGKey(0))
+    x = jnp.zeros((2, 5, 8, 8))
+    update, carry = grad_mod(jnp.ones_like(x), x, carry)
+    assert isinstance(carry, vd.LSTMState2D) and bool((carry.cell != 0).any())  # the cell took the gradient in
+    ```
+    """
 
     hidden: Float[Array, "batch hidden h w"]
     cell: Float[Array, "batch hidden h w"]
@@ -204,14 +246,46 @@ class AbstractConvLSTMGradMod(eqx.Module):
 
 
 class ConvLSTMGradMod1D(AbstractConvLSTMGradMod):
-    """ConvLSTM modulator for 1D states ``(B, T, N)``; carry `LSTMState1D`."""
+    """ConvLSTM modulator for 1D states ``(B, T, N)``; carry `LSTMState1D`.
+
+    Examples
+    --------
+    ```python
+    import jax.numpy as jnp
+    import jax.random as jr
+    import vardax_jax as vd
+
+    grad_mod = vd.ConvLSTMGradMod1D(5, hidden_dim=4, key=jr.PRNGKey(0))  # n_time=5
+    x = jnp.zeros((2, 5, 16))  # the state
+    carry = grad_mod.init_carry(x)  # zeros (B, hidden_dim, *S)
+    assert isinstance(carry, vd.LSTMState1D) and tuple(carry.hidden.shape) == (2, 4, 16)
+    update, carry = grad_mod(jnp.ones_like(x), x, carry)  # the step u from the gradient and the state
+    assert tuple(update.shape) == (2, 5, 16) and tuple(carry.cell.shape) == (2, 4, 16)
+    ```
+    """
 
     ndim: ClassVar[int] = 1
     state_cls: ClassVar[type] = LSTMState1D
 
 
 class ConvLSTMGradMod2D(AbstractConvLSTMGradMod):
-    """ConvLSTM modulator for 2D states ``(B, T, H, W)``; carry `LSTMState2D`."""
+    """ConvLSTM modulator for 2D states ``(B, T, H, W)``; carry `LSTMState2D`.
+
+    Examples
+    --------
+    ```python
+    import jax.numpy as jnp
+    import jax.random as jr
+    import vardax_jax as vd
+
+    grad_mod = vd.ConvLSTMGradMod2D(5, hidden_dim=4, key=jr.PRNGKey(0))  # n_time=5
+    x = jnp.zeros((2, 5, 8, 8))  # the state
+    carry = grad_mod.init_carry(x)  # zeros (B, hidden_dim, *S)
+    assert isinstance(carry, vd.LSTMState2D) and tuple(carry.hidden.shape) == (2, 4, 8, 8)
+    update, carry = grad_mod(jnp.ones_like(x), x, carry)  # the step u from the gradient and the state
+    assert tuple(update.shape) == (2, 5, 8, 8) and tuple(carry.cell.shape) == (2, 4, 8, 8)
+    ```
+    """
 
     ndim: ClassVar[int] = 2
     state_cls: ClassVar[type] = LSTMState2D

@@ -1,4 +1,18 @@
-"""FourDVarNet models (1D and 2D), batches, and the config -> model builder."""
+"""FourDVarNet models (1D and 2D), batches, and the config -> model builder.
+
+Examples
+--------
+```python
+import numpy as np
+import pipekit_cycle as pk
+import vardax_jax as vd
+
+cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+model = vd.model.build_model(cfg, seed=0)
+batch = vd.model.make_batch(np.zeros((2, 5, 16)))
+assert tuple(model(batch).shape) == (2, 5, 16)
+```
+"""
 
 from __future__ import annotations
 
@@ -50,11 +64,43 @@ class AbstractBatch(eqx.Module):
 
 
 class Batch1D(AbstractBatch):
-    """A batch of 1D states ``(B, T, N)``."""
+    """A batch of 1D states ``(B, T, N)``.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import jax.numpy as jnp
+    import vardax_jax as vd
+
+    obs = np.full((2, 5, 16), np.nan)  # (B, T, N), NaN: not observed
+    obs[:, :, ::4] = 1.0  # every 4th point observed
+    batch = vd.make_batch(obs)
+    assert isinstance(batch, vd.Batch1D) and batch.target is None
+    assert tuple(batch.input.shape) == tuple(batch.mask.shape) == (2, 5, 16)
+    assert float(batch.mask.sum()) == 2 * 5 * 4
+    direct = vd.Batch1D(input=jnp.zeros((2, 5, 16)), mask=jnp.ones((2, 5, 16)))  # or built by hand
+    assert direct.target is None
+    ```
+    """
 
 
 class Batch2D(AbstractBatch):
-    """A batch of 2D states ``(B, T, H, W)``."""
+    """A batch of 2D states ``(B, T, H, W)``.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import vardax_jax as vd
+
+    obs = np.ones((2, 3, 8, 8))  # (B, T, H, W)
+    obs[:, :, ::2, :] = np.nan  # every other row unobserved
+    batch = vd.make_batch(obs, target=np.zeros_like(obs))
+    assert isinstance(batch, vd.Batch2D)
+    assert tuple(batch.target.shape) == (2, 3, 8, 8) and float(batch.mask.mean()) == 0.5
+    ```
+    """
 
 
 def make_batch(obs: Any, target: Any = None, dtype: Any = None, sharding: Any = None) -> AbstractBatch:
@@ -112,7 +158,19 @@ def _batch_shards(sharding: Any, ndim: int) -> int:
 
 
 def to_numpy(array: Any) -> np.ndarray:
-    """A numpy copy of a JAX array (or anything array-like)."""
+    """A numpy copy of a JAX array (or anything array-like).
+
+    Examples
+    --------
+    ```python
+    import jax.numpy as jnp
+    import numpy as np
+    import vardax_jax as vd
+
+    array = vd.to_numpy(jnp.arange(3.0) * 2)
+    assert isinstance(array, np.ndarray) and array.tolist() == [0.0, 2.0, 4.0]
+    ```
+    """
     return np.asarray(array)
 
 
@@ -250,7 +308,22 @@ def _spec_or_default(native: Any) -> pk.AdjointSpec:
 
 
 class FourDVarNet1D(AbstractFourDVarNet):
-    """4DVarNet on 1D states ``(B, T, N)`` (``N = state_dim``, ``T = n_time``)."""
+    """4DVarNet on 1D states ``(B, T, N)`` (``N = state_dim``, ``T = n_time``).
+
+    Examples
+    --------
+    ```python
+    import jax.random as jr
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    model = vd.FourDVarNet1D(16, 5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3, key=jr.PRNGKey(0))
+    assert model.config.state_shape == (16,) and model.config.n_solver_steps == 3
+    x = model(vd.make_batch(problem.obs))  # x_K, the solve's output
+    assert x.shape == (4, 5, 16)  # (B, T, N)
+    ```
+    """
 
     ndim: ClassVar[int] = 1
 
@@ -265,7 +338,22 @@ class FourDVarNet1D(AbstractFourDVarNet):
 
 
 class FourDVarNet2D(AbstractFourDVarNet):
-    """4DVarNet on 2D states ``(B, T, H, W)``."""
+    """4DVarNet on 2D states ``(B, T, H, W)``.
+
+    Examples
+    --------
+    ```python
+    import jax.random as jr
+    import numpy as np
+    import vardax_jax as vd
+
+    obs = np.random.default_rng(0).normal(size=(2, 3, 8, 8))  # (B, T, H, W)
+    obs[:, :, ::2, :] = np.nan
+    model = vd.FourDVarNet2D(3, 8, 8, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=2, key=jr.PRNGKey(0))
+    assert model.config.state_shape == (8, 8)
+    assert model(vd.make_batch(obs)).shape == (2, 3, 8, 8)
+    ```
+    """
 
     ndim: ClassVar[int] = 2
 

@@ -1,4 +1,16 @@
-"""Parameters as a flat ``dict[str, numpy.ndarray]`` named by ``pipekit_cycle.params.schema``."""
+"""Parameters as a flat ``dict[str, numpy.ndarray]`` named by ``pipekit_cycle.params.schema``.
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+import vardax_jax as vd
+
+cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+params = vd.params.export_params(vd.build_model(cfg, seed=0))
+assert {name: a.shape for name, a in params.items()} == pk.schema(cfg)  # the shared names
+```
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,17 @@ with time ``T`` as the channel axis; the prior cost of a state is ``sum((x - phi
 ``bilin_quad=True`` makes the quadratic term ``(W_{21} \\star h)^2`` (``W_{22}`` is kept, unused,
 as ocean4dvarnet keeps it); ``downsample = d > 1`` average-pools ``x`` by ``d`` first and
 up-samples ``phi`` back bilinearly (`vardax_jax.resample`, 2D only).
+
+Examples
+--------
+```python
+import jax.numpy as jnp
+import jax.random as jr
+import vardax_jax as vd
+
+phi = vd.priors.BilinAEPrior1D(5, hidden_dim=4, key=jr.PRNGKey(0))
+assert tuple(phi(jnp.ones((2, 5, 16))).shape) == (2, 5, 16)
+```
 """
 
 from __future__ import annotations
@@ -76,12 +87,44 @@ class AbstractBilinAEPrior(eqx.Module):
 
 
 class BilinAEPrior1D(AbstractBilinAEPrior):
-    """Bilinear AE prior on 1D states ``(B, T, N)``."""
+    """Bilinear AE prior on 1D states ``(B, T, N)``.
+
+    Examples
+    --------
+    ```python
+    import jax.numpy as jnp
+    import jax.random as jr
+    import vardax_jax as vd
+
+    phi = vd.BilinAEPrior1D(5, hidden_dim=4, key=jr.PRNGKey(0))  # n_time=5: time is the channel axis
+    x = jnp.ones((2, 5, 16))
+    out = phi(x)
+    assert tuple(out.shape) == (2, 5, 16)  # phi(x) has the state's shape
+    prior_cost = float(((x - out) ** 2).sum())  # the prior term of the solve's cost
+    assert prior_cost > 0
+    ```
+    """
 
     ndim: ClassVar[int] = 1
 
 
 class BilinAEPrior2D(AbstractBilinAEPrior):
-    """Bilinear AE prior on 2D states ``(B, T, H, W)``."""
+    """Bilinear AE prior on 2D states ``(B, T, H, W)``.
+
+    Examples
+    --------
+    ```python
+    import jax.numpy as jnp
+    import jax.random as jr
+    import vardax_jax as vd
+
+    phi = vd.BilinAEPrior2D(5, hidden_dim=4, key=jr.PRNGKey(0))  # n_time=5: time is the channel axis
+    x = jnp.ones((2, 5, 8, 8))
+    out = phi(x)
+    assert tuple(out.shape) == (2, 5, 8, 8)  # phi(x) has the state's shape
+    prior_cost = float(((x - out) ** 2).sum())  # the prior term of the solve's cost
+    assert prior_cost > 0
+    ```
+    """
 
     ndim: ClassVar[int] = 2

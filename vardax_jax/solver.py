@@ -17,6 +17,19 @@ the config's ``fixed_point_rtol/atol``.
 Both hand their loop to ``adjoint.apply(primal_fn, rewrite_fn, inputs, tags)`` (optimistix's
 protocol): the learned solve directly, the fixed point through ``optx.fixed_point``. The
 solvers never look at the adjoint's type, so any ``optx.AbstractAdjoint`` plugs in.
+
+Examples
+--------
+```python
+import numpy as np
+import pipekit_cycle as pk
+import vardax_jax as vd
+
+cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+model = vd.build_model(cfg, seed=0)
+x = vd.solver.solve_4dvarnet(model, vd.make_batch(np.zeros((2, 5, 16))))
+assert tuple(x.shape) == (2, 5, 16)
+```
 """
 
 from __future__ import annotations
@@ -52,7 +65,27 @@ def variational_cost(model, x: State, batch) -> Float[Array, " batch"]:
     """``U(x)`` per sample ``(B,)``. ``cost="sum"``: sums over every non-batch axis, so samples
     are independent. ``cost="mean"``: each sample's share of the batch-wide means
     ``sum(m (x - y)^2) / sum(m)`` and ``mean((x - phi(x))^2)``, so the shares sum to
-    ocean4dvarnet's cost (and a sample's cost depends on its batch-mates' mask)."""
+    ocean4dvarnet's cost (and a sample's cost depends on its batch-mates' mask).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+    x = batch.input  # at x = y the observation term is 0 on the observed points
+    cost = vd.to_numpy(vd.variational_cost(model, x, batch))
+    assert cost.shape == (4,)  # one cost per window (cost="sum")
+    misfit = (vd.to_numpy(x) - vd.to_numpy(model.prior(x))) ** 2
+    assert np.allclose(cost, cfg.prior_weight * misfit.sum(axis=(1, 2)), rtol=1e-5)
+    ```
+    """
     axes = tuple(range(1, x.ndim))
     obs = jnp.sum(batch.mask * (x - batch.input) ** 2, axis=axes)
     prior = jnp.sum((x - model.prior(x)) ** 2, axis=axes)
@@ -174,25 +207,97 @@ class _Unrolled(optx.AbstractAdjoint):
 
 
 def solve_4dvarnet_unrolled(model, batch) -> State:
-    """The model's solve with plain backprop through every step (the reference; memory O(K))."""
+    """The model's solve with plain backprop through every step (the reference; memory O(K)).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+    reference = vd.to_numpy(vd.solve_4dvarnet_unrolled(model, batch))
+    assert reference.shape == (4, 5, 16)
+    assert np.allclose(reference, vd.to_numpy(vd.solve_4dvarnet(model, batch)), atol=1e-6)  # same value
+    ```
+    """
     return solve_4dvarnet(model, batch, _Unrolled())
 
 
 def solve_4dvarnet_checkpointed(model, batch, checkpoints: int | None = None) -> State:
     """The solve under `RecursiveCheckpointAdjoint` ``(checkpoints)``: exact gradient, memory
-    ``O(checkpoints)`` states (``None``: ``pipekit_cycle.checkpoint_schedule``, ``ceil(log2 K)``)."""
+    ``O(checkpoints)`` states (``None``: ``pipekit_cycle.checkpoint_schedule``, ``ceil(log2 K)``).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+    x = vd.to_numpy(vd.solve_4dvarnet_checkpointed(model, batch, checkpoints=2))
+    assert pk.checkpoint_schedule(cfg.n_solver_steps, None) == 2  # the default for K = 3: ceil(log2 3)
+    assert np.allclose(x, vd.to_numpy(vd.solve_4dvarnet_unrolled(model, batch)), atol=1e-6)
+    ```
+    """
     return solve_4dvarnet(model, batch, RecursiveCheckpointAdjoint(checkpoints))
 
 
 def solve_4dvarnet_kstep(model, batch, k: int) -> State:
     """The solve under `KStepAdjoint` ``(k)``: the steps before the last ``k`` run with state AND
-    carry cut from the graph, the last ``k`` carry the gradient."""
+    carry cut from the graph, the last ``k`` carry the gradient.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+    x = vd.to_numpy(vd.solve_4dvarnet_kstep(model, batch, k=1))  # gradient through the last step only
+    assert np.allclose(x, vd.to_numpy(vd.solve_4dvarnet_unrolled(model, batch)), atol=1e-6)  # same value
+    ```
+    """
     return solve_4dvarnet(model, batch, KStepAdjoint(k))
 
 
 def fixedpoint_unrolled(model, batch, n_iterations: int) -> State:
     """Plain backprop through exactly ``n_iterations`` iterations ``x <- T(x)`` from ``x_0 = m y``,
-    no stopping test (the reference the implicit gradient is checked against)."""
+    no stopping test (the reference the implicit gradient is checked against).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+    x = vd.to_numpy(vd.fixedpoint_unrolled(model, batch, n_iterations=4))
+    observed = vd.to_numpy(batch.mask) == 1
+    assert x.shape == (4, 5, 16)
+    assert (x[observed] == vd.to_numpy(batch.input)[observed]).all()  # T(x) keeps y where m = 1
+    ```
+    """
     x0 = batch.mask * batch.input
     return jax.lax.fori_loop(0, n_iterations, lambda _, x: fixedpoint_map(x, (model, batch))[0], x0)
 

@@ -2,6 +2,17 @@
 
 Optimizer (backend contract): ``g <- g * c / max(||g||, c)`` (global-norm clip), then coupled
 weight decay ``g <- g + wd * p``, then Adam or plain SGD.
+
+Examples
+--------
+```python
+import jax.numpy as jnp
+import jax.random as jr
+import vardax_jax as vd
+
+x = jnp.ones((2, 3))
+assert float(vd.training.reconstruction_loss(x, x)) == 0.0
+```
 """
 
 from __future__ import annotations
@@ -41,12 +52,46 @@ __all__ = [
 
 
 def reconstruction_loss(pred: Float[Array, "..."], target: Float[Array, "..."]) -> Scalar:
-    """Mean squared error over all elements."""
+    """Mean squared error over all elements.
+
+    Examples
+    --------
+    ```python
+    import jax.numpy as jnp
+    import vardax_jax as vd
+
+    loss = vd.reconstruction_loss(jnp.array([1.0, 3.0]), jnp.array([0.0, 1.0]))
+    assert float(loss) == 2.5  # ((1 - 0)^2 + (3 - 1)^2) / 2
+    ```
+    """
     return jnp.mean((pred - target) ** 2)
 
 
 def train_loss_fn(model, batch, *, adjoint: Any = None) -> Scalar:
-    """``reconstruction_loss(model(batch), batch.target)``; needs ``batch.target``."""
+    """``reconstruction_loss(model(batch), batch.target)``; needs ``batch.target``.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+    loss = vd.train_loss_fn(model, batch)  # a scalar, differentiable in the model's parameters
+    assert np.isclose(float(loss), float(vd.reconstruction_loss(model(batch), batch.target)), rtol=1e-6)
+    try:
+        vd.train_loss_fn(model, vd.make_batch(problem.obs))  # no target: nothing to compare with
+    except ValueError as error:
+        assert "batch.target" in str(error)
+    else:
+        raise AssertionError("a batch without a target must be refused")
+    ```
+    """
     require_target(batch.target, "train_loss_fn")
     check_batch(model, batch)
     return reconstruction_loss(model(batch, adjoint=adjoint), batch.target)
@@ -58,7 +103,25 @@ def _value_and_grad(model, batch, adjoint):
 
 
 def loss_and_grads(model, batch, *, adjoint: Any = None) -> tuple[float, dict[str, np.ndarray]]:
-    """The loss and its gradients keyed by schema names (what conformance compares)."""
+    """The loss and its gradients keyed by schema names (what conformance compares).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+    loss, grads = vd.loss_and_grads(model, batch)  # a float and numpy gradients
+    assert {name: g.shape for name, g in grads.items()} == pk.schema(cfg)  # one per parameter, its shape
+    assert np.isclose(loss, float(vd.eval_step(model, batch)), rtol=1e-5)
+    ```
+    """
     require_target(batch.target, "train_loss_fn")
     check_batch(model, batch)
     loss, grads = _value_and_grad(model, batch, adjoint)

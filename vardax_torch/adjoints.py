@@ -17,6 +17,16 @@ The step convention: ``step(args, carry) -> carry`` is pure in ``args`` (a mappi
 tensors: parameters and data) and ``carry`` (a tuple of tensors), and records a graph only
 when grad mode is on, so the same function serves the graph-free and the live passes
 (the values are identical: autograd never changes what is computed).
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+import vardax_torch as vd
+
+native = vd.adjoints.to_native_adjoint(pk.TruncatedAdjoint(k=2))  # a spec -> this backend's own adjoint
+assert isinstance(native, vd.adjoints.KStepAdjoint)
+```
 """
 
 from __future__ import annotations
@@ -529,4 +539,15 @@ def to_native_adjoint(spec: Any, layer: str = specs.INNER_SOLVE) -> Any:
 
 to_torch_adjoint = to_native_adjoint
 """`to_native_adjoint` under the backend's own name (the same function; vardax_jax's is
-``to_optimistix_adjoint``)."""
+``to_optimistix_adjoint``).
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+import vardax_torch as vd
+
+assert vd.to_torch_adjoint is vd.to_native_adjoint
+assert vd.to_torch_adjoint(pk.TruncatedAdjoint(k=2)) == vd.KStepAdjoint(k=2)
+```
+"""

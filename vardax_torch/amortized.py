@@ -38,6 +38,17 @@ the base, not necessarily the density's mode (the Jacobian term moves the mode).
 
 Parameters cross backends as ``dict[str, numpy.ndarray]`` (`amortized_schema`), every
 weight laid out ``(out, in)`` like ``torch.nn.Linear``; ``y = x @ W.T + b`` in both backends.
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+import vardax_torch as vd
+
+model = vd.amortized.build_amortized("regression", (4,), 2, hidden=8, seed=0)
+shapes = {name: a.shape for name, a in vd.amortized.export_amortized_params(model).items()}
+assert shapes == pk.amortized.amortized_schema("regression", (4,), 2, hidden=8)
+```
 """
 
 from __future__ import annotations
@@ -106,7 +117,24 @@ def _linear(n_in: int, n_out: int, *, generator: torch.Generator, dtype: torch.d
 class EncoderMLP(nn.Module):
     r"""Observation encoder :math:`c = e(\mathrm{concat}(y \odot m, m))`: ``n_layers`` linear
     layers of width ``hidden``, each followed by ``tanh`` (bounded features keep the heads'
-    inputs on one scale whatever the observation count). ``(B, in_dim) -> (B, hidden)``."""
+    inputs on one scale whatever the observation count). ``(B, in_dim) -> (B, hidden)``.
+
+    Examples
+    --------
+    ```python
+    import torch
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8): D = 40
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    assert isinstance(model.encoder, vd.EncoderMLP)
+    features = model.encode(batch)  # the encoder on concat(y * m, m), flattened: (B, 2 D) -> (B, hidden)
+    assert tuple(features.shape) == (4, 16)
+    ```
+    """
 
     def __init__(
         self, in_dim: int, hidden: int, n_layers: int, *, generator: torch.Generator, dtype: Any = None
@@ -135,7 +163,25 @@ def _std_normal_log_prob(z: Float[Tensor, "*lead D"]) -> Float[Tensor, "*lead"]:
 class RegressionHead(nn.Module):
     r"""Diagonal Gaussian over the flattened state: :math:`(\mu, \log\sigma^2) = \mathrm{linear}(c)`;
     :math:`\log q(x) = -\tfrac12 \sum_i [(x_i-\mu_i)^2 e^{-\log\sigma_i^2} + \log\sigma_i^2 + \log 2\pi]`.
-    MAP = mean; samples :math:`\mu + e^{\log\sigma^2/2} \odot z`, :math:`z \sim \mathcal N(0, I)`."""
+    MAP = mean; samples :math:`\mu + e^{\log\sigma^2/2} \odot z`, :math:`z \sim \mathcal N(0, I)`.
+
+    Examples
+    --------
+    ```python
+    import torch
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8): D = 40
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    head = model.head
+    assert isinstance(head, vd.RegressionHead) and head.flat_dim == 40
+    mean = vd.to_numpy(head.map(model.encode(batch)))  # MAP = the mean, (B, D)
+    assert np.array_equal(mean, vd.to_numpy(model(batch)).reshape(4, 40))
+    ```
+    """
 
     def __init__(self, feature_dim: int, flat_dim: int, *, generator: torch.Generator, dtype: Any = None) -> None:
         super().__init__()
@@ -170,7 +216,29 @@ class RegressionHead(nn.Module):
 class AffineCoupling(nn.Module):
     r"""One conditional affine coupling (see the module docstring):
     ``b' = b * exp(tanh(s_raw)) + t`` with ``(s_raw, t) = net(concat(a, c))``,
-    ``a = v[p[:d]]`` unchanged, ``b = v[p[d:]]``; log-determinant ``sum(tanh(s_raw))``."""
+    ``a = v[p[:d]]`` unchanged, ``b = v[p[d:]]``; log-determinant ``sum(tanh(s_raw))``.
+
+    Examples
+    --------
+    ```python
+    import torch
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8): D = 40
+    model = vd.build_amortized("flow", (8,), 5, hidden=16, n_coupling=2, seed=0)
+    coupling, context = model.head.couplings[0], model.encode(batch)
+    assert isinstance(coupling, vd.AffineCoupling)
+    v = torch.randn(4, 40, generator=torch.Generator().manual_seed(0))
+    out, logdet = coupling.forward(v, context)
+    assert np.allclose(vd.to_numpy(out), vd.to_numpy(v))  # built as the identity
+    assert np.allclose(vd.to_numpy(logdet), 0.0)
+    back, _ = coupling.inverse(out, context)
+    assert np.allclose(vd.to_numpy(back), vd.to_numpy(v))
+    ```
+    """
 
     permutation: Tensor
     inverse_permutation: Tensor
@@ -238,7 +306,27 @@ class AffineCoupling(nn.Module):
 
 class FlowHead(nn.Module):
     r"""Conditional normalizing flow ``x = mu(c) + sigma(c) * g_{K-1}(...g_0(z; c)...; c)``,
-    ``z ~ N(0, I)`` (module docstring). MAP: ``f(0; c)``, the image of the base mode."""
+    ``z ~ N(0, I)`` (module docstring). MAP: ``f(0; c)``, the image of the base mode.
+
+    Examples
+    --------
+    ```python
+    import torch
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8): D = 40
+    model = vd.build_amortized("flow", (8,), 5, hidden=16, n_coupling=2, seed=0)
+    head, context = model.head, model.encode(batch)
+    assert isinstance(head, vd.FlowHead) and head.flat_dim == 40
+    z = torch.randn(4, 40, generator=torch.Generator().manual_seed(0))  # base draws
+    x, logdet = head.forward(z, context)  # base -> state
+    z_back, _ = head.inverse(x, context)  # state -> base: exact
+    assert np.allclose(vd.to_numpy(z_back), vd.to_numpy(z), atol=1e-4) and tuple(logdet.shape) == (4,)
+    ```
+    """
 
     def __init__(
         self,
@@ -314,6 +402,22 @@ class AmortizedPosterior(nn.Module):
     ``__call__(batch) -> (B, T, *state_shape)`` (MAP; see the heads). Batches are duck-typed:
     anything with ``input``, ``mask`` (and ``target`` for losses) tensors of shape
     ``(B, T, *state_shape)`` and the model's dtype.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("flow", (8,), 5, hidden=16, n_coupling=2, seed=0)
+    assert tuple(model.log_prob(batch.target, batch).shape) == (4,)  # log q(x | y, m), one per window
+    samples = model.sample(batch, 3, seed=1)  # 3 draws per window
+    assert tuple(samples.shape) == (3, 4, 5, 8)
+    assert tuple(model(batch).shape) == (4, 5, 8)  # MAP: the image of the base mode
+    ```
     """
 
     def __init__(
@@ -407,7 +511,24 @@ def build_amortized(
     `amortized_schema`). ``seed`` seeds a private ``torch.Generator`` (or pass ``generator``);
     the two backends draw different initial values for the same seed (move parameters with
     export/import). Parameters are drawn on the host and then placed on ``device`` (a
-    ``torch.device`` or its name; ``None``: the CPU): one seed, the same values everywhere."""
+    ``torch.device`` or its name; ``None``: the CPU): one seed, the same values everywhere.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    assert isinstance(model, vd.AmortizedPosterior) and model.kind == "regression"
+    shapes = {name: a.shape for name, a in vd.export_amortized_params(model).items()}
+    assert shapes == pk.amortized.amortized_schema("regression", (8,), 5, hidden=16)
+    assert tuple(model(batch).shape) == (4, 5, 8)  # the MAP estimate of each window
+    ```
+    """
     check_amortized_kind(kind)
     check_amortized_sizes(hidden, n_layers, n_coupling)
     if generator is None:
@@ -426,13 +547,45 @@ def build_amortized(
 
 def export_amortized_params(model: AmortizedPosterior) -> dict[str, np.ndarray]:
     """Flat ``{canonical name: numpy array}`` (`amortized_schema`), in the model's dtype. The
-    module tree is laid out so that ``named_parameters()`` yields exactly the canonical names."""
+    module tree is laid out so that ``named_parameters()`` yields exactly the canonical names.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    params = vd.export_amortized_params(model)  # what pipekit_cycle.save_params writes
+    assert params["head.linear.weight"].shape == (2 * 5 * 8, 16)  # (out, in) = (2D, hidden), D = T N
+    assert all(isinstance(a, np.ndarray) for a in params.values())
+    ```
+    """
     return {name: param.detach().cpu().numpy().copy() for name, param in model.named_parameters()}
 
 
 def import_amortized_params(model: AmortizedPosterior, params: Mapping[str, np.ndarray]) -> AmortizedPosterior:
     """The same module, updated in place under ``torch.no_grad`` with ``params`` (validated
-    against the schema first, so nothing changes on bad input), cast to the model's dtype."""
+    against the schema first, so nothing changes on bad input), cast to the model's dtype.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    other = vd.build_amortized("regression", (8,), 5, hidden=16, seed=1)  # other initial values
+    other = vd.import_amortized_params(other, vd.export_amortized_params(model))
+    assert np.array_equal(vd.to_numpy(other(batch)), vd.to_numpy(model(batch)))
+    ```
+    """
     arrays = validate_amortized_params(params, model.config)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -445,13 +598,44 @@ def import_amortized_params(model: AmortizedPosterior, params: Mapping[str, np.n
 
 def amortized_nll_loss_fn(model: AmortizedPosterior, batch: Any) -> Float[Tensor, ""]:
     r"""Mean negative log-likelihood of the truth, :math:`-\frac1B \sum_b \log q(x^\star_b \mid y_b, m_b)`;
-    needs ``batch.target`` (``ValueError`` otherwise)."""
+    needs ``batch.target`` (``ValueError`` otherwise).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    loss = vd.amortized_nll_loss_fn(model, batch)
+    assert np.isclose(float(loss), -float(model.log_prob(batch.target, batch).mean()), rtol=1e-6)
+    ```
+    """
     require_target(getattr(batch, "target", None), "amortized_nll_loss_fn")
     return -torch.mean(model.log_prob(batch.target, batch))
 
 
 def amortized_loss_and_grads(model: AmortizedPosterior, batch: Any) -> tuple[float, dict[str, np.ndarray]]:
-    """``(amortized_nll_loss_fn(model, batch), its gradients keyed by canonical names)``."""
+    """``(amortized_nll_loss_fn(model, batch), its gradients keyed by canonical names)``.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    loss, grads = vd.amortized_loss_and_grads(model, batch)  # a float and numpy gradients
+    assert grads.keys() == vd.export_amortized_params(model).keys()  # canonical names
+    assert np.isclose(loss, float(vd.amortized_nll_loss_fn(model, batch)), rtol=1e-5)
+    ```
+    """
     names, params = zip(*model.named_parameters(), strict=True)
     loss = amortized_nll_loss_fn(model, batch)
     grads = torch.autograd.grad(loss, params)
@@ -462,7 +646,25 @@ amortized_train_step = make_train_step(amortized_nll_loss_fn, name="amortized_tr
 """One optimizer step on `amortized_nll_loss_fn` (`make_train_step`): ``(model, opt_state,
 loss)``. ``optimizer`` a ``torch.optim`` optimizer over ``model.parameters()``, e.g. from
 ``make_optimizer`` (its ``"clip_norm"`` clips by global norm first); ``opt_state`` a state it
-returned (or ``optimizer.state_dict()``; ``None``: the optimizer as it is)."""
+returned (or ``optimizer.state_dict()``; ``None``: the optimizer as it is).
+
+Examples
+--------
+```python
+import numpy as np
+import pipekit_cycle as pk
+import vardax_torch as vd
+
+problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+before = vd.export_amortized_params(model)
+optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-2), model)
+model, opt_state, loss = vd.amortized_train_step(model, batch, optimizer, opt_state)
+after = vd.export_amortized_params(model)
+assert np.isfinite(float(loss)) and not np.array_equal(after["head.linear.bias"], before["head.linear.bias"])
+```
+"""
 
 
 def coverage(
@@ -476,7 +678,22 @@ def coverage(
 ) -> float:
     """Fraction of ``batch.target`` entries inside the central ``level`` posterior interval,
     estimated per entry from ``n_samples`` draws (linear-interpolated empirical quantiles at
-    ``(1 - level) / 2`` and ``(1 + level) / 2``). Calibrated: close to ``level``."""
+    ``(1 - level) / 2`` and ``(1 + level) / 2``). Calibrated: close to ``level``.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=8, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)  # (B, T, N) = (4, 5, 8)
+    model = vd.build_amortized("regression", (8,), 5, hidden=16, seed=0)
+    fraction = vd.coverage(model, batch, level=0.9, n_samples=100, seed=0)
+    assert 0.0 <= fraction <= 1.0  # of the truth's entries inside the central 90 % interval
+    ```
+    """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     require_target(getattr(batch, "target", None), "coverage")

@@ -1,4 +1,18 @@
-"""Optimizer state to and from flat numpy dicts, for checkpoints that resume bit-exactly."""
+"""Optimizer state to and from flat numpy dicts, for checkpoints that resume bit-exactly.
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+import vardax_torch as vd
+
+cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+model = vd.build_model(cfg, seed=0)
+optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-3), model)
+arrays = vd.checkpoint.export_optimizer_state(opt_state)
+assert arrays == {}  # torch.optim.Adam holds no state before its first step
+```
+"""
 
 from __future__ import annotations
 
@@ -15,7 +29,26 @@ __all__ = ["export_optimizer_state", "import_optimizer_state"]
 def export_optimizer_state(opt_state: dict[str, Any]) -> dict[str, np.ndarray]:
     """The per-parameter tensors of ``opt_state`` (an ``optimizer.state_dict()``), named
     ``state.<parameter index>.<key>`` (e.g. ``state.0.exp_avg``). Scalars (Adam's ``step``)
-    travel with shape ``(1,)``: safetensors has no 0-d tensors."""
+    travel with shape ``(1,)``: safetensors has no 0-d tensors.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-2), model)
+    model, opt_state, loss = vd.train_step(model, batch, optimizer, opt_state)
+    arrays = vd.export_optimizer_state(opt_state)  # flat numpy arrays, as a checkpoint file holds them
+    assert arrays["state.0.step"].tolist() == [1]  # Adam's step count for parameter 0, shape (1,)
+    assert all(isinstance(a, np.ndarray) and a.ndim >= 1 for a in arrays.values())
+    ```
+    """
     arrays = {}
     for index, entry in opt_state["state"].items():
         for key, value in entry.items():
@@ -30,7 +63,28 @@ def import_optimizer_state(
     of its new state (as `train_step` returns one: passing it back costs no reload). Every
     entry is checked against the optimizer's parameters (index in range, per-parameter
     buffers of the parameter's shape and dtype) and, where ``opt_state`` already holds state,
-    against its names, before the optimizer is touched."""
+    against its names, before the optimizer is touched.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+    optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-2), model)
+    model, opt_state, loss = vd.train_step(model, batch, optimizer, opt_state)
+    arrays = vd.export_optimizer_state(opt_state)  # flat numpy arrays, as a checkpoint file holds them
+    assert arrays["state.0.step"].tolist() == [1]  # Adam's step count for parameter 0, shape (1,)
+    restored = vd.import_optimizer_state(optimizer, opt_state, arrays)  # e.g. after a restart
+    again = vd.export_optimizer_state(restored)
+    assert again.keys() == arrays.keys() and all(np.array_equal(again[k], arrays[k]) for k in arrays)
+    ```
+    """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     template = export_optimizer_state(opt_state)
     if template and set(arrays) != set(template):

@@ -20,7 +20,32 @@ def placement(device: str | None = None, devices: int | None = None) -> Placemen
     training batch and `train_step` averages gradients over the ranks. ``devices``, if given,
     must be torchrun's process count: torch starts one process per device, so
     ``--devices N`` without ``torchrun --nproc-per-node N`` is a ``ValueError`` saying so, as
-    is a device this machine lacks."""
+    is a device this machine lacks.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+    import torch
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+
+    where = vd.placement("cpu")  # one process on the CPU (no torchrun)
+    assert where.n_devices == 1 and where.writes  # one device; this process writes the run's files
+    assert where.model_kwargs == {"device": torch.device("cpu")}
+    model = vd.build_model(cfg, seed=0, **where.model_kwargs)
+    batch = vd.make_batch(problem.obs, target=problem.truth, **where.train_batch_kwargs)
+    assert batch.input.device == model.device and tuple(model(batch).shape) == (4, 5, 16)
+    try:
+        vd.placement("cpu", devices=4096)  # torch needs torchrun --nproc-per-node 4096 for that
+    except ValueError as error:
+        assert "4096" in str(error)
+    else:
+        raise AssertionError("more devices than the processes torchrun started must be refused")
+    ```
+    """
     n_ranks = int(os.environ.get("WORLD_SIZE", "1"))
     if devices is not None and check_devices(devices) != n_ranks:
         if n_ranks == 1:

@@ -16,6 +16,16 @@ The conventions shared with ``vardax_jax.dynamics`` (shapes, solvers, the 4D-Var
 every check, default and message that needs no framework are `pipekit_cycle.dynamics`.
 ``solver="rk4"`` is torchdiffeq's own ``"rk4"`` (Kutta's 3/8 rule) with
 ``options={"step_size": dt / substeps}``.
+
+Examples
+--------
+```python
+import numpy as np
+import vardax_torch as vd
+
+trajectory = vd.dynamics.rollout_numpy("lorenz63", np.ones(3), 2, 0.01)  # x0, n_steps, dt
+assert trajectory.shape == (3, 3)  # x0, then two steps
+```
 """
 
 from __future__ import annotations
@@ -77,6 +87,21 @@ class Lorenz63(nn.Module):
 
     ``sigma``, ``rho``, ``beta`` are 0-d ``nn.Parameter`` s, so gradients w.r.t. them are taken
     like any other parameter. ``forward(state)`` maps ``(..., 3)`` to tendencies ``(..., 3)``.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import torch
+    import vardax_torch as vd
+
+    field = vd.Lorenz63()  # sigma=10, rho=28, beta=8/3, as nn.Parameters
+    x = torch.tensor([1.0, 1.0, 1.0], dtype=field.rho.dtype)
+    tendency = field(x)
+    assert np.allclose(vd.to_numpy(tendency), [0.0, 26.0, 1.0 - 8.0 / 3.0])
+    tendency.sum().backward()
+    assert float(field.rho.grad) == 1.0  # d/d rho of x (rho - z) is x = 1
+    ```
     """
 
     state_dim: ClassVar[int] = 3
@@ -100,6 +125,19 @@ class Lorenz96(nn.Module):
     r"""Lorenz-96: :math:`\dot x_i = (x_{i+1} - x_{i-2})\, x_{i-1} - x_i + F`, periodic in ``i``.
 
     ``forcing`` (:math:`F`) is a 0-d ``nn.Parameter``; ``state_dim`` (``N >= 4``) is fixed.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import torch
+    import vardax_torch as vd
+
+    field = vd.Lorenz96(state_dim=8, forcing=8.0)
+    x = torch.full((8,), 8.0, dtype=field.forcing.dtype)
+    assert np.allclose(vd.to_numpy(field(x)), 0.0)  # x_i = F for every i is a fixed point
+    assert tuple(field(torch.ones(3, 8, dtype=x.dtype)).shape) == (3, 8)  # any leading axes
+    ```
     """
 
     parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz96"]
@@ -125,6 +163,19 @@ class LinearField(nn.Module):
 
     Its rollout is linear in the initial state, which makes 4D-Var a quadratic problem with a
     closed-form solution (the linear-Gaussian check).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import torch
+    import vardax_torch as vd
+
+    field = vd.LinearField(np.array([[0.0, 1.0], [-1.0, 0.0]]))  # a rotation
+    assert field.state_dim == 2
+    x = torch.tensor([1.0, 0.0], dtype=field.matrix.dtype)
+    assert np.allclose(vd.to_numpy(field(x)), [0.0, -1.0])  # A x
+    ```
     """
 
     parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["linear"]
@@ -158,7 +209,31 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class DirectOdeint:
-    """Backprop through every step of ``torchdiffeq.odeint``; memory linear in the steps."""
+    """Backprop through every step of ``torchdiffeq.odeint``; memory linear in the steps.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import torch
+    import vardax_torch as vd
+
+    field = vd.LinearField(np.array([[0.0, 1.0], [-1.0, 0.0]]))  # x(1) = [[cos 1, sin 1], [-sin 1, cos 1]] x0
+
+
+    def gradient(adjoint):  # d/dx0 of the sum of x(1), the rollout differentiated by ``adjoint``
+        model = vd.TorchDiffEqForwardModel(field, 0.1, adjoint=adjoint)
+        x0 = torch.tensor([1.0, 0.0], dtype=field.matrix.dtype, requires_grad=True)
+        model.rollout(x0, 10)[-1].sum().backward()
+        return x0.grad.numpy()
+
+
+    exact = [np.cos(1.0) - np.sin(1.0), np.sin(1.0) + np.cos(1.0)]
+    assert vd.to_dynamics_adjoint(pk.DirectAdjoint()) == vd.DirectOdeint()
+    assert np.allclose(gradient(vd.DirectOdeint()), exact, atol=1e-5)
+    ```
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +243,29 @@ class CheckpointedOdeint:
     Only each segment's starting state is stored; the backward re-integrates one segment at a
     time. ``pipekit_cycle.checkpoint_schedule(n_steps, checkpoints)`` segments (``None``:
     ``ceil(log2 n_steps)``, as many stored states as diffrax gets in vardax_jax).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import torch
+    import vardax_torch as vd
+
+    field = vd.LinearField(np.array([[0.0, 1.0], [-1.0, 0.0]]))  # x(1) = [[cos 1, sin 1], [-sin 1, cos 1]] x0
+
+
+    def gradient(adjoint):  # d/dx0 of the sum of x(1), the rollout differentiated by ``adjoint``
+        model = vd.TorchDiffEqForwardModel(field, 0.1, adjoint=adjoint)
+        x0 = torch.tensor([1.0, 0.0], dtype=field.matrix.dtype, requires_grad=True)
+        model.rollout(x0, 10)[-1].sum().backward()
+        return x0.grad.numpy()
+
+
+    exact = [np.cos(1.0) - np.sin(1.0), np.sin(1.0) + np.cos(1.0)]
+    assert vd.to_dynamics_adjoint(pk.RecursiveCheckpointAdjoint(2)) == vd.CheckpointedOdeint(checkpoints=2)
+    assert np.allclose(gradient(vd.CheckpointedOdeint(checkpoints=2)), exact, atol=1e-5)  # exact: recomputed
+    ```
     """
 
     checkpoints: int | None = None
@@ -178,6 +276,29 @@ class BacksolveOdeint:
     """``torchdiffeq.odeint_adjoint``: the continuous adjoint integrated backwards in time.
 
     ``rtol``/``atol`` are its ``adjoint_rtol``/``adjoint_atol`` (both ``None``: the forward's).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import torch
+    import vardax_torch as vd
+
+    field = vd.LinearField(np.array([[0.0, 1.0], [-1.0, 0.0]]))  # x(1) = [[cos 1, sin 1], [-sin 1, cos 1]] x0
+
+
+    def gradient(adjoint):  # d/dx0 of the sum of x(1), the rollout differentiated by ``adjoint``
+        model = vd.TorchDiffEqForwardModel(field, 0.1, adjoint=adjoint)
+        x0 = torch.tensor([1.0, 0.0], dtype=field.matrix.dtype, requires_grad=True)
+        model.rollout(x0, 10)[-1].sum().backward()
+        return x0.grad.numpy()
+
+
+    exact = [np.cos(1.0) - np.sin(1.0), np.sin(1.0) + np.cos(1.0)]
+    assert vd.to_dynamics_adjoint(pk.BacksolveAdjoint()) == vd.BacksolveOdeint()
+    assert np.allclose(gradient(vd.BacksolveOdeint()), exact, atol=1e-4)  # approximate, close on this grid
+    ```
     """
 
     rtol: float | None = None
@@ -197,6 +318,17 @@ def to_dynamics_adjoint(spec: Any = None) -> NativeDynamicsAdjoint:
     missing one is ``DEFAULT_RTOL``/``DEFAULT_ATOL``), applied when the forward solver is
     adaptive (a fixed-step solver steps the adjoint on its own grid). Specs of the
     ``inner_solve`` layer raise ``ValueError`` naming it.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    assert isinstance(vd.to_dynamics_adjoint(), vd.CheckpointedOdeint)  # the layer's default
+    assert isinstance(vd.to_dynamics_adjoint(pk.BacksolveAdjoint()), vd.BacksolveOdeint)
+    assert isinstance(vd.to_dynamics_adjoint(pk.DirectAdjoint()), vd.DirectOdeint)
+    ```
     """
     return shared.map_dynamics_spec(
         spec,
@@ -223,6 +355,21 @@ class TorchDiffEqForwardModel(nn.Module):
     or a native adjoint, stored native; see `to_dynamics_adjoint`). The vector field is a
     sub-module, so ``parameters()`` are its parameters. Immutable: `with_adjoint` returns a new
     model sharing the vector field. Satisfies `pipekit_cycle.ForwardModel`.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import torch
+    import vardax_torch as vd
+
+    field = vd.LinearField(np.array([[0.0, 1.0], [-1.0, 0.0]]))  # x(t) = (cos t, -sin t) from (1, 0)
+    model = vd.TorchDiffEqForwardModel(field, 0.1, substeps=2)  # torchdiffeq's rk4, constant step dt / 2
+    x0 = torch.tensor([1.0, 0.0], dtype=field.matrix.dtype)
+    trajectory = vd.to_numpy(model.rollout(x0, 10))  # t = 0, 0.1, ..., 1
+    assert trajectory.shape == (11, 2)
+    assert np.allclose(trajectory[-1], [np.cos(1.0), -np.sin(1.0)], atol=1e-5)
+    ```
     """
 
     def __init__(
@@ -361,6 +508,20 @@ class StrongFourDVar(nn.Module):
     changes ``x0`` by less than ``atol + rtol max|x0|`` and ``J`` by less than ``atol + rtol |J|``)
     or after ``max_steps`` iterations (then a `pipekit_cycle.ConvergenceWarning`).
     Gradients of ``J`` follow the forward model's adjoint.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import vardax_torch as vd
+
+    forward = vd.make_forward_model("linear", 0.1, parameters={"matrix": np.zeros((2, 2))})  # A = 0: x stays put
+    var = vd.StrongFourDVar(forward, background_cov=np.ones(2), obs_var=1.0)  # B = I, R = 1
+    xb, obs = np.zeros(2), np.ones((2, 2))  # obs (T, N): T = 2 times
+    xa = vd.to_numpy(var(xb, obs))
+    assert np.allclose(xa, 2 / 3, atol=1e-4)  # (xb / B + sum_t y_t / R) / (1 / B + T / R)
+    assert float(var.cost(xa, xb, obs)) < float(var.cost(xb, xb, obs))  # J(x_a) < J(x_b)
+    ```
     """
 
     def __init__(

@@ -10,6 +10,17 @@
 
 No state is stored on the module between calls, so a recomputed step (checkpointing)
 reproduces the original exactly.
+
+Examples
+--------
+```python
+import torch
+import vardax_torch as vd
+
+grad_mod = vd.grad_mod.ConvLSTMGradMod1D(5, hidden_dim=4, seed=0)
+carry = grad_mod.init_carry(torch.zeros((2, 5, 16)))  # (B, T, N) -> zeros (B, hidden_dim, N)
+assert tuple(carry.hidden.shape) == (2, 4, 16)
+```
 """
 
 from __future__ import annotations
@@ -36,14 +47,42 @@ __all__ = [
 
 
 class LSTMState1D(NamedTuple):
-    """ConvLSTM carry on 1D states: ``hidden``, ``cell`` each ``(B, hidden_dim, N)``."""
+    """ConvLSTM carry on 1D states: ``hidden``, ``cell`` each ``(B, hidden_dim, N)``.
+
+    Examples
+    --------
+    ```python
+    import torch
+    import vardax_torch as vd
+
+    carry = vd.LSTMState1D(hidden=torch.zeros((2, 4, 16)), cell=torch.zeros((2, 4, 16)))  # hidden_dim=4
+    grad_mod = vd.ConvLSTMGradMod1D(5, hidden_dim=4, seed=0)
+    x = torch.zeros((2, 5, 16))
+    update, carry = grad_mod(torch.ones_like(x), x, carry)
+    assert isinstance(carry, vd.LSTMState1D) and bool((carry.cell != 0).any())  # the cell took the gradient in
+    ```
+    """
 
     hidden: Tensor
     cell: Tensor
 
 
 class LSTMState2D(NamedTuple):
-    """ConvLSTM carry on 2D states: ``hidden``, ``cell`` each ``(B, hidden_dim, H, W)``."""
+    """ConvLSTM carry on 2D states: ``hidden``, ``cell`` each ``(B, hidden_dim, H, W)``.
+
+    Examples
+    --------
+    ```python
+    import torch
+    import vardax_torch as vd
+
+    carry = vd.LSTMState2D(hidden=torch.zeros((2, 4, 8, 8)), cell=torch.zeros((2, 4, 8, 8)))  # hidden_dim=4
+    grad_mod = vd.ConvLSTMGradMod2D(5, hidden_dim=4, seed=0)
+    x = torch.zeros((2, 5, 8, 8))
+    update, carry = grad_mod(torch.ones_like(x), x, carry)
+    assert isinstance(carry, vd.LSTMState2D) and bool((carry.cell != 0).any())  # the cell took the gradient in
+    ```
+    """
 
     hidden: Tensor
     cell: Tensor
@@ -107,14 +146,44 @@ class _ConvLSTMGradMod(nn.Module):
 
 
 class ConvLSTMGradMod1D(_ConvLSTMGradMod):
-    """ConvLSTM gradient modulator on 1D states ``(B, T, N)`` (`pipekit_cycle.GradModulator`)."""
+    """ConvLSTM gradient modulator on 1D states ``(B, T, N)`` (`pipekit_cycle.GradModulator`).
+
+    Examples
+    --------
+    ```python
+    import torch
+    import vardax_torch as vd
+
+    grad_mod = vd.ConvLSTMGradMod1D(5, hidden_dim=4, seed=0)  # n_time=5
+    x = torch.zeros((2, 5, 16))  # the state
+    carry = grad_mod.init_carry(x)  # zeros (B, hidden_dim, *S)
+    assert isinstance(carry, vd.LSTMState1D) and tuple(carry.hidden.shape) == (2, 4, 16)
+    update, carry = grad_mod(torch.ones_like(x), x, carry)  # the step u from the gradient and the state
+    assert tuple(update.shape) == (2, 5, 16) and tuple(carry.cell.shape) == (2, 4, 16)
+    ```
+    """
 
     ndim = 1
     state_type = LSTMState1D
 
 
 class ConvLSTMGradMod2D(_ConvLSTMGradMod):
-    """ConvLSTM gradient modulator on 2D states ``(B, T, H, W)`` (`pipekit_cycle.GradModulator`)."""
+    """ConvLSTM gradient modulator on 2D states ``(B, T, H, W)`` (`pipekit_cycle.GradModulator`).
+
+    Examples
+    --------
+    ```python
+    import torch
+    import vardax_torch as vd
+
+    grad_mod = vd.ConvLSTMGradMod2D(5, hidden_dim=4, seed=0)  # n_time=5
+    x = torch.zeros((2, 5, 8, 8))  # the state
+    carry = grad_mod.init_carry(x)  # zeros (B, hidden_dim, *S)
+    assert isinstance(carry, vd.LSTMState2D) and tuple(carry.hidden.shape) == (2, 4, 8, 8)
+    update, carry = grad_mod(torch.ones_like(x), x, carry)  # the step u from the gradient and the state
+    assert tuple(update.shape) == (2, 5, 8, 8) and tuple(carry.cell.shape) == (2, 4, 8, 8)
+    ```
+    """
 
     ndim = 2
     state_type = LSTMState2D

@@ -1,4 +1,18 @@
-"""FourDVarNet models (``nn.Module``), batches, and conversions to and from numpy."""
+"""FourDVarNet models (``nn.Module``), batches, and conversions to and from numpy.
+
+Examples
+--------
+```python
+import numpy as np
+import pipekit_cycle as pk
+import vardax_torch as vd
+
+cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+model = vd.model.build_model(cfg, seed=0)
+batch = vd.model.make_batch(np.zeros((2, 5, 16)))
+assert tuple(model(batch).shape) == (2, 5, 16)
+```
+"""
 
 from __future__ import annotations
 
@@ -33,7 +47,25 @@ __all__ = ["Batch1D", "Batch2D", "FourDVarNet1D", "FourDVarNet2D", "build_model"
 @dataclasses.dataclass(frozen=True)
 class Batch1D:
     """A batch of 1D windows: ``input`` y (zeros where unobserved), ``mask`` m (1 observed,
-    0 not), optional ``target``; each ``(B, T, N)``."""
+    0 not), optional ``target``; each ``(B, T, N)``.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import torch
+    import vardax_torch as vd
+
+    obs = np.full((2, 5, 16), np.nan)  # (B, T, N), NaN: not observed
+    obs[:, :, ::4] = 1.0  # every 4th point observed
+    batch = vd.make_batch(obs)
+    assert isinstance(batch, vd.Batch1D) and batch.target is None
+    assert tuple(batch.input.shape) == tuple(batch.mask.shape) == (2, 5, 16)
+    assert float(batch.mask.sum()) == 2 * 5 * 4
+    direct = vd.Batch1D(input=torch.zeros((2, 5, 16)), mask=torch.ones((2, 5, 16)))  # or built by hand
+    assert direct.target is None
+    ```
+    """
 
     input: Tensor
     mask: Tensor
@@ -42,7 +74,21 @@ class Batch1D:
 
 @dataclasses.dataclass(frozen=True)
 class Batch2D:
-    """A batch of 2D windows: ``input``, ``mask``, optional ``target``; each ``(B, T, H, W)``."""
+    """A batch of 2D windows: ``input``, ``mask``, optional ``target``; each ``(B, T, H, W)``.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import vardax_torch as vd
+
+    obs = np.ones((2, 3, 8, 8))  # (B, T, H, W)
+    obs[:, :, ::2, :] = np.nan  # every other row unobserved
+    batch = vd.make_batch(obs, target=np.zeros_like(obs))
+    assert isinstance(batch, vd.Batch2D)
+    assert tuple(batch.target.shape) == (2, 3, 8, 8) and float(batch.mask.mean()) == 0.5
+    ```
+    """
 
     input: Tensor
     mask: Tensor
@@ -92,7 +138,19 @@ def make_batch(obs: Any, target: Any = None, dtype: Any = None, device: Any = No
 
 
 def to_numpy(array: Any) -> np.ndarray:
-    """A tensor (or anything array-like) as a numpy array, detached and on the CPU."""
+    """A tensor (or anything array-like) as a numpy array, detached and on the CPU.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import torch
+    import vardax_torch as vd
+
+    array = vd.to_numpy(torch.arange(3.0, requires_grad=True) * 2)  # detached: no .detach() needed
+    assert isinstance(array, np.ndarray) and array.tolist() == [0.0, 2.0, 4.0]
+    ```
+    """
     if isinstance(array, Tensor):
         return array.detach().cpu().numpy()
     return np.asarray(array)
@@ -238,7 +296,23 @@ class FourDVarNet1D(FourDVarNet):
     ``x_0 = m * y``. ``solver_adjoint`` (spec or native; default ``RecursiveCheckpointAdjoint()``)
     says how the solve is differentiated; it is stored as the torch-native adjoint.
     Parameters are drawn from ``generator`` (else ``torch.Generator().manual_seed(seed)``) in
-    ``dtype`` (``None``: ``torch.get_default_dtype()``)."""
+    ``dtype`` (``None``: ``torch.get_default_dtype()``).
+
+    Examples
+    --------
+    ```python
+    import torch
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    model = vd.FourDVarNet1D(16, 5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3, seed=0)
+    assert isinstance(model, torch.nn.Module) and model.config.state_shape == (16,)
+    assert model.config.n_solver_steps == 3
+    x = model(vd.make_batch(problem.obs))  # x_K, the solve's output
+    assert tuple(x.shape) == (4, 5, 16)  # (B, T, N)
+    ```
+    """
 
     ndim = 1
 
@@ -256,7 +330,21 @@ class FourDVarNet1D(FourDVarNet):
 
 
 class FourDVarNet2D(FourDVarNet):
-    """4DVarNet on 2D states ``(B, T, H, W)``; the same maths as `FourDVarNet1D`."""
+    """4DVarNet on 2D states ``(B, T, H, W)``; the same maths as `FourDVarNet1D`.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import vardax_torch as vd
+
+    obs = np.random.default_rng(0).normal(size=(2, 3, 8, 8))  # (B, T, H, W)
+    obs[:, :, ::2, :] = np.nan
+    model = vd.FourDVarNet2D(3, 8, 8, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=2, seed=0)
+    assert model.config.state_shape == (8, 8)
+    assert tuple(model(vd.make_batch(obs)).shape) == (2, 3, 8, 8)
+    ```
+    """
 
     ndim = 2
 

@@ -1,5 +1,17 @@
 """Parameters across backends: a flat ``dict[str, numpy.ndarray]`` keyed by the canonical names of
-`pipekit_cycle.params.schema` (which are exactly the ``named_parameters`` of a `FourDVarNet`)."""
+`pipekit_cycle.params.schema` (which are exactly the ``named_parameters`` of a `FourDVarNet`).
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+import vardax_torch as vd
+
+cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+params = vd.params.export_params(vd.build_model(cfg, seed=0))
+assert {name: a.shape for name, a in params.items()} == pk.schema(cfg)  # the shared names
+```
+"""
 
 from __future__ import annotations
 

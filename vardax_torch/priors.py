@@ -4,6 +4,16 @@ convolution helpers of the backend.
 Every module here is a thin ``nn.Module`` holding parameters; the maths lives in pure
 functions of an explicit parameter mapping (``prior_apply``, ``conv``) so that solver code can
 pass parameters explicitly (custom ``autograd.Function``s, detached warm-up copies).
+
+Examples
+--------
+```python
+import torch
+import vardax_torch as vd
+
+phi = vd.priors.BilinAEPrior1D(5, hidden_dim=4, seed=0)
+assert tuple(phi(torch.ones((2, 5, 16))).shape) == (2, 5, 16)
+```
 """
 
 from __future__ import annotations
@@ -109,12 +119,44 @@ class _BilinAEPrior(nn.Module):
 
 
 class BilinAEPrior1D(_BilinAEPrior):
-    """Bilinear convolutional autoencoder prior on 1D states ``(B, T, N)`` (`pipekit_cycle.Prior`)."""
+    """Bilinear convolutional autoencoder prior on 1D states ``(B, T, N)`` (`pipekit_cycle.Prior`).
+
+    Examples
+    --------
+    ```python
+    import torch
+    import vardax_torch as vd
+
+    phi = vd.BilinAEPrior1D(5, hidden_dim=4, seed=0)  # n_time=5: time is the channel axis
+    x = torch.ones((2, 5, 16))
+    with torch.no_grad():
+        out = phi(x)
+    assert tuple(out.shape) == (2, 5, 16)  # phi(x) has the state's shape
+    prior_cost = float(((x - out) ** 2).sum())  # the prior term of the solve's cost
+    assert prior_cost > 0
+    ```
+    """
 
     ndim = 1
 
 
 class BilinAEPrior2D(_BilinAEPrior):
-    """Bilinear convolutional autoencoder prior on 2D states ``(B, T, H, W)`` (`pipekit_cycle.Prior`)."""
+    """Bilinear convolutional autoencoder prior on 2D states ``(B, T, H, W)`` (`pipekit_cycle.Prior`).
+
+    Examples
+    --------
+    ```python
+    import torch
+    import vardax_torch as vd
+
+    phi = vd.BilinAEPrior2D(5, hidden_dim=4, seed=0)  # n_time=5: time is the channel axis
+    x = torch.ones((2, 5, 8, 8))
+    with torch.no_grad():
+        out = phi(x)
+    assert tuple(out.shape) == (2, 5, 8, 8)  # phi(x) has the state's shape
+    prior_cost = float(((x - out) ** 2).sum())  # the prior term of the solve's cost
+    assert prior_cost > 0
+    ```
+    """
 
     ndim = 2

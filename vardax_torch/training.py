@@ -6,6 +6,16 @@ written by hand: ``torch.nn.utils.clip_grad_norm_`` adds 1e-6 to the norm); then
 weight decay ``g <- g + wd * p`` (``torch.optim``'s own ``weight_decay``, which adds exactly
 that to the gradient it is given); then ``torch.optim.Adam`` (== ``optax.adam``) or plain
 ``torch.optim.SGD``.
+
+Examples
+--------
+```python
+import torch
+import vardax_torch as vd
+
+x = torch.ones((2, 3))
+assert float(vd.training.reconstruction_loss(x, x)) == 0.0
+```
 """
 
 from __future__ import annotations
@@ -42,13 +52,47 @@ __all__ = [
 
 
 def reconstruction_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error over all elements."""
+    """Mean squared error over all elements.
+
+    Examples
+    --------
+    ```python
+    import torch
+    import vardax_torch as vd
+
+    loss = vd.reconstruction_loss(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 1.0]))
+    assert float(loss) == 2.5  # ((1 - 0)^2 + (3 - 1)^2) / 2
+    ```
+    """
     return ((pred - target) ** 2).mean()
 
 
 def train_loss_fn(model: FourDVarNet, batch: Any, *, adjoint: Any = None) -> Tensor:
     """``reconstruction_loss(model(batch, adjoint=adjoint), batch.target)``; ``ValueError``
-    without a target."""
+    without a target.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+    loss = vd.train_loss_fn(model, batch)  # a scalar, differentiable in the model's parameters
+    assert np.isclose(float(loss), float(vd.reconstruction_loss(model(batch), batch.target)), rtol=1e-6)
+    try:
+        vd.train_loss_fn(model, vd.make_batch(problem.obs))  # no target: nothing to compare with
+    except ValueError as error:
+        assert "batch.target" in str(error)
+    else:
+        raise AssertionError("a batch without a target must be refused")
+    ```
+    """
     require_target(batch.target, "train_loss_fn")
     return reconstruction_loss(model(batch, adjoint=adjoint), batch.target)
 
@@ -62,7 +106,25 @@ def _grads(loss: Tensor, params: list[Tensor]) -> list[Tensor]:
 
 def loss_and_grads(model: FourDVarNet, batch: Any, *, adjoint: Any = None) -> tuple[float, dict[str, np.ndarray]]:
     """``(float(train_loss_fn), {schema name: gradient})``, differentiated as ``adjoint`` (spec
-    or native; ``None``: the model's ``solver_adjoint``)."""
+    or native; ``None``: the model's ``solver_adjoint``).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_torch as vd
+
+    problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
+    cfg = pk.FourDVarNetConfig(state_shape=(16,), n_time=5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)
+    model = vd.build_model(cfg, seed=0)
+    batch = vd.make_batch(problem.obs, target=problem.truth)
+
+    loss, grads = vd.loss_and_grads(model, batch)  # a float and numpy gradients
+    assert {name: g.shape for name, g in grads.items()} == pk.schema(cfg)  # one per parameter, its shape
+    assert np.isclose(loss, float(vd.eval_step(model, batch)), rtol=1e-5)
+    ```
+    """
     names, params = zip(*model.named_parameters(), strict=True)
     with torch.enable_grad():
         loss = train_loss_fn(model, batch, adjoint=adjoint)

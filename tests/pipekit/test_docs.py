@@ -37,6 +37,17 @@ MAIN_NAMES = (
     "build_model", "make_batch", "make_optimizer", "train_step", "make_train_step", "eval_step", "predict",
     "export_params", "import_params", "to_native_adjoint", "AbstractAdjoint", "RecursiveCheckpointAdjoint",
     "KStepAdjoint", "OneStepAdjoint", "ImplicitAdjoint", "solve_4dvarnet",
+    "to_numpy", "Batch1D", "Batch2D", "FourDVarNet1D", "FourDVarNet2D",
+    "BilinAEPrior1D", "BilinAEPrior2D", "ConvLSTMGradMod1D", "ConvLSTMGradMod2D", "LSTMState1D", "LSTMState2D",
+    "train_loss_fn", "reconstruction_loss", "loss_and_grads",
+    "solve_4dvarnet_checkpointed", "solve_4dvarnet_kstep", "solve_4dvarnet_unrolled", "fixedpoint_unrolled",
+    "variational_cost", "assert_adjoint_calibrated",
+    "Lorenz63", "Lorenz96", "LinearField", "make_vector_field", "make_forward_model", "to_dynamics_adjoint",
+    "rollout_numpy", "trajectory_loss_and_grads", "StrongFourDVar", "strong_4dvar_numpy",
+    "export_optimizer_state", "import_optimizer_state", "placement",
+    "build_amortized", "AmortizedPosterior", "EncoderMLP", "RegressionHead", "FlowHead", "AffineCoupling",
+    "amortized_nll_loss_fn", "amortized_train_step", "amortized_loss_and_grads", "coverage",
+    "export_amortized_params", "import_amortized_params",
 )
 
 
