@@ -82,7 +82,7 @@ def _load(config: ExperimentConfig) -> tuple[GriddedData, GriddedData]:
     else:
         try:
             data = read_netcdf(config.data, config.var, config.obs_var)
-        except ValueError as error:
+        except (ValueError, ImportError) as error:  # ImportError: no xarray; its message says what to install
             raise _config_error("data", str(error)) from None
     n_days, ny, nx = data.truth.shape
     train_days = n_days - config.test_days if config.train_days is None else config.train_days
@@ -109,6 +109,15 @@ class MappingTask:
         self.config = config
         self.train, self.test = _load(config)
         assert config.patch_size is not None and config.patch_stride is not None
+        # The samples are counted before the OI, which takes minutes on a large file.
+        self.origins = patch_origins(self.train.truth.shape[1:], config.patch_size, config.patch_stride)
+        starts = window_starts(self.train.truth.shape[0], config.length)
+        self._starts = np.repeat(starts, len(self.origins))
+        self._origins = np.tile(self.origins, (len(starts), 1))
+        self.n_samples = len(self._starts)
+        if config.batch_size > self.n_samples:
+            raise _config_error("batch_size", f"must be at most the number of training samples ({self.n_samples}: "
+                                f"{len(starts)} windows x {len(self.origins)} patches), got {config.batch_size}")
         self.noise_std = next(
             value for value in (config.obs_noise_std, self.test.noise_std, DEFAULT_FILE_NOISE_STD) if value is not None
         )
@@ -128,15 +137,6 @@ class MappingTask:
             raise _config_error("data", f"{self.train.source}: the training truth is constant; nothing to learn")
         self.inputs = self._forward(self.train.obs - self.background_train)
         self.targets = self._forward(departure)
-        grid = self.train.truth.shape[1:]
-        self.origins = patch_origins(grid, config.patch_size, config.patch_stride)
-        starts = window_starts(self.train.truth.shape[0], config.length)
-        self._starts = np.repeat(starts, len(self.origins))
-        self._origins = np.tile(self.origins, (len(starts), 1))
-        self.n_samples = len(self._starts)
-        if config.batch_size > self.n_samples:
-            raise _config_error("batch_size", f"must be at most the number of training samples ({self.n_samples}: "
-                                f"{len(starts)} windows x {len(self.origins)} patches), got {config.batch_size}")
         self.held_out = self._held_out()
         self._drawn: dict[str, Any] = {}
 

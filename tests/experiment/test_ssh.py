@@ -166,3 +166,14 @@ def test_a_file_without_the_variable_is_a_usage_error(tmp_path, cli):
                        "--out", str(tmp_path / "run")])
     assert status == 2 and err.count("\n") == 1
     assert "--data" in err and "'sla'" in err and "its variables: truth, obs" in err
+
+
+def test_data_without_xarray_is_a_usage_error_naming_the_extra(tmp_path, cli, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "xarray", None)  # import xarray now raises ImportError
+    status, err = cli([*ssh_flags(grid=None), "--data", str(tmp_path / "x.nc"), "--var", "a", "--obs-var", "b",
+                       "--out", str(tmp_path / "run")])
+    assert status == 2 and err.count("\n") == 1
+    assert "--data" in err and "pipekit-cycle[netcdf]" in err
+    assert not (tmp_path / "run").exists()
