@@ -54,7 +54,34 @@ __all__ = [
 ]
 
 INNER_SOLVE: Final = "inner_solve"
+"""The layer of the learned inner solve (`check_layer`, `applicable_layers`).
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+
+assert pk.INNER_SOLVE in pk.applicable_layers(pk.TruncatedAdjoint(k=2))
+assert pk.check_layer("checkpoint", pk.INNER_SOLVE) == pk.RecursiveCheckpointAdjoint()
+```
+"""
 DYNAMICS: Final = "dynamics"
+"""The layer of an ODE forward model's time stepping (`check_layer`, `applicable_layers`).
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+
+assert pk.applicable_layers(pk.BacksolveAdjoint()) == frozenset({pk.DYNAMICS})
+try:
+    pk.check_layer(pk.BacksolveAdjoint(), pk.INNER_SOLVE)  # a dynamics-only spec at the other layer
+except ValueError as error:
+    assert "dynamics" in str(error)
+else:
+    raise AssertionError("check_layer accepted a spec of another layer")
+```
+"""
 LAYERS: Final = (INNER_SOLVE, DYNAMICS)
 LINEAR_SOLVERS: Final = ("auto", "gmres", "neumann", "dense")
 LEARNED: Final = "learned"
@@ -65,7 +92,20 @@ LinearSolverName: TypeAlias = Literal["auto", "gmres", "neumann", "dense"]
 
 
 class AbstractAdjointSpec:
-    """Base of the adjoint specs: text form, dict form and the layers a spec applies to."""
+    """Base of the adjoint specs: text form, dict form and the layers a spec applies to.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    spec = pk.TruncatedAdjoint(k=2)
+    assert isinstance(spec, pk.AbstractAdjointSpec)
+    assert str(spec) == "truncated:2" and pk.parse_adjoint(str(spec)) == spec  # the text form round-trips
+    assert pk.adjoint_from_dict(spec.to_dict()) == spec  # and so does the dict form
+    assert pk.INNER_SOLVE in spec.layers and pk.DYNAMICS not in spec.layers
+    ```
+    """
 
     tag: ClassVar[str]
     layers: ClassVar[frozenset[str]]
@@ -252,6 +292,17 @@ class BacksolveAdjoint(AbstractAdjointSpec):
 AdjointSpec: TypeAlias = (
     DirectAdjoint | RecursiveCheckpointAdjoint | TruncatedAdjoint | ImplicitAdjoint | BacksolveAdjoint
 )
+"""Any of the five specs (a type for annotations and ``isinstance``).
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+
+assert isinstance(pk.parse_adjoint("implicit:neumann"), pk.AdjointSpec)
+assert not isinstance("checkpoint", pk.AdjointSpec)  # text is parsed first, by parse_adjoint
+```
+"""
 SPEC_TYPES: Final[tuple[type[AbstractAdjointSpec], ...]] = (
     DirectAdjoint,
     RecursiveCheckpointAdjoint,

@@ -15,7 +15,22 @@ _REQUIREMENTS = {"vardax_jax": ("jax", "jax"), "vardax_torch": ("torch", "torch"
 
 
 class BackendNotInstalledError(ImportError):
-    """A backend, or the framework it needs, is not installed."""
+    """A backend, or the framework it needs, is not installed.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    assert issubclass(pk.BackendNotInstalledError, ImportError)  # `except ImportError` catches it
+    try:
+        pk.load_backend("no_such_backend")
+    except pk.BackendNotInstalledError as error:
+        assert "no backend 'no_such_backend'" in str(error)
+    else:
+        raise AssertionError("load_backend found a backend that does not exist")
+    ```
+    """
 
 
 def _entry_points() -> dict[str, str]:
@@ -30,7 +45,17 @@ def _is_installed(module: str) -> bool:
 
 
 def available_backends() -> list[str]:
-    """Names of the registered backends whose module and framework are importable, sorted."""
+    """Names of the registered backends whose module and framework are importable, sorted.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    names = pk.available_backends()  # e.g. ['vardax_jax', 'vardax_torch'] with both frameworks installed
+    assert names == sorted(names) and all(isinstance(pk.load_backend(name), type(pk)) for name in names)
+    ```
+    """
     names = []
     for name, target in _entry_points().items():
         module = target.partition(":")[0]
@@ -45,6 +70,20 @@ def load_backend(name: str) -> ModuleType:
 
     Raises `BackendNotInstalledError` naming the extra to install when the backend or its
     framework is missing, ``ValueError`` for a name that is neither registered nor a module.
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    for name in ("vardax_jax", "vardax_torch"):
+        try:
+            backend = pk.load_backend(name)  # the module, as `import vardax_jax` gives it
+        except pk.BackendNotInstalledError as error:
+            print(error)  # names the extra to install, e.g. pip install 'pipekit-cycle[jax]'
+        else:
+            assert backend.__name__ == name and hasattr(backend, "build_model")
+    ```
     """
     if isinstance(name, ModuleType):
         return name

@@ -40,6 +40,18 @@ OUTPUTS = ("state", "prior")
 # The fields that choose the components (DESIGN 7), passed by name to the model classes.
 COMPONENT_FIELDS = ("grad_mod", "grad_mod_dropout", "grad_mod_downsample", "prior_downsample", "bilin_quad", "cost",
                     "step_rule", "lr_grad", "output")
+"""The `FourDVarNetConfig` fields that choose the model's components (DESIGN 7).
+
+Examples
+--------
+```python
+import pipekit_cycle as pk
+
+cfg = pk.ocean4dvarnet_config((16, 16), 5, n_step=3, hidden_dim=4, prior_hidden_dim=4)
+components = {field: getattr(cfg, field) for field in pk.COMPONENT_FIELDS}
+assert components["grad_mod"] == "convlstm_normalized" and components["cost"] == "mean"
+```
+"""
 OPTIMIZERS = ("adam", "sgd")
 
 

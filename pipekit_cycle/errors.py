@@ -6,7 +6,26 @@ __all__ = ["ConvergenceWarning", "fixed_point_not_converged"]
 class ConvergenceWarning(RuntimeWarning):
     """An iterative solve stopped before reaching its tolerance; the message carries the
     residual and the number of steps taken. Promote it with
-    ``warnings.simplefilter("error", ConvergenceWarning)`` to make it fatal."""
+    ``warnings.simplefilter("error", ConvergenceWarning)`` to make it fatal.
+
+    Examples
+    --------
+    ```python
+    import warnings
+
+    import pipekit_cycle as pk
+
+    assert issubclass(pk.ConvergenceWarning, RuntimeWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pk.ConvergenceWarning)  # fatal from here on
+        try:
+            warnings.warn("fixed point not reached after 3 steps", pk.ConvergenceWarning)
+        except pk.ConvergenceWarning as warning:
+            assert "3 steps" in str(warning)
+        else:
+            raise AssertionError("the promoted warning did not raise")
+    ```
+    """
 
 
 def fixed_point_not_converged(n_solver_steps: int, residual: float, rtol: float, atol: float) -> ConvergenceWarning:

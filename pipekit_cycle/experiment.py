@@ -126,7 +126,21 @@ _POSITIVE_INTS = ("steps", "batch_size", "solver_steps", "train_windows", "test_
 
 
 class ConfigError(ValueError):
-    """An invalid `ExperimentConfig` value: ``field`` names it, ``problem`` says what is allowed."""
+    """An invalid `ExperimentConfig` value: ``field`` names it, ``problem`` says what is allowed.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.experiment import ConfigError, ExperimentConfig
+
+    try:
+        ExperimentConfig(system="l96", steps=0)
+    except ConfigError as error:
+        assert (error.field, error.flag) == ("steps", "--steps") and ">= 1" in error.problem
+    else:
+        raise AssertionError("steps=0 was accepted")
+    ```
+    """
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -140,19 +154,70 @@ class ConfigError(ValueError):
 
 class RunDirectoryError(ValueError):
     """The run directory does not allow what was asked (it holds a run and neither resume nor
-    overwrite was asked, or a resume asks other settings); the message names the flag."""
+    overwrite was asked, or a resume asks other settings); the message names the flag.
+
+    Examples
+    --------
+    ```python
+    import tempfile
+    import types
+
+    from pipekit_cycle.experiment import ExperimentConfig, RunDirectoryError, run_experiment
+
+    try:  # refused before the backend is used or anything is written
+        run_experiment(types.ModuleType("any_backend"), ExperimentConfig(), tempfile.mkdtemp(), resume=True,
+                       overwrite=True)
+    except RunDirectoryError as error:
+        assert "--resume and --overwrite exclude each other" in str(error)
+    else:
+        raise AssertionError("resume and overwrite were both accepted")
+    ```
+    """
 
 
 class CheckpointError(ValueError):
-    """No readable checkpoint; the message names each damaged file and what is wrong with it."""
+    """No readable checkpoint; the message names each damaged file and what is wrong with it.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.experiment import CheckpointError
+
+    assert issubclass(CheckpointError, ValueError)  # the command line reports it in one line, exit status 1
+    ```
+    """
 
 
 class CheckpointFallbackWarning(UserWarning):
-    """The newest checkpoint was damaged; the run resumed from an earlier one."""
+    """The newest checkpoint was damaged; the run resumed from an earlier one.
+
+    Examples
+    --------
+    ```python
+    import warnings
+
+    from pipekit_cycle.experiment import CheckpointFallbackWarning
+
+    warnings.simplefilter("error", CheckpointFallbackWarning)  # a resume that falls back then stops instead
+    assert issubclass(CheckpointFallbackWarning, UserWarning)
+    ```
+    """
 
 
 class FiguresSkippedWarning(UserWarning):
-    """matplotlib is not installed: the run's figures were not drawn."""
+    """matplotlib is not installed: the run's figures were not drawn.
+
+    Examples
+    --------
+    ```python
+    import warnings
+
+    from pipekit_cycle.experiment import FiguresSkippedWarning
+
+    warnings.simplefilter("ignore", FiguresSkippedWarning)  # a run without matplotlib, quietly
+    assert issubclass(FiguresSkippedWarning, UserWarning)
+    ```
+    """
 
 
 def _check_int(field: str, value: object, minimum: int) -> None:
@@ -205,7 +270,25 @@ class ExperimentConfig:
     (``oi_space_km``, ``oi_time_days``) and ``background`` (``"oi"``: the solver maps the
     departure from OI).
     A field set for a system it does not belong to is refused, not ignored. With ``data``,
-    ``train_days`` ``None`` means every day before the held-out ones."""
+    ``train_days`` ``None`` means every day before the held-out ones.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.experiment import SYSTEM_DEFAULTS, ConfigError, ExperimentConfig
+
+    l96 = ExperimentConfig(system="l96")  # sizes left unset take the system's defaults
+    assert l96.steps == SYSTEM_DEFAULTS["l96"]["steps"] and l96.length == 10
+    ssh = ExperimentConfig(system="ssh", grid=32, patch_size=16, adjoint="truncated:2")
+    assert ssh.model_config().state_shape == (16, 16) and ssh.adjoint == "truncated:2"
+    try:
+        ExperimentConfig(system="l96", patch_size=16)
+    except ConfigError as error:
+        assert error.flag == "--patch-size"  # an ssh setting is refused for l96, not ignored
+    else:
+        raise AssertionError("patch_size was accepted for l96")
+    ```
+    """
 
     system: Literal["l63", "l96", "ssh"] = "l96"
     adjoint: str = "checkpoint"
@@ -385,7 +468,18 @@ class ExperimentConfig:
 def linear_interpolation(obs: np.ndarray) -> np.ndarray:
     """Fill NaNs of ``obs`` (``(W, T, N)``) along time by linear interpolation per window and
     component, holding the first/last observation constant beyond the ends (0 if a series has
-    no observation)."""
+    no observation).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle.experiment import linear_interpolation
+
+    obs = np.array([[[np.nan], [1.0], [np.nan], [3.0], [np.nan]]])  # (W, T, N) = (1, 5, 1)
+    assert linear_interpolation(obs)[0, :, 0].tolist() == [1.0, 1.0, 2.0, 3.0, 3.0]
+    ```
+    """
     filled = np.zeros_like(obs)
     times = np.arange(obs.shape[1])
     for w in range(obs.shape[0]):
@@ -416,7 +510,22 @@ class _Standardiser:
 
 
 def list_checkpoints(out: str | os.PathLike[str]) -> list[tuple[int, Path]]:
-    """``(step, directory)`` of every checkpoint in the run directory ``out``, oldest first."""
+    """``(step, directory)`` of every checkpoint in the run directory ``out``, oldest first.
+
+    Examples
+    --------
+    ```python
+    import tempfile
+    from pathlib import Path
+
+    from pipekit_cycle.experiment import list_checkpoints
+
+    out = Path(tempfile.mkdtemp())
+    for step in (100, 50):
+        (out / "checkpoints" / f"step-{step:06d}").mkdir(parents=True)
+    assert [step for step, _ in list_checkpoints(out)] == [50, 100]
+    ```
+    """
     root = Path(out) / CHECKPOINTS
     if not root.is_dir():
         return []
@@ -430,7 +539,18 @@ def list_checkpoints(out: str | os.PathLike[str]) -> list[tuple[int, Path]]:
 
 def latest_checkpoint(out: str | os.PathLike[str]) -> Path | None:
     """The newest checkpoint directory of the run in ``out`` (``None`` if it has none); load its
-    model with ``pipekit_cycle.load_params(path / "checkpoint.safetensors")``."""
+    model with ``pipekit_cycle.load_params(path / "checkpoint.safetensors")``.
+
+    Examples
+    --------
+    ```python
+    import tempfile
+
+    from pipekit_cycle.experiment import latest_checkpoint
+
+    assert latest_checkpoint(tempfile.mkdtemp()) is None  # no run there yet
+    ```
+    """
     found = list_checkpoints(out)
     return found[-1][1] if found else None
 
@@ -800,6 +920,27 @@ def run_experiment(
     function on the same arguments: each reads the run directory, trains on its slice of
     every batch and evaluates; rank 0 alone writes, the others wait for it at each
     checkpoint, and all return the same metrics.
+
+    Examples
+    --------
+    ```python
+    import tempfile
+    import types
+    from pathlib import Path
+
+    from pipekit_cycle.experiment import ExperimentConfig, RunDirectoryError, run_experiment
+
+    # With a backend: run_experiment(pk.load_backend("vardax_torch"), ExperimentConfig(system="l96"), "runs/l96").
+    out = Path(tempfile.mkdtemp())
+    (out / "metrics.json").write_text("{}")  # the directory holds a run's results
+    try:
+        run_experiment(types.ModuleType("any_backend"), ExperimentConfig(), out)
+    except RunDirectoryError as error:
+        assert "already holds a run" in str(error) and "--resume" in str(error)
+    else:
+        raise AssertionError("a run directory was overwritten without --overwrite")
+    assert (out / "metrics.json").read_text() == "{}"  # left as it was
+    ```
     """
     placement = Placement("the backend's default device") if placement is None else placement
     placement.check_batch_size(config.batch_size)
@@ -1059,7 +1200,17 @@ def _build_parsers(prog: str) -> tuple[argparse.ArgumentParser, argparse.Argumen
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    """The ``train`` command line, identical for every backend."""
+    """The ``train`` command line, identical for every backend.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.experiment import build_parser
+
+    args = build_parser("python -m my_backend").parse_args(["train", "--system", "ssh", "--out", "runs/ssh"])
+    assert (args.system, args.out, args.steps) == ("ssh", "runs/ssh", None)  # None: the system's default
+    ```
+    """
     return _build_parsers(prog)[0]
 
 
@@ -1106,7 +1257,23 @@ def _one_line_warning(
 
 
 def main(backend: ModuleType, argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m <backend> train ...``; returns the exit status."""
+    """Entry point of ``python -m <backend> train ...``; returns the exit status.
+
+    Examples
+    --------
+    ```python
+    import types
+
+    from pipekit_cycle.experiment import EXIT_USAGE, main
+
+    try:  # an invalid flag value: one line on stderr, exit status 2, nothing written
+        main(types.ModuleType("my_backend"), ["train", "--steps", "0", "--out", "runs/never"])
+    except SystemExit as exit_:
+        assert exit_.code == EXIT_USAGE
+    else:
+        raise AssertionError("--steps 0 was accepted")
+    ```
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = f"python -m {backend.__name__}"
     parser, train = _build_parsers(prog)

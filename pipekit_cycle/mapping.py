@@ -64,7 +64,18 @@ class GriddedData:
     """Daily maps on a regular (lat, lon) grid: ``truth`` and ``obs`` (NaN where unobserved)
     ``(time, lat, lon)``; ``lat``, ``lon`` in degrees; ``time`` in days; ``dx_deg`` the grid
     spacing (degrees), ``dx_km`` the zonal spacing at the central latitude; ``noise_std`` the
-    observation noise if known; ``source`` says where the data came from."""
+    observation noise if known; ``source`` says where the data came from.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle import mapping
+
+    data = mapping.simulated(n_days=6, grid=32, seed=0)
+    held_out = data.period(4, 6)  # the last two days
+    assert held_out.truth.shape == (2, 32, 32) and held_out.time.tolist() == data.time[4:].tolist()
+    ```
+    """
 
     truth: np.ndarray
     obs: np.ndarray
@@ -83,7 +94,17 @@ class GriddedData:
 
 
 def simulated(*, n_days: int, grid: int, seed: int) -> GriddedData:
-    """The default `pipekit_cycle.ssh.ssh_osse` on a ``grid x grid`` box (``n_days`` days)."""
+    """The default `pipekit_cycle.ssh.ssh_osse` on a ``grid x grid`` box (``n_days`` days).
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle import mapping
+
+    data = mapping.simulated(n_days=3, grid=32, seed=0)
+    assert data.truth.shape == (3, 32, 32) and data.noise_std == 0.03 and data.source.startswith("ssh_osse(")
+    ```
+    """
     osse = ssh_osse(n_days=n_days, shape=(grid, grid), seed=seed)
     return GriddedData(
         truth=osse.truth, obs=osse.obs, lat=osse.lat, lon=osse.lon, time=osse.time, dx_deg=osse.dx_deg,
@@ -103,7 +124,26 @@ def read_netcdf(path: str | os.PathLike[str], var: str, obs_var: str) -> Gridded
     """Read ``var`` (the reference field) and ``obs_var`` (observations, NaN where unobserved)
     from a netCDF file, both with dimensions ``(time, lat, lon)`` on a regular grid in degrees.
     ``time`` is converted to days (datetimes: days since the first). ``ValueError`` names the
-    file and what does not fit; ``ImportError`` without xarray and h5netcdf."""
+    file and what does not fit; ``ImportError`` without xarray and h5netcdf.
+
+    Examples
+    --------
+    ```python
+    import os
+    import tempfile
+
+    from pipekit_cycle import mapping
+
+    path = os.path.join(tempfile.mkdtemp(), "maps.nc")
+    mapping.write_netcdf(path, mapping.simulated(n_days=3, grid=32, seed=0), {})
+    try:
+        mapping.read_netcdf(path, "ssh", "obs")
+    except ValueError as error:
+        assert "has no variable 'ssh' (--var); its variables: truth, obs" in str(error)
+    else:
+        raise AssertionError("read_netcdf read a variable the file does not have")
+    ```
+    """
     try:
         import xarray as xr
     except ImportError as error:
@@ -149,7 +189,24 @@ def read_netcdf(path: str | os.PathLike[str], var: str, obs_var: str) -> Gridded
 
 def write_netcdf(path: str | os.PathLike[str], data: GriddedData, fields: Mapping[str, np.ndarray]) -> None:
     """Write ``truth``, ``obs`` and each of ``fields`` (``(time, lat, lon)``, metres) of the
-    period ``data`` into a netCDF-4 file, atomically (a temporary file renamed into place)."""
+    period ``data`` into a netCDF-4 file, atomically (a temporary file renamed into place).
+
+    Examples
+    --------
+    ```python
+    import os
+    import tempfile
+
+    import numpy as np
+    from pipekit_cycle import mapping
+
+    data = mapping.simulated(n_days=3, grid=32, seed=0)
+    path = os.path.join(tempfile.mkdtemp(), "maps.nc")
+    mapping.write_netcdf(path, data, {"estimate": np.zeros_like(data.truth)})
+    again = mapping.read_netcdf(path, "truth", "obs")  # the variables written: truth, obs, estimate
+    assert np.array_equal(again.truth, data.truth) and np.array_equal(np.isnan(again.obs), np.isnan(data.obs))
+    ```
+    """
     try:
         import xarray as xr
     except ImportError as error:
@@ -174,7 +231,17 @@ def write_netcdf(path: str | os.PathLike[str], data: GriddedData, fields: Mappin
 
 def window_starts(n_days: int, length: int, stride: int = 1) -> np.ndarray:
     """First days of the windows of ``length`` days in ``n_days``: ``0, stride, ...`` up to
-    ``n_days - length`` (always included, so the windows cover every day)."""
+    ``n_days - length`` (always included, so the windows cover every day).
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle import mapping
+
+    assert mapping.window_starts(10, 4).tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert mapping.window_starts(10, 4, stride=4).tolist() == [0, 4, 6]  # the last window ends on day 10
+    ```
+    """
     if length > n_days:
         raise ValueError(f"a window of {length} days does not fit in {n_days} days")
     starts = list(range(0, n_days - length + 1, stride))
@@ -184,7 +251,16 @@ def window_starts(n_days: int, length: int, stride: int = 1) -> np.ndarray:
 
 
 def time_tent(length: int) -> np.ndarray:
-    """The ``(length,)`` weight ``1 + min(u, length - 1 - u)`` of a window's days."""
+    """The ``(length,)`` weight ``1 + min(u, length - 1 - u)`` of a window's days.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle import mapping
+
+    assert mapping.time_tent(5).tolist() == [1.0, 2.0, 3.0, 2.0, 1.0]  # a window's middle day counts most
+    ```
+    """
     days = np.arange(length)
     return 1.0 + np.minimum(days, days[::-1])
 
@@ -193,7 +269,19 @@ def samples(
     field: np.ndarray, starts: np.ndarray, origins: np.ndarray, length: int, size: int
 ) -> np.ndarray:
     """``(len(starts), ..., length, size, size)`` of ``field`` ``(time, lat, lon)``: entry
-    ``[i]`` holds the days ``starts[i]:starts[i] + length`` of the patch at ``origins[i]``."""
+    ``[i]`` holds the days ``starts[i]:starts[i] + length`` of the patch at ``origins[i]``.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle import mapping
+
+    field = np.arange(6 * 8 * 8, dtype=float).reshape(6, 8, 8)
+    cut = mapping.samples(field, np.array([0, 2]), np.array([[0, 0], [4, 4]]), length=3, size=4)
+    assert cut.shape == (2, 3, 4, 4) and np.array_equal(cut[1], field[2:5, 4:8, 4:8])
+    ```
+    """
     return np.stack([field[s : s + length, r : r + size, c : c + size] for s, (r, c) in zip(starts, origins,
                                                                                             strict=True)])
 
@@ -211,7 +299,19 @@ def reconstruct(
     """Map the period ``obs`` ``(time, lat, lon)`` (NaN where unobserved): ``predict`` takes
     ``(B, length, size, size)`` samples (``B <= batch_size``) and returns estimates of the same
     shape; see the module docstring for the blending. ``progress(n)`` is called after each
-    batch with the number of samples done."""
+    batch with the number of samples done.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle import mapping
+
+    truth = np.random.default_rng(0).normal(size=(6, 16, 16))
+    mapped = mapping.reconstruct(lambda x: x, truth, length=4, size=8, stride=6, batch_size=5)
+    assert np.allclose(mapped, truth)  # a predict that returns its input gives the field back
+    ```
+    """
     obs = np.asarray(obs)
     nt, ny, nx = obs.shape
     starts = window_starts(nt, length)
@@ -247,7 +347,20 @@ def reconstruct(
 def score(estimate: np.ndarray, truth: np.ndarray, *, dx_deg: float, dt_days: float = 1.0) -> dict[str, float | None]:
     """``rmse`` (units of the fields), ``mu``, ``sigma``, ``lambda_x_deg`` and
     ``lambda_t_days`` of ``estimate`` against ``truth`` (``(time, lat, lon)``); a scale that is
-    resolved nowhere (infinite) is ``None``, so the result is plain JSON."""
+    resolved nowhere (infinite) is ``None``, so the result is plain JSON.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle import mapping
+
+    truth = np.random.default_rng(0).normal(size=(16, 4, 32))
+    perfect = mapping.score(truth, truth, dx_deg=0.1)
+    assert perfect["rmse"] == 0.0 and perfect["mu"] == 1.0
+    assert mapping.score(np.zeros_like(truth), truth, dx_deg=0.1)["lambda_x_deg"] is None  # nothing resolved
+    ```
+    """
     mu, sigma = rmse_score(estimate, truth)
     lambda_x, lambda_t = psd_score(estimate, truth, dx=dx_deg, dt=dt_days)
     return {

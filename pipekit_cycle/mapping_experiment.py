@@ -65,7 +65,19 @@ MAP_FILES = ("maps.png", "psd_score.png", "loss.png", RECONSTRUCTION_FILE)
 
 
 class NetcdfSkippedWarning(UserWarning):
-    """xarray or h5netcdf is not installed: the reconstruction was not written as netCDF."""
+    """xarray or h5netcdf is not installed: the reconstruction was not written as netCDF.
+
+    Examples
+    --------
+    ```python
+    import warnings
+
+    from pipekit_cycle.mapping_experiment import NetcdfSkippedWarning
+
+    warnings.simplefilter("error", NetcdfSkippedWarning)  # make a run without xarray fail instead
+    assert issubclass(NetcdfSkippedWarning, UserWarning)
+    ```
+    """
 
 
 def _config_error(field: str, problem: str) -> Exception:
@@ -101,7 +113,22 @@ def _load(config: ExperimentConfig) -> tuple[GriddedData, GriddedData]:
 
 
 class MappingTask:
-    """Patches of gridded SSH maps; scored over the whole held-out period (module docstring)."""
+    """Patches of gridded SSH maps; scored over the whole held-out period (module docstring).
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.experiment import ExperimentConfig
+    from pipekit_cycle.mapping_experiment import MappingTask
+
+    config = ExperimentConfig(system="ssh", grid=32, train_days=8, test_days=8, window_length=4, patch_size=16,
+                              patch_stride=8, batch_size=2)
+    task = MappingTask(config)  # simulates 16 days, computes both OIs
+    assert task.n_samples == 5 * 9  # windows of 4 days in 8, times 3 x 3 patches
+    obs, truth = task.training_samples([0, 44])
+    assert obs.shape == truth.shape == (2, 4, 16, 16)  # standardised departures from the OI
+    ```
+    """
 
     def __init__(self, config: ExperimentConfig, *, progress: bool = False) -> None:
         from .experiment import _progress

@@ -83,7 +83,20 @@ def rmse(estimate: np.ndarray, truth: np.ndarray) -> float:
 def rmse_score(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     r"""``(mu, sigma)``: :math:`1 - \mathrm{RMS(err)}/\mathrm{RMS(truth)}` over all points, and the
     standard deviation over time (axis 0) of the daily score. Points where ``truth`` is NaN are
-    ignored; ``estimate`` must be finite wherever ``truth`` is."""
+    ignored; ``estimate`` must be finite wherever ``truth`` is.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle.metrics import rmse_score
+
+    truth = np.random.default_rng(0).normal(size=(10, 8, 8))
+    assert rmse_score(truth, truth) == (1.0, 0.0)  # perfect: mu = 1, every day the same
+    mu, sigma = rmse_score(np.zeros_like(truth), truth)
+    assert np.isclose(mu, 0.0)  # a zero estimate: the error is the truth
+    ```
+    """
     estimate, truth = _pair_of_fields(estimate, truth)
     valid = np.isfinite(truth)
     if not valid.any():
@@ -139,7 +152,20 @@ def spectral_score(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""``(wavelength, period, score)``: the bins ``(n_x//2,)`` (longest first, units of ``dx``)
     and ``(n_t//2,)`` (units of ``dt``) and :math:`1 - \mathrm{PSD_{err}}/\mathrm{PSD_{truth}}`
-    on them, ``(n_t//2, n_x//2)`` (rows: periods). See the module docstring."""
+    on them, ``(n_t//2, n_x//2)`` (rows: periods). See the module docstring.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle.metrics import spectral_score
+
+    truth = np.random.default_rng(0).normal(size=(16, 4, 32))  # (time, lat, lon)
+    wavelength, period, score = spectral_score(0.5 * truth, truth, dx=0.1, dt=1.0)
+    assert wavelength.shape == (16,) and period.shape == (8,) and score.shape == (8, 16)
+    assert np.allclose(score, 0.75)  # error = truth / 2 at every scale: 1 - 1/4
+    ```
+    """
     estimate, truth = _pair_of_fields(estimate, truth, ndim=3)
     for name, value in (("dx", dx), ("dt", dt)):
         if isinstance(value, bool) or not np.isfinite(value) or value <= 0:
@@ -179,6 +205,21 @@ def _smallest_resolved(score: np.ndarray, scales: np.ndarray) -> float:
 
 def psd_score(estimate: np.ndarray, truth: np.ndarray, *, dx: float, dt: float) -> tuple[float, float]:
     """``(lambda_x, lambda_t)``: the smallest wavelength (units of ``dx``) and period (units of
-    ``dt``) on the 0.5 contour of the spectral score; infinity where nothing is resolved."""
+    ``dt``) on the 0.5 contour of the spectral score; infinity where nothing is resolved.
+
+    Examples
+    --------
+    ```python
+    import math
+
+    import numpy as np
+    from pipekit_cycle.metrics import psd_score
+
+    truth = np.random.default_rng(0).normal(size=(16, 4, 32))
+    lambda_x, lambda_t = psd_score(truth, truth, dx=0.1, dt=1.0)
+    assert (lambda_x, lambda_t) == (0.2, 2.0)  # perfect: the shortest resolved scales, 2 dx and 2 dt
+    assert psd_score(np.zeros_like(truth), truth, dx=0.1, dt=1.0) == (math.inf, math.inf)  # nothing resolved
+    ```
+    """
     wavelength, period, score = spectral_score(estimate, truth, dx=dx, dt=dt)
     return _smallest_resolved(score, wavelength), _smallest_resolved(score.T, period)

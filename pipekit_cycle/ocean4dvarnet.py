@@ -60,7 +60,20 @@ def ocean4dvarnet_config(
     kernel_size, prior_downsample, bilin_quad), BaseObsCost(obs_weight),
     ConvLstmGradModel(n_time, hidden_dim, kernel_size, dropout, grad_mod_downsample),
     n_step, lr_grad, lbd)`` on ``(B, n_time, *state_shape)`` states (ocean4dvarnet's defaults
-    for what it defaults). ``fields``: any other config field (e.g. ``solver_adjoint``)."""
+    for what it defaults). ``fields``: any other config field (e.g. ``solver_adjoint``).
+
+    Examples
+    --------
+    ```python
+    import pipekit_cycle as pk
+
+    cfg = pk.ocean4dvarnet_config((32, 32), 15, n_step=5, hidden_dim=16, prior_hidden_dim=16, prior_downsample=2)
+    assert (cfg.state_shape, cfg.n_time, cfg.n_solver_steps) == ((32, 32), 15, 5)
+    assert cfg.grad_mod == "convlstm_normalized" and cfg.step_rule == "annealed" and cfg.bilin_quad
+    assert pk.ocean4dvarnet_config((32, 32), 15, n_step=5, hidden_dim=16, prior_hidden_dim=16,
+                                   solver_adjoint=pk.TruncatedAdjoint(k=1)).solver_adjoint == pk.TruncatedAdjoint(k=1)
+    ```
+    """
     return FourDVarNetConfig(
         state_shape=tuple(int(s) for s in state_shape),
         n_time=int(n_time),

@@ -50,7 +50,17 @@ def _axis_origins(length: int, size: int, stride: int) -> np.ndarray:
 def patch_origins(
     spatial_shape: tuple[int, int], size: int | tuple[int, int], stride: int | tuple[int, int]
 ) -> np.ndarray:
-    """The ``(n, 2)`` ``(row, column)`` origins of the patches of `extract`, row-major."""
+    """The ``(n, 2)`` ``(row, column)`` origins of the patches of `extract`, row-major.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.patches import patch_origins
+
+    origins = patch_origins((20, 20), 8, 6)  # 0, 6, 12 along each axis: the last patch ends at 20
+    assert origins.tolist()[:4] == [[0, 0], [0, 6], [0, 12], [6, 0]] and len(origins) == 9
+    ```
+    """
     ny, nx = _pair("spatial_shape", tuple(spatial_shape))
     sy, sx = _pair("size", size)
     ty, tx = _pair("stride", stride)
@@ -64,7 +74,21 @@ def extract(
     field: np.ndarray, size: int | tuple[int, int], stride: int | tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Patches ``(n, ..., size_y, size_x)`` of ``field`` ``(..., n_lat, n_lon)`` and their
-    ``(n, 2)`` origins; ``size`` and ``stride`` are ints or ``(y, x)`` pairs."""
+    ``(n, 2)`` origins; ``size`` and ``stride`` are ints or ``(y, x)`` pairs.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle.patches import extract
+
+    field = np.arange(5 * 16 * 16, dtype=float).reshape(5, 16, 16)  # (time, lat, lon)
+    patches, origins = extract(field, 8, 4)
+    assert patches.shape == (9, 5, 8, 8) and origins.shape == (9, 2)
+    r, c = origins[4]
+    assert np.array_equal(patches[4], field[:, r : r + 8, c : c + 8])
+    ```
+    """
     field = np.asarray(field)
     if field.ndim < 2:
         raise ValueError(f"field must have at least 2 dimensions (..., lat, lon), got shape {field.shape}")
@@ -75,7 +99,17 @@ def extract(
 
 
 def tent(size: int | tuple[int, int]) -> np.ndarray:
-    """The ``(size_y, size_x)`` triangular weight ``(1 + min(u, p_y-1-u)) (1 + min(v, p_x-1-v))``."""
+    """The ``(size_y, size_x)`` triangular weight ``(1 + min(u, p_y-1-u)) (1 + min(v, p_x-1-v))``.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.patches import tent
+
+    weight = tent(4)
+    assert weight.tolist()[0] == [1.0, 2.0, 2.0, 1.0] and weight[1, 1] == 4.0  # highest inside
+    ```
+    """
     sy, sx = _pair("size", size)
     ramp_y = 1.0 + np.minimum(np.arange(sy), np.arange(sy)[::-1])
     ramp_x = 1.0 + np.minimum(np.arange(sx), np.arange(sx)[::-1])
@@ -86,7 +120,20 @@ def stitch(
     patches: np.ndarray, origins: np.ndarray, shape: tuple[int, ...], weight: Weight = "triangular"
 ) -> np.ndarray:
     """Reassemble a field of ``shape`` from ``patches`` ``(n, ..., size_y, size_x)`` placed at
-    ``origins`` ``(n, 2)``: the ``weight``-ed mean where patches overlap, NaN where none lies."""
+    ``origins`` ``(n, 2)``: the ``weight``-ed mean where patches overlap, NaN where none lies.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle.patches import extract, stitch
+
+    field = np.random.default_rng(0).normal(size=(3, 20, 20))
+    patches, origins = extract(field, 8, 6)  # overlapping patches
+    for weight in ("triangular", "uniform"):
+        assert np.allclose(stitch(patches, origins, field.shape, weight=weight), field)  # exact recovery
+    ```
+    """
     patches = np.asarray(patches)
     origins = np.asarray(origins)
     shape = tuple(int(s) for s in shape)

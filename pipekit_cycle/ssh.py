@@ -96,7 +96,19 @@ _CFL = 2.0
 class Satellite:
     """A nadir altimeter on a repeat orbit: ``inclination_deg`` sets the track heading,
     ``revs_per_day`` the spacing of one day's passes, and the daily pattern moves by
-    ``subcycle_step / cycle_days`` of that spacing per day."""
+    ``subcycle_step / cycle_days`` of that spacing per day.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.ssh import DEFAULT_CONSTELLATION, Satellite, ssh_osse
+
+    mine = Satellite("mine", inclination_deg=66.0, revs_per_day=12.8, cycle_days=10, subcycle_step=3)
+    alone = ssh_osse(n_days=4, shape=(32, 32), seed=0, spinup_days=5, satellites=(mine,))
+    default = ssh_osse(n_days=4, shape=(32, 32), seed=0, spinup_days=5)
+    assert alone.satellites == (mine,) and len(default.satellites) == 4 == len(DEFAULT_CONSTELLATION[:4])
+    ```
+    """
 
     name: str
     inclination_deg: float
@@ -130,7 +142,20 @@ class SSHOSSE:
     ``mask`` (bool), each ``(time, lat, lon)``; ``lat`` and ``lon`` (degrees, 1-D), ``time``
     (days from the end of the spin-up); ``dx_deg`` the grid spacing in both directions,
     ``dx_km`` / ``dy_km`` the zonal / meridional spacings, ``dt_days`` the sampling interval;
-    ``parameters`` the model's settings and ``satellites`` the constellation."""
+    ``parameters`` the model's settings and ``satellites`` the constellation.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle.ssh import ssh_osse
+
+    osse = ssh_osse(n_days=4, shape=(32, 32), seed=0, spinup_days=5)
+    fraction = osse.observed_fraction()  # per day
+    assert fraction.shape == (4,) and np.allclose(fraction, osse.mask.mean(axis=(1, 2)))
+    assert osse.dt_days == 1.0 and osse.lat.shape == (32,) and osse.noise_std == 0.03
+    ```
+    """
 
     truth: np.ndarray
     obs: np.ndarray
@@ -358,6 +383,18 @@ def ssh_osse(
     ``satellites`` (default: the first ``n_satellites`` of `DEFAULT_CONSTELLATION`) sets the
     constellation; ``dx_deg`` defaults to ``10 / shape[1]`` (a 10°-wide box). The same
     ``seed`` gives identical arrays. See the module docstring for the equations and numbers.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle.ssh import ssh_osse
+
+    osse = ssh_osse(n_days=4, shape=(32, 32), seed=0, spinup_days=5)
+    assert osse.truth.shape == osse.obs.shape == (4, 32, 32)
+    assert np.array_equal(np.isfinite(osse.obs), osse.mask) and 0 < osse.mask.mean() < 0.1  # along tracks
+    assert np.array_equal(ssh_osse(n_days=4, shape=(32, 32), seed=0, spinup_days=5).obs, osse.obs, equal_nan=True)
+    ```
     """
     n_days = _count("n_days", n_days, 1)
     spinup_days = _count("spinup_days", spinup_days, 0)
