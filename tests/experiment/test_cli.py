@@ -71,8 +71,11 @@ def test_out_that_is_a_file_is_a_usage_error(tmp_path, cli, tiny_flags):
 def test_ctrl_c_names_the_last_checkpoint_and_the_resume_command(tmp_path, tiny_flags):
     out = tmp_path / "run"
     argv = ["train", *tiny_flags(steps=1_000_000, checkpoint_every=3), "--out", str(out), "--no-progress"]
+    # SIG_DFL first: a test run started in the background by a non-interactive shell inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler in the child.
     child = subprocess.Popen([sys.executable, "-m", "vardax_torch", *argv], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not list_checkpoints(out) and time.monotonic() < deadline and child.poll() is None:
