@@ -68,14 +68,20 @@ def test_out_that_is_a_file_is_a_usage_error(tmp_path, cli, tiny_flags):
     assert status == 2 and "--out" in err and "not a directory" in err
 
 
+RUN_WITH_CTRL_C = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('vardax_torch', run_name='__main__', alter_sys=True)"
+)
+
+
 def test_ctrl_c_names_the_last_checkpoint_and_the_resume_command(tmp_path, tiny_flags):
     out = tmp_path / "run"
     argv = ["train", *tiny_flags(steps=1_000_000, checkpoint_every=3), "--out", str(out), "--no-progress"]
-    # SIG_DFL first: a test run started in the background by a non-interactive shell inherits
-    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler in the child.
-    child = subprocess.Popen([sys.executable, "-m", "vardax_torch", *argv], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # Python's Ctrl-C handler set explicitly: a suite started in the background by a
+    # non-interactive shell passes SIGINT on ignored, and Python then installs none itself (a
+    # preexec_fn would fork a process that runs JAX's threads).
+    child = subprocess.Popen([sys.executable, "-c", RUN_WITH_CTRL_C, *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while not list_checkpoints(out) and time.monotonic() < deadline and child.poll() is None:
