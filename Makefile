@@ -31,7 +31,7 @@ test: $(STAMP) lint docs
 
 demo: $(STAMP)
 	$(PY) -m pipekit_cycle
-	$(PY) -m pipekit_cycle.demo --out runs/demo
+	$(PY) -m pipekit_cycle.experiment.demo --out runs/demo
 	$(PY) -m conformance > runs/demo/conformance.txt; status=$$?; \
 	  echo "conformance (full table in runs/demo/conformance.txt):"; tail -n 1 runs/demo/conformance.txt; exit $$status
 

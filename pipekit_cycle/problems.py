@@ -18,14 +18,12 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = [
-    "SSHOSSE",
     "Problem",
     "lorenz63",
     "lorenz63_vector_field",
     "lorenz96",
     "lorenz96_vector_field",
     "rk4_step",
-    "ssh_osse",
 ]
 
 L63_SIGMA, L63_RHO, L63_BETA = 10.0, 28.0, 8.0 / 3.0
@@ -247,4 +245,3 @@ def lorenz96(
     return Problem(truth, obs, mask, dt, "lorenz96", {"forcing": forcing}, float(np.sqrt(obs_noise_var)))
 
 
-from .ssh import SSHOSSE, ssh_osse  # noqa: E402

@@ -23,6 +23,8 @@ __all__ = [
     "check_field_float",
     "check_field_int",
     "check_float_dtype",
+    "check_int",
+    "check_positive",
     "check_same_device",
     "check_same_dtype",
     "check_state_shape",
@@ -196,6 +198,51 @@ def check_field_float(owner: str, field: str, value: object, *, positive: bool =
     if not ok or (value <= 0 if positive else value < 0):  # type: ignore[operator]
         allowed = f"a finite float {'> 0' if positive else '>= 0'}" + (" or None" if allow_none else "")
         raise ValueError(f"{owner}.{field} must be {allowed}, got {value!r}")
+
+
+def check_positive(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite number > 0, else ``ValueError`` naming ``name``.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.validation import check_positive
+
+    assert check_positive("space_scale", 70) == 70.0
+    try:
+        check_positive("space_scale", float("inf"))
+    except ValueError as error:
+        assert str(error) == "space_scale must be a finite number > 0, got inf"
+    else:
+        raise AssertionError("an infinite scale was accepted")
+    ```
+    """
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if not ok or not math.isfinite(value) or not value > 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int if it is an integer >= ``minimum``, else ``ValueError`` naming ``name``.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.validation import check_int
+
+    assert check_int("n_days", 3, 1) == 3
+    try:
+        check_int("n_days", 2.5, 1)
+    except ValueError as error:
+        assert str(error) == "n_days must be an integer >= 1, got 2.5"
+    else:
+        raise AssertionError("a fractional day count was accepted")
+    ```
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def check_count(key: str, value: Any, minimum: int) -> int:

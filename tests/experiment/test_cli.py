@@ -125,12 +125,12 @@ def test_fallback_warning_is_one_line_at_the_cli(tmp_path, cli, tiny_flags, caps
 
 
 def test_ctrl_c_during_the_evaluation(tmp_path, cli, tiny_flags, monkeypatch):
-    import pipekit_cycle.experiment as experiment
+    import pipekit_cycle.experiment.lorenz as lorenz
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiment, "_predict", interrupted)
+    monkeypatch.setattr(lorenz, "_predict", interrupted)
     out = tmp_path / "run"
     status, err = cli(["train", *tiny_flags(), "--out", str(out), "--no-progress", "--no-figures", "--overwrite"])
     assert status == 130 and err.count("\n") == 1

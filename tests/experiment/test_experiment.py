@@ -5,22 +5,22 @@ import pytest
 
 from pipekit_cycle import load_backend, load_params
 from pipekit_cycle.experiment import (
-    SYSTEM_DEFAULTS,
     ConfigError,
     ExperimentConfig,
     build_parser,
     latest_checkpoint,
-    linear_interpolation,
     list_checkpoints,
+    load_task,
     run_experiment,
 )
+from pipekit_cycle.experiment.lorenz import interpolate
 
 
 def test_linear_interpolation_closed_form():
     obs = np.full((1, 6, 2), np.nan)
     obs[0, 1, 0], obs[0, 4, 0] = 1.0, 4.0
     obs[0, 2, 1] = -2.0
-    filled = linear_interpolation(obs)
+    filled = interpolate(obs)
     np.testing.assert_allclose(filled[0, :, 0], [1.0, 1.0, 2.0, 3.0, 4.0, 4.0])
     np.testing.assert_allclose(filled[0, :, 1], -2.0)
 
@@ -51,11 +51,12 @@ def test_experiment_config_validation(changes, field, word):
 
 
 def test_sizes_left_unset_take_their_systems_defaults():
-    for system, defaults in SYSTEM_DEFAULTS.items():
+    for system in ("l63", "l96", "ssh"):
+        defaults = load_task(system).defaults
         config = ExperimentConfig(system=system)
         assert {field: getattr(config, field) for field in defaults} == defaults
     l63 = ExperimentConfig(system="l63", steps=7, batch_size=2)
-    assert (l63.steps, l63.batch_size, l63.train_windows) == (7, 2, SYSTEM_DEFAULTS["l63"]["train_windows"])
+    assert (l63.steps, l63.batch_size, l63.train_windows) == (7, 2, load_task("l63").defaults["train_windows"])
     args = build_parser("x").parse_args(["train", "--system", "l63", "--out", "o"])
     assert args.steps is None and args.train_windows is None  # resolved by the config, per system
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from pipekit_cycle import load_backend
 from pipekit_cycle.experiment import ExperimentConfig, run_experiment
-from pipekit_cycle.figures import RunSummary, build_figures
+from pipekit_cycle.experiment.figures import RunSummary, build_figures
 
 SUMMARY = RunSummary(backend="vardax_torch", system="l96", adjoint="truncated:2", steps=300, rmse_learned=0.731,
                      rmse_interpolation=1.321, rmse_fourdvar=0.646, fourdvar_windows=4, test_windows=16)
@@ -95,8 +95,8 @@ def test_without_matplotlib_one_line_says_how_to_get_figures(tmp_path, cli, tiny
 
 
 def test_ssh_map_figure_shows_the_day_and_each_estimates_error():
-    from pipekit_cycle import mapping
-    from pipekit_cycle.figures import map_figure
+    from pipekit_cycle import ssh as mapping
+    from pipekit_cycle.experiment.figures import map_figure
 
     data = mapping.simulated(n_days=4, grid=32, seed=0)
     estimates = {"OI": data.truth + 0.01, "learned": data.truth - 0.02}
@@ -110,7 +110,7 @@ def test_ssh_map_figure_shows_the_day_and_each_estimates_error():
 
 
 def test_psd_score_figure_draws_the_half_contour_of_each_estimate():
-    from pipekit_cycle.figures import psd_score_figure
+    from pipekit_cycle.experiment.figures import psd_score_figure
 
     wavelength, period = np.array([4.0, 2.0, 1.0]), np.array([20.0, 10.0, 5.0])
     score = np.array([[0.9, 0.6, 0.2], [0.8, 0.4, 0.1], [0.3, 0.2, 0.0]])

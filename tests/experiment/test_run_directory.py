@@ -1,7 +1,6 @@
 """The run directory: no accidental overwrite, two checkpoints and the fallback, resume rules,
 file modes."""
 
-import dataclasses
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ def torch_backend():
 
 def _run(backend, tiny, out, **kwargs):
     options = {"progress": False, "figures": False}
-    fields = {field.name for field in dataclasses.fields(ExperimentConfig)}
+    fields = ExperimentConfig(**tiny).to_dict()
     changes = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
     return run_experiment(backend, ExperimentConfig(**{**tiny, **changes}), out, **options, **kwargs)
 

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from pipekit_cycle import mapping
-from pipekit_cycle.baselines import linear_interpolation_time, optimal_interpolation
+from pipekit_cycle import ssh as mapping
+from pipekit_cycle.ssh.baselines import linear_interpolation_time, optimal_interpolation
 
 SSH = {
     "system": "ssh", "steps": 4, "checkpoint_every": 2, "batch_size": 2, "solver_steps": 2, "hidden_dim": 3,
@@ -136,8 +136,9 @@ def test_ssh_resume_continues_exactly(tmp_path, cli):
 @pytest.mark.parametrize(
     ("argv", "flag", "words"),
     [
-        (["train", "--system", "l96", "--patch-size", "8"], "--patch-size", "setting of the ssh system"),
-        (ssh_flags(train_windows=8), "--train-windows", "Lorenz"),
+        (["train", "--system", "l96", "--patch-size", "8"], "--patch-size",
+         "a setting of --system ssh, not of --system l96"),
+        (ssh_flags(train_windows=8), "--train-windows", "a setting of --system l63, l96, not of --system ssh"),
         (ssh_flags(patch_stride=20), "--patch-stride", "at most --patch-size"),
         (ssh_flags(prior_downsample=3), "--prior-downsample", "must divide --patch-size (16)"),
         (ssh_flags(patch_size=40), "--patch-size", "at most --grid"),
@@ -177,3 +178,40 @@ def test_data_without_xarray_is_a_usage_error_naming_the_extra(tmp_path, cli, mo
     assert status == 2 and err.count("\n") == 1
     assert "--data" in err and "pipekit-cycle[netcdf]" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_python_example_maps_what_the_cli_maps(tmp_path, monkeypatch):
+    # README "Mapping SSH from Python": its block, run on a small float64 run of the driver, gives
+    # the map the driver wrote, from the same parameters.
+    import re
+    from pathlib import Path
+
+    import torch
+    import xarray as xr
+
+    from pipekit_cycle import load_backend
+    from pipekit_cycle.experiment import ExperimentConfig, run_experiment
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Mapping SSH from Python"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    first, rest = code.split("\n", 1)
+    assert first.startswith("RUN, STEP, DAYS, TEST_DAYS, GRID, LENGTH, PATCH, STRIDE = ")
+    assert len(code.strip().splitlines()) <= 20
+    small = 'RUN, STEP, DAYS, TEST_DAYS, GRID, LENGTH, PATCH, STRIDE = "run", 2, 16, 8, 32, 4, 16, 8\n'
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        config = ExperimentConfig(**{**SSH, "steps": 2, "checkpoint_every": 2})
+        run_experiment(load_backend("vardax_torch"), config, tmp_path / "run", progress=False, figures=False)
+        monkeypatch.chdir(tmp_path)
+        namespace: dict = {}
+        exec(small + rest.replace("print(", "scores = ("), namespace)
+    finally:
+        torch.set_default_dtype(previous)
+    with xr.open_dataset(tmp_path / "run" / "reconstruction.nc", engine="h5netcdf") as written:
+        cli_map = written["learned"].values
+    assert namespace["learned"].dtype == np.float64
+    np.testing.assert_allclose(namespace["learned"], cli_map, rtol=1e-10, atol=0)
+    assert namespace["scores"]["mu"] == pytest.approx(
+        json.loads((tmp_path / "run" / "metrics.json").read_text())["scores"]["learned"]["mu"], rel=1e-10)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from pipekit_cycle.baselines import linear_interpolation_time, optimal_interpolation
+from pipekit_cycle.ssh.baselines import linear_interpolation_time, optimal_interpolation
 
 SPACE, TIME = 3.0, 3.0  # covariance scales of the Gaussian-process sample (grid units, days)
 
@@ -137,7 +137,7 @@ def test_linear_interpolation_ends_and_unobserved_points():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"space_scale": 0.0}, "space_scale must be a number > 0"),
+        ({"space_scale": 0.0}, "space_scale must be a finite number > 0"),
         ({"noise_var": -1.0}, "noise_var must be a number >= 0"),
         ({"patch_size": 0}, "patch_size must be an int >= 1"),
         ({"time_block": 0}, "time_block must be an int >= 1"),
@@ -154,7 +154,9 @@ def test_oi_errors(kwargs: dict, match: str):
 
 
 def test_obs_shape_errors():
+    with pytest.raises(ValueError, match="non-empty time axis 0"):
+        linear_interpolation_time(np.zeros((0, 5)))
     with pytest.raises(ValueError, match=r"\(time, lat, lon\)"):
-        linear_interpolation_time(np.zeros((4, 5)))
+        optimal_interpolation(np.zeros((4, 5)), space_scale=1.0, time_scale=1.0, noise_var=0.1)
     with pytest.raises(ValueError, match="infinities"):
         optimal_interpolation(np.full((2, 3, 3), np.inf), space_scale=1.0, time_scale=1.0, noise_var=0.1)

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from pipekit_cycle import mapping
-from pipekit_cycle.patches import patch_origins
+from pipekit_cycle import ssh as mapping
+from pipekit_cycle.ssh.patches import patch_origins
 
 
 def test_windows_cover_every_day():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from pipekit_cycle.metrics import psd_score, rmse, rmse_score, spectral_score
+from pipekit_cycle.ssh.metrics import psd_score, rmse, rmse_score, spectral_score
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipekit_cycle.patches import extract, patch_origins, stitch, tent
+from pipekit_cycle.ssh.patches import extract, patch_origins, stitch, tent
 
 
 def test_origins_cover_the_field_with_the_last_patch_flush():

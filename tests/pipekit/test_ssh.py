@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from pipekit_cycle.problems import SSHOSSE, ssh_osse
-from pipekit_cycle.ssh import DEFAULT_CONSTELLATION, GRAVITY, KM_PER_DEG, Satellite, _rk4, _Spectral
+from pipekit_cycle.ssh import SSHOSSE, ssh_osse
+from pipekit_cycle.ssh.osse import DEFAULT_CONSTELLATION, GRAVITY, KM_PER_DEG, Satellite, _rk4, _Spectral
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +143,12 @@ def test_single_mode_is_a_rossby_wave():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"n_days": 0}, "n_days must be an int >= 1"),
+        ({"n_days": 0}, "n_days must be an integer >= 1"),
         ({"shape": (64,)}, "shape must be a pair"),
-        ({"shape": (4, 64)}, "shape\\[0\\] must be an int >= 8"),
+        ({"shape": (4, 64)}, "shape\\[0\\] must be an integer >= 8"),
         ({"n_satellites": 5}, "n_satellites must be <= 4"),
         ({"noise_std": -1.0}, "noise_std must be a number >= 0"),
-        ({"drag_days": 0.0}, "drag_days must be a number > 0"),
+        ({"drag_days": 0.0}, "drag_days must be a finite number > 0"),
         ({"forcing_wavelength_km": 5.0}, "forcing_wavelength_km must be resolved"),
         ({"lat0": -2.0, "dx_deg": 0.01}, "away from the equator"),
         ({"satellites": ("jason",)}, "tuple of Satellite"),

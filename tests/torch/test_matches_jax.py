@@ -110,7 +110,7 @@ def test_same_exception_for_the_same_bad_input():
 def test_stitched_ssh_reconstruction_matches_jax():
     # The SSH job's whole-domain map (DESIGN 8): every window and patch of a small simulated
     # period through each backend's predict, stitched and blended in numpy.
-    from pipekit_cycle import mapping
+    from pipekit_cycle import ssh as mapping
 
     data = mapping.simulated(n_days=6, grid=32, seed=0)
     cfg = pk.FourDVarNetConfig(state_shape=(8, 8), n_time=4, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3)

@@ -19,7 +19,7 @@ classical strong-constraint 4D-Var):
 ``loss.png``
     the training loss of every step and the held-out loss recorded at every checkpoint.
 
-The SSH job (`pipekit_cycle.mapping_experiment`) draws ``loss.png`` too, and
+The SSH job (`pipekit_cycle.experiment.ssh`) draws ``loss.png`` too, and
 
 ``maps.png``
     one held-out day: truth, observations, OI, the learned map and both errors;
@@ -38,14 +38,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .metrics import rmse
-from .params import atomic_write
+from ..params import atomic_write
+from ..ssh.metrics import rmse
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .mapping import GriddedData
+    from ..ssh.gridded import GriddedData
 
 __all__ = [
     "MATPLOTLIB_HINT",
@@ -257,7 +257,7 @@ def map_figure(title: str, data: GriddedData, day: int, estimates: Mapping[str, 
 
 def psd_score_figure(title: str, scores: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Figure:
     """The data challenge's spectral score ``1 - PSD(err) / PSD(truth)`` of each estimate on the
-    (wavelength, period) plane (`pipekit_cycle.metrics.spectral_score`'s ``(wavelength, period,
+    (wavelength, period) plane (`pipekit_cycle.ssh.spectral_score`'s ``(wavelength, period,
     score)``): the first estimate's score filled, and every estimate's 0.5 contour, whose
     smallest wavelength and period are its lambda_x and lambda_t."""
     figure = _new_figure(7.0, 5.4)

@@ -72,7 +72,7 @@ def rmse(estimate: np.ndarray, truth: np.ndarray) -> float:
     --------
     ```python
     import numpy as np
-    from pipekit_cycle.metrics import rmse
+    from pipekit_cycle.ssh import rmse
 
     assert rmse(np.array([1.0, -1.0, 1.0, -1.0]), np.zeros(4)) == 1.0
     ```
@@ -89,7 +89,7 @@ def rmse_score(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     --------
     ```python
     import numpy as np
-    from pipekit_cycle.metrics import rmse_score
+    from pipekit_cycle.ssh import rmse_score
 
     truth = np.random.default_rng(0).normal(size=(10, 8, 8))
     assert rmse_score(truth, truth) == (1.0, 0.0)  # perfect: mu = 1, every day the same
@@ -158,7 +158,7 @@ def spectral_score(
     --------
     ```python
     import numpy as np
-    from pipekit_cycle.metrics import spectral_score
+    from pipekit_cycle.ssh import spectral_score
 
     truth = np.random.default_rng(0).normal(size=(16, 4, 32))  # (time, lat, lon)
     wavelength, period, score = spectral_score(0.5 * truth, truth, dx=0.1, dt=1.0)
@@ -213,7 +213,7 @@ def psd_score(estimate: np.ndarray, truth: np.ndarray, *, dx: float, dt: float) 
     import math
 
     import numpy as np
-    from pipekit_cycle.metrics import psd_score
+    from pipekit_cycle.ssh import psd_score
 
     truth = np.random.default_rng(0).normal(size=(16, 4, 32))
     lambda_x, lambda_t = psd_score(truth, truth, dx=0.1, dt=1.0)

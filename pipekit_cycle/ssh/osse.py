@@ -81,6 +81,8 @@ import math
 
 import numpy as np
 
+from ..validation import check_int, check_positive
+
 __all__ = ["DEFAULT_CONSTELLATION", "DEFAULT_DX_DEG", "SSHOSSE", "Satellite", "ssh_osse"]
 
 EARTH_RADIUS_KM = 6371.0
@@ -346,18 +348,6 @@ def _track_masks(
 # --------------------------------------------------------------------------------------------
 
 
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    return float(value)
-
-
-def _count(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def ssh_osse(
     *,
     n_days: int = 80,
@@ -396,13 +386,13 @@ def ssh_osse(
     assert np.array_equal(ssh_osse(n_days=4, shape=(32, 32), seed=0, spinup_days=5).obs, osse.obs, equal_nan=True)
     ```
     """
-    n_days = _count("n_days", n_days, 1)
-    spinup_days = _count("spinup_days", spinup_days, 0)
+    n_days = check_int("n_days", n_days, 1)
+    spinup_days = check_int("spinup_days", spinup_days, 0)
     if not (isinstance(shape, tuple) and len(shape) == 2 and all(isinstance(s, (int, np.integer)) for s in shape)):
         raise ValueError(f"shape must be a pair of ints (n_lat, n_lon), got {shape!r}")
-    ny, nx = _count("shape[0]", shape[0], 8), _count("shape[1]", shape[1], 8)
+    ny, nx = check_int("shape[0]", shape[0], 8), check_int("shape[1]", shape[1], 8)
     if satellites is None:
-        n_satellites = _count("n_satellites", n_satellites, 0)
+        n_satellites = check_int("n_satellites", n_satellites, 0)
         if n_satellites > len(DEFAULT_CONSTELLATION):
             raise ValueError(f"n_satellites must be <= {len(DEFAULT_CONSTELLATION)}, got {n_satellites}")
         satellites = DEFAULT_CONSTELLATION[:n_satellites]
@@ -411,7 +401,7 @@ def ssh_osse(
         raise ValueError("satellites must be a tuple of Satellite")
     if isinstance(noise_std, bool) or not np.isfinite(noise_std) or noise_std < 0:
         raise ValueError(f"noise_std must be a number >= 0, got {noise_std!r}")
-    dx_deg = DEFAULT_DX_DEG if dx_deg is None else _positive("dx_deg", dx_deg)
+    dx_deg = DEFAULT_DX_DEG if dx_deg is None else check_positive("dx_deg", dx_deg)
     for name, value in (
         ("deformation_km", deformation_km),
         ("forcing_wavelength_km", forcing_wavelength_km),
@@ -420,7 +410,7 @@ def ssh_osse(
         ("hyperviscous_days", hyperviscous_days),
         ("track_width_cells", track_width_cells),
     ):
-        _positive(name, value)
+        check_positive(name, value)
     lat = lat0 + dx_deg * np.arange(ny)
     lon = lon0 + dx_deg * np.arange(nx)
     if lat[0] < -80.0 or lat[-1] > 80.0:

@@ -1,4 +1,4 @@
-"""``python -m pipekit_cycle.demo``: the same Lorenz-96 experiment on every installed backend,
+"""``python -m pipekit_cycle.experiment.demo``: the same Lorenz-96 experiment on every installed backend,
 with the same seed, and the held-out metrics side by side."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .backends import available_backends, load_backend
-from .experiment import ExperimentConfig, run_experiment
+from ..backends import available_backends, load_backend
+from .config import ExperimentConfig
+from .loop import run_experiment
 
 ROWS = (
     ("rmse_learned", "learned 4DVarNet solver"),
@@ -20,7 +21,7 @@ ROWS = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipekit_cycle.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipekit_cycle.experiment.demo", description=__doc__)
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)

@@ -55,7 +55,7 @@ def patch_origins(
     Examples
     --------
     ```python
-    from pipekit_cycle.patches import patch_origins
+    from pipekit_cycle.ssh import patch_origins
 
     origins = patch_origins((20, 20), 8, 6)  # 0, 6, 12 along each axis: the last patch ends at 20
     assert origins.tolist()[:4] == [[0, 0], [0, 6], [0, 12], [6, 0]] and len(origins) == 9
@@ -80,7 +80,7 @@ def extract(
     --------
     ```python
     import numpy as np
-    from pipekit_cycle.patches import extract
+    from pipekit_cycle.ssh import extract
 
     field = np.arange(5 * 16 * 16, dtype=float).reshape(5, 16, 16)  # (time, lat, lon)
     patches, origins = extract(field, 8, 4)
@@ -104,7 +104,7 @@ def tent(size: int | tuple[int, int]) -> np.ndarray:
     Examples
     --------
     ```python
-    from pipekit_cycle.patches import tent
+    from pipekit_cycle.ssh import tent
 
     weight = tent(4)
     assert weight.tolist()[0] == [1.0, 2.0, 2.0, 1.0] and weight[1, 1] == 4.0  # highest inside
@@ -126,7 +126,7 @@ def stitch(
     --------
     ```python
     import numpy as np
-    from pipekit_cycle.patches import extract, stitch
+    from pipekit_cycle.ssh import extract, stitch
 
     field = np.random.default_rng(0).normal(size=(3, 20, 20))
     patches, origins = extract(field, 8, 6)  # overlapping patches
