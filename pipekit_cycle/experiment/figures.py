@@ -258,8 +258,8 @@ def map_figure(title: str, data: GriddedData, day: int, estimates: Mapping[str, 
 def psd_score_figure(title: str, scores: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Figure:
     """The data challenge's spectral score ``1 - PSD(err) / PSD(truth)`` of each estimate on the
     (wavelength, period) plane (`pipekit_cycle.ssh.spectral_score`'s ``(wavelength, period,
-    score)``): the first estimate's score filled, and every estimate's 0.5 contour, whose
-    smallest wavelength and period are its lambda_x and lambda_t."""
+    score)``): the first estimate's score filled, and every estimate's 0.5 contour, whose first
+    line's smallest wavelength and period are its lambda_x and lambda_t."""
     figure = _new_figure(7.0, 5.4)
     axis = figure.subplots()
     colours = ("tab:blue", "tab:orange", "tab:green", "tab:red")

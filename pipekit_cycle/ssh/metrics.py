@@ -13,39 +13,40 @@ with :math:`\mathrm{RMS}_t` over the points of day :math:`t` and the standard de
 days (population, ``ddof = 0``). RMS is the root mean square of the values themselves, not of
 anomalies, as in the challenge. :math:`\mu = 1` is a perfect map, :math:`\mu = 0` the zero map.
 
-Spectral scores (`spectral_score`, `psd_score`): for each latitude the error and the truth are
-detrended (the least-squares plane :math:`a + b t + c x` removed) and tapered with a periodic
-Hann window in time and in longitude, their 2-D power spectra over (time, lon) computed by FFT
-and averaged over latitude, and the spectra folded onto non-negative frequencies and
-wavenumbers (the power at :math:`\pm m` summed). The zero frequency and zero wavenumber are
-dropped (the detrending empties them). On the bins :math:`m_x = 1 \dots \lfloor n_x/2 \rfloor`
-(wavelength :math:`\lambda = n_x\, dx / m_x`) and :math:`m_t = 1 \dots \lfloor n_t/2 \rfloor`
-(period :math:`T = n_t\, dt / m_t`),
+Spectral scores (`spectral_score`, `psd_score`), the challenge's evaluation exactly (its
+``xrft.power_spectrum(..., dim=["time", "lon"], detrend="constant", window=True)``, a periodic
+Hann window since xrft 0.3, then matplotlib's contour). For each latitude, the field's mean
+over (time, lon) is removed, the window :math:`w_n(k) = \tfrac12 - \tfrac12\cos(2\pi k/n)`
+applied in time and in longitude, and the power :math:`|\hat f(m_t, m_x)|^2` of the 2-D DFT
+taken; the powers are averaged over latitude. Only the quadrant of positive frequencies and wavenumbers of numpy's
+``fftfreq`` is kept, :math:`m = 1 \dots \lfloor (n-1)/2 \rfloor` on each axis: no zero bin,
+no Nyquist bin (negative in ``fftfreq`` for an even :math:`n`), and no sum over the four
+quadrants: with numpy's sign convention the kept bins hold the waves
+:math:`\cos 2\pi (m_t t/n_t + m_x x/n_x + \phi)`, whose crests move towards decreasing
+longitude (westward on an eastward axis); the waves moving the other way are not scored.
+On the bins, wavelength :math:`\lambda = n_x\,dx/m_x` and period :math:`T = n_t\,dt/m_t`,
 
 .. math::
     S(T, \lambda) = 1 - \frac{\mathrm{PSD}_\mathrm{err}(T, \lambda)}{\mathrm{PSD}_\mathrm{truth}(T, \lambda)}
 
-(:math:`0/0` counts as a perfect 1). The challenge reads the effective resolution off the
-:math:`S = 0.5` contour in the (wavelength, period) plane: :math:`\lambda_x` is the smallest
-wavelength and :math:`\lambda_t` the smallest period on it. Here, precisely: along each period
-bin, scan the wavelengths from the longest to the shortest; if :math:`S \ge 0.5` at the longest,
-the resolved wavelength of that row is where :math:`S` first drops below 0.5, linearly
-interpolated in wavelength between the two bins around the crossing (the shortest wavelength
-:math:`\lambda = n_x\, dx / \lfloor n_x/2 \rfloor`, i.e. :math:`2\,dx` for even :math:`n_x`, if it
-never drops); :math:`\lambda_x` is the smallest over the rows, and :math:`\lambda_t` the same
-with the axes swapped. A perfect map gives :math:`(2\,dx, 2\,dt)` (even sizes); a map that
-resolves nothing (:math:`S < 0.5` at the longest scale of every row, e.g. the zero map, for
-which :math:`S \equiv 0`) gives infinity. The units are those of ``dx`` and ``dt``
-(the challenge: degrees of longitude and days). This is the challenge's contour rule, not an
-average of :math:`S` over the other axis: an estimate that is perfect inside a box of
-wavenumbers and periods and useless outside it has :math:`\lambda_x, \lambda_t` at the box's
-edges, where an average would depend on the box's width along the other axis.
+(NaN where the truth has no power). xrft's normalisations (``true_amplitude``, the density
+scaling, ``window_correction``) are the same constant for both spectra and cancel in the ratio.
+The effective resolution is read off the :math:`S = 0.5` contour drawn on the
+(wavelength, period) grid, linear between bins in wavelength and period, by matplotlib's
+default algorithm (``contourpy``'s ``mpl2014``, corner masking on, NaN masked): of its *first*
+line, :math:`\lambda_x` is the smallest wavelength and :math:`\lambda_t` the smallest period, in
+the units of ``dx`` and ``dt`` (the challenge: degrees of longitude and days). Where the contour
+has several lines, the others are ignored, as in the challenge. The challenge's code has no
+answer when there is no 0.5 contour; `psd_score` then returns the shortest bins if
+:math:`S \ge 0.5` on all of them (everything resolved), infinity if :math:`S < 0.5` on all of
+them (nothing resolved), and NaN otherwise (no score at all, or a plane cut by NaN bins).
 """
 
 from __future__ import annotations
 
 import math
 
+import contourpy
 import numpy as np
 
 __all__ = ["psd_score", "rmse", "rmse_score", "spectral_score"]
@@ -116,43 +117,31 @@ def rmse_score(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def _hann(n: int) -> np.ndarray:
-    """Periodic Hann window ``0.5 - 0.5 cos(2 pi k / n)``."""
+    """Periodic Hann window ``0.5 - 0.5 cos(2 pi k / n)`` (scipy's ``hann(n, sym=False)``)."""
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
 
 
-def _spectrum(field: np.ndarray) -> np.ndarray:
-    """Latitude-mean power over (time, lon) of ``(time, lat, lon)``, detrended and windowed,
-    folded onto bins ``(0..nt//2, 0..nx//2)``."""
+def _quadrant_power(field: np.ndarray) -> np.ndarray:
+    """Latitude-mean power over (time, lon) of ``(time, lat, lon)``, each latitude's mean removed
+    and a periodic Hann taper applied, on the bins ``m_t = 1 .. (n_t - 1)//2`` (rows) and
+    ``m_x = 1 .. (n_x - 1)//2``: the frequencies and wavenumbers that are > 0 in ``fftfreq``."""
     nt, _, nx = field.shape
-    t = np.arange(nt) - (nt - 1) / 2.0
-    x = np.arange(nx) - (nx - 1) / 2.0
-    # t and x are centred, so on the full (time, lon) grid the plane fit is three projections.
-    mean = field.mean(axis=(0, 2), keepdims=True)
-    slope_t = np.einsum("tyx,t->y", field, t)[None, :, None] / (nx * (t**2).sum())
-    slope_x = np.einsum("tyx,x->y", field, x)[None, :, None] / (nt * (x**2).sum())
-    detrended = field - mean - slope_t * t[:, None, None] - slope_x * x[None, None, :]
-    tapered = detrended * _hann(nt)[:, None, None] * _hann(nx)[None, None, :]
-    power = (np.abs(np.fft.fft2(tapered, axes=(0, 2))) ** 2).mean(axis=1)
-    return _fold(_fold(power, 0), 1)
-
-
-def _fold(power: np.ndarray, axis: int) -> np.ndarray:
-    n = power.shape[axis]
-    half = n // 2
-    positive = np.take(power, np.arange(half + 1), axis=axis).copy()
-    negative = np.take(power, (-np.arange(1, (n - 1) // 2 + 1)) % n, axis=axis)
-    index = [slice(None)] * power.ndim
-    index[axis] = slice(1, (n - 1) // 2 + 1)
-    positive[tuple(index)] += negative
-    return positive
+    anomaly = field - field.mean(axis=(0, 2), keepdims=True)
+    tapered = anomaly * _hann(nt)[:, None, None] * _hann(nx)[None, None, :]
+    # A real input: the non-negative wavenumbers of rfft are fft's, at half the cost.
+    spectrum = np.fft.rfft2(tapered, axes=(0, 2))[1 : (nt + 1) // 2, :, 1 : (nx + 1) // 2]
+    return (spectrum.real**2 + spectrum.imag**2).mean(axis=1)
 
 
 def spectral_score(
     estimate: np.ndarray, truth: np.ndarray, *, dx: float, dt: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""``(wavelength, period, score)``: the bins ``(n_x//2,)`` (longest first, units of ``dx``)
-    and ``(n_t//2,)`` (units of ``dt``) and :math:`1 - \mathrm{PSD_{err}}/\mathrm{PSD_{truth}}`
-    on them, ``(n_t//2, n_x//2)`` (rows: periods). See the module docstring.
+    r"""``(wavelength, period, score)``: the 2020a spectral score
+    :math:`S = 1 - \mathrm{PSD_{err}}/\mathrm{PSD_{truth}}` on the quadrant of positive
+    frequencies and wavenumbers (see the module docstring), ``(n_t', n_x')`` with rows the
+    periods, and its bins, ``wavelength`` :math:`n_x\,dx/m_x` and ``period`` :math:`n_t\,dt/m_t`
+    for :math:`m = 1 \dots \lfloor (n-1)/2 \rfloor` (longest first; units of ``dx`` and ``dt``).
+    NaN where the truth has no power. This is the surface whose 0.5 contour `psd_score` reads.
 
     Examples
     --------
@@ -162,8 +151,9 @@ def spectral_score(
 
     truth = np.random.default_rng(0).normal(size=(16, 4, 32))  # (time, lat, lon)
     wavelength, period, score = spectral_score(0.5 * truth, truth, dx=0.1, dt=1.0)
-    assert wavelength.shape == (16,) and period.shape == (8,) and score.shape == (8, 16)
-    assert np.allclose(score, 0.75)  # error = truth / 2 at every scale: 1 - 1/4
+    assert wavelength.shape == (15,) and period.shape == (7,) and score.shape == (7, 15)
+    assert np.isclose(wavelength[0], 3.2) and np.isclose(period[-1], 16 / 7)  # n dx / 1 .. n dt / 7
+    assert np.allclose(score, 0.75)  # error = -truth / 2 at every scale: 1 - 1/4
     ```
     """
     estimate, truth = _pair_of_fields(estimate, truth, ndim=3)
@@ -171,41 +161,28 @@ def spectral_score(
         if isinstance(value, bool) or not np.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a number > 0, got {value!r}")
     nt, _, nx = truth.shape
-    if nt < 4 or nx < 4:
-        raise ValueError(f"psd scores need at least 4 times and 4 longitudes, got shape {truth.shape}")
+    if nt < 5 or nx < 5:
+        # Fewer leaves under two positive bins on an axis: no grid to draw a contour on.
+        raise ValueError(f"psd scores need at least 5 times and 5 longitudes, got shape {truth.shape}")
     if not (np.isfinite(estimate).all() and np.isfinite(truth).all()):
         raise ValueError("psd scores need complete fields: estimate and truth must be finite everywhere")
-    psd_err = _spectrum(estimate - truth)[1:, 1:]
-    psd_truth = _spectrum(truth)[1:, 1:]
+    psd_err = _quadrant_power(estimate - truth)
+    psd_truth = _quadrant_power(truth)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(psd_truth > 0, psd_err / np.where(psd_truth > 0, psd_truth, 1.0), np.inf)
-    ratio = np.where((psd_err == 0) & (psd_truth == 0), 0.0, ratio)
-    wavelength = nx * float(dx) / np.arange(1, nx // 2 + 1)
-    period = nt * float(dt) / np.arange(1, nt // 2 + 1)
-    return wavelength, period, 1.0 - ratio
-
-
-def _smallest_resolved(score: np.ndarray, scales: np.ndarray) -> float:
-    """The smallest scale at which some row of ``score`` (scales longest first) drops below the
-    level, each row scanned from its longest scale; infinity when no row starts at or above it."""
-    best = math.inf
-    for row in score:
-        if not row[0] >= LEVEL:
-            continue
-        below = np.flatnonzero(row < LEVEL)
-        if below.size == 0:
-            best = min(best, float(scales[-1]))
-            continue
-        m = int(below[0])
-        s0, s1 = float(row[m - 1]), float(row[m])
-        fraction = 0.0 if math.isinf(s1) else (s0 - LEVEL) / (s0 - s1)
-        best = min(best, float(scales[m - 1] + fraction * (scales[m] - scales[m - 1])))
-    return best
+        score = np.where(psd_truth > 0, 1.0 - psd_err / psd_truth, np.nan)
+    wavelength = nx * float(dx) / np.arange(1, (nx - 1) // 2 + 1)
+    period = nt * float(dt) / np.arange(1, (nt - 1) // 2 + 1)
+    return wavelength, period, score
 
 
 def psd_score(estimate: np.ndarray, truth: np.ndarray, *, dx: float, dt: float) -> tuple[float, float]:
-    """``(lambda_x, lambda_t)``: the smallest wavelength (units of ``dx``) and period (units of
-    ``dt``) on the 0.5 contour of the spectral score; infinity where nothing is resolved.
+    r"""``(lambda_x, lambda_t)``: the smallest wavelength (units of ``dx``) and period (units of
+    ``dt``) on the first line of the 0.5 contour of `spectral_score`, as the 2020a challenge
+    reads them (see the module docstring). Without a 0.5 contour: the shortest bins
+    ``(wavelength[-1], period[-1])`` if the score is at least 0.5 on every bin (everything
+    resolved, e.g. a perfect map), ``(inf, inf)`` if it is below 0.5 on every bin (nothing
+    resolved, e.g. the zero map), and NaN otherwise (a truth without power, or bins without
+    truth power that cut the resolved bins off the others).
 
     Examples
     --------
@@ -217,9 +194,24 @@ def psd_score(estimate: np.ndarray, truth: np.ndarray, *, dx: float, dt: float) 
 
     truth = np.random.default_rng(0).normal(size=(16, 4, 32))
     lambda_x, lambda_t = psd_score(truth, truth, dx=0.1, dt=1.0)
-    assert (lambda_x, lambda_t) == (0.2, 2.0)  # perfect: the shortest resolved scales, 2 dx and 2 dt
+    assert math.isclose(lambda_x, 3.2 / 15) and math.isclose(lambda_t, 16 / 7)  # perfect: the shortest bins
     assert psd_score(np.zeros_like(truth), truth, dx=0.1, dt=1.0) == (math.inf, math.inf)  # nothing resolved
     ```
     """
     wavelength, period, score = spectral_score(estimate, truth, dx=dx, dt=dt)
-    return _smallest_resolved(score, wavelength), _smallest_resolved(score.T, period)
+    # matplotlib's default algorithm and settings, so the lines and their order are the ones
+    # the challenge's plt.contour(...) returned; NaN bins are masked as matplotlib masks them.
+    generator = contourpy.contour_generator(
+        wavelength, period, score, name="mpl2014", corner_mask=True, line_type=contourpy.LineType.SeparateCode,
+        chunk_size=0,
+    )
+    lines, _ = generator.lines(LEVEL)
+    if lines:
+        first = np.asarray(lines[0])
+        return float(first[:, 0].min()), float(first[:, 1].min())
+    finite = score[np.isfinite(score)]
+    if finite.size and (finite >= LEVEL).all():
+        return float(wavelength[-1]), float(period[-1])
+    if finite.size and (finite < LEVEL).all():
+        return math.inf, math.inf
+    return math.nan, math.nan
