@@ -29,7 +29,6 @@ __all__ = [
     "STEP_RULES",
     "FourDVarNetConfig",
     "OptimizerConfig",
-    "model_components",
 ]
 
 PADDINGS = ("zeros", "circular")
@@ -79,7 +78,9 @@ class FourDVarNetConfig:
     needs ``solver="fixed_point"``.
 
     The components (DESIGN 7; the defaults are this project's architecture, the other values
-    ocean4dvarnet's, see `ocean4dvarnet_config`):
+    ocean4dvarnet's, see `ocean4dvarnet_config`). These strings are the JSON vocabulary only:
+    each backend turns ``cost``, ``step_rule`` and ``output`` into small component objects
+    once, when the model is built (``make_components``), and its solver calls those:
 
     * ``grad_mod``: ``"convlstm"`` reads ``[g, x, h]``; ``"convlstm_normalized"`` reads
       ``[dropout(g / r), h]`` with ``r = sqrt(mean(g_0^2))`` the RMS of the FIRST step's
@@ -290,19 +291,3 @@ class OptimizerConfig:
     def from_json(cls, text: str) -> OptimizerConfig:
         return cls.from_dict(json.loads(text))
 
-
-def model_components(model: Any, *, normalized: bool) -> dict[str, Any]:
-    """A built model's `COMPONENT_FIELDS`, read from its attributes the same way in every
-    backend (``normalized``: its modulator is the ocean4dvarnet normalized ConvLSTM, the only
-    one that down-samples)."""
-    return {
-        "grad_mod": "convlstm_normalized" if normalized else "convlstm",
-        "grad_mod_dropout": model.grad_mod_dropout,
-        "grad_mod_downsample": model.grad_mod.downsample if normalized else 1,
-        "prior_downsample": model.prior.downsample,
-        "bilin_quad": model.prior.bilin_quad,
-        "cost": model.cost,
-        "step_rule": model.step_rule,
-        "lr_grad": model.lr_grad,
-        "output": model.output,
-    }

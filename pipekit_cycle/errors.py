@@ -38,10 +38,11 @@ def fixed_point_not_converged(n_solver_steps: int, residual: float, rtol: float,
 
 
 def check_no_dropout_in_training(model: object, where: str) -> None:
-    """``ValueError`` when a model asks for modulator dropout (``grad_mod_dropout > 0``,
-    e.g. imported from ocean4dvarnet): neither backend applies dropout, so training such a
-    model here would silently train another model than the config says."""
-    rate = float(getattr(model, "grad_mod_dropout", 0.0))
+    """``ValueError`` when a model's config asks for modulator dropout (``grad_mod_dropout >
+    0``, e.g. imported from ocean4dvarnet): neither backend applies dropout, so training such a
+    model here would silently train another model than the config says. A model without a
+    4DVarNet config (any model a custom loss trains) passes."""
+    rate = float(getattr(getattr(model, "config", None), "grad_mod_dropout", 0.0))
     if rate > 0:
         raise ValueError(
             f"{where}: the model's grad_mod_dropout={rate} is not applied by vardax (outputs are dropout-free, "

@@ -1,7 +1,8 @@
 r"""ocean4dvarnet's 4DVarNet (``models.GradSolver`` with ``BilinAEPriorCost``, ``BaseObsCost``,
 ``ConvLstmGradModel``; PyPI 1.0.6) as a `FourDVarNetConfig` and canonical parameters (DESIGN 7).
 
-Its maths, in this project's terms (every item a config value, not a mode of the solver):
+Its maths, in this project's terms (every item a config value, which the backends turn into a
+component once, when the model is built, never a mode the solver tests):
 
 .. math::
 

@@ -1,7 +1,22 @@
 """vardax_jax: the JAX/Equinox backend of pipekit_cycle (learned 4DVarNet inner solves and
 their adjoints on optimistix/lineax). See DESIGN section 3 and docs/backend-contract.md."""
 
-from . import adjoints, amortized, calibration, checkpoint, dynamics, grad_mod, model, params, priors, solver, training
+from . import (
+    adjoints,
+    amortized,
+    calibration,
+    checkpoint,
+    components,
+    dynamics,
+    grad_mod,
+    heads,
+    model,
+    params,
+    priors,
+    solver,
+    training,
+    vector_fields,
+)
 from .adjoints import (
     AbstractAdjoint,
     FixedPointNeumann,
@@ -28,12 +43,26 @@ from .amortized import (
 )
 from .calibration import assert_adjoint_calibrated
 from .checkpoint import export_optimizer_state, import_optimizer_state
+from .components import (
+    AbstractCost,
+    AbstractOutput,
+    AbstractStepRule,
+    AlphaStep,
+    AnnealedStep,
+    MeanCost,
+    PriorOutput,
+    StateOutput,
+    SumCost,
+    make_components,
+)
 from .devices import placement
 from .dynamics import (
     DiffraxForwardModel,
     LinearField,
     Lorenz63,
     Lorenz96,
+    MatchedBacksolveAdjoint,
+    ScheduledCheckpointAdjoint,
     StrongFourDVar,
     ThreeEighthsRK4,
     make_forward_model,
@@ -68,8 +97,13 @@ from .training import (
 
 __all__ = [
     "AbstractAdjoint",
+    "AbstractCost",
+    "AbstractOutput",
+    "AbstractStepRule",
     "AffineCoupling",
+    "AlphaStep",
     "AmortizedPosterior",
+    "AnnealedStep",
     "Batch1D",
     "Batch2D",
     "BilinAEPrior1D",
@@ -89,10 +123,16 @@ __all__ = [
     "LinearField",
     "Lorenz63",
     "Lorenz96",
+    "MatchedBacksolveAdjoint",
+    "MeanCost",
     "OneStepAdjoint",
+    "PriorOutput",
     "RecursiveCheckpointAdjoint",
     "RegressionHead",
+    "ScheduledCheckpointAdjoint",
+    "StateOutput",
     "StrongFourDVar",
+    "SumCost",
     "ThreeEighthsRK4",
     "adjoints",
     "amortized",
@@ -104,6 +144,7 @@ __all__ = [
     "build_model",
     "calibration",
     "checkpoint",
+    "components",
     "coverage",
     "dynamics",
     "eval_step",
@@ -112,11 +153,13 @@ __all__ = [
     "export_params",
     "fixedpoint_unrolled",
     "grad_mod",
+    "heads",
     "import_amortized_params",
     "import_optimizer_state",
     "import_params",
     "loss_and_grads",
     "make_batch",
+    "make_components",
     "make_forward_model",
     "make_optimizer",
     "make_train_step",
@@ -143,4 +186,5 @@ __all__ = [
     "training",
     "trajectory_loss_and_grads",
     "variational_cost",
+    "vector_fields",
 ]

@@ -1,16 +1,18 @@
-r"""Dynamics layer: ODE vector fields, a diffrax forward model and strong-constraint 4D-Var.
+r"""Dynamics layer: an ODE forward model on diffrax, its adjoints and strong-constraint 4D-Var.
 
-The forward model integrates an autonomous ODE :math:`\dot x = f_\theta(x)`. Its gradients
-(w.r.t. the initial state and the vector-field parameters :math:`\theta`) follow an adjoint
-spec of the ``"dynamics"`` layer, mapped onto diffrax's own mechanisms by
-`to_dynamics_adjoint`:
+The forward model integrates an autonomous ODE :math:`\dot x = f_\theta(x)` (the vector fields
+are `vardax_jax.vector_fields`, re-exported here). Its gradients (w.r.t. the initial state and
+the vector-field parameters :math:`\theta`) follow an adjoint of the ``"dynamics"`` layer: a
+``diffrax.AbstractAdjoint``, handed to ``diffrax.diffeqsolve`` as it is, whose ``loop`` runs the
+integration its way, so a user's own diffrax adjoint plugs in. `to_dynamics_adjoint` maps the
+specs, once, onto diffrax's mechanisms:
 
-| spec                          | native                                               |
-|-------------------------------|------------------------------------------------------|
-| ``DirectAdjoint``             | ``diffrax.DirectAdjoint()``                          |
-| ``RecursiveCheckpointAdjoint``| ``diffrax.RecursiveCheckpointAdjoint(checkpoints)``  |
-| ``BacksolveAdjoint``          | ``diffrax.BacksolveAdjoint(...)`` (continuous adjoint)|
-| ``Truncated``/``Implicit``    | ``ValueError``: they belong to the ``inner_solve`` layer |
+| spec                          | native                                                          |
+|-------------------------------|-----------------------------------------------------------------|
+| ``DirectAdjoint``             | ``diffrax.DirectAdjoint()``                                     |
+| ``RecursiveCheckpointAdjoint``| `ScheduledCheckpointAdjoint(checkpoints)`: the shared schedule  |
+| ``BacksolveAdjoint``          | `MatchedBacksolveAdjoint(...)`: the continuous adjoint          |
+| ``Truncated``/``Implicit``    | ``ValueError``: they belong to the ``inner_solve`` layer        |
 
 The conventions shared with ``vardax_torch.dynamics`` (shapes, solvers, the 4D-Var cost) and
 every check, default and message that needs no framework are `pipekit_cycle.dynamics`.
@@ -45,16 +47,19 @@ from jaxtyping import Array, ArrayLike
 
 from pipekit_cycle import dynamics as shared
 from pipekit_cycle.adjoints import checkpoint_schedule
-from pipekit_cycle.dynamics import DEFAULT_ATOL, DEFAULT_MAX_STEPS, DEFAULT_RTOL, FIELD_PARAMETERS, SolverName
-from pipekit_cycle.problems import L63_BETA, L63_RHO, L63_SIGMA, L96_FORCING
+from pipekit_cycle.dynamics import DEFAULT_ATOL, DEFAULT_MAX_STEPS, DEFAULT_RTOL, SolverName
 from pipekit_cycle.validation import check_count as _check_count
 from pipekit_cycle.validation import check_state_shape as _check_state
+
+from .vector_fields import LinearField, Lorenz63, Lorenz96, field_parameters
 
 __all__ = [
     "DiffraxForwardModel",
     "LinearField",
     "Lorenz63",
     "Lorenz96",
+    "MatchedBacksolveAdjoint",
+    "ScheduledCheckpointAdjoint",
     "StrongFourDVar",
     "ThreeEighthsRK4",
     "field_parameters",
@@ -76,132 +81,6 @@ def _check_dt(dt: Any) -> Any:
     """`pipekit_cycle.dynamics.check_dt`, except that a traced ``dt`` passes unchecked (so a
     rollout can be differentiated with respect to it)."""
     return dt if isinstance(dt, jax.core.Tracer) else shared.check_dt(dt)
-
-
-# --------------------------------------------------------------------------------------------
-# Vector fields
-# --------------------------------------------------------------------------------------------
-
-
-class Lorenz63(eqx.Module):
-    r"""Lorenz-63: :math:`\dot x = \sigma (y - x),\ \dot y = x (\rho - z) - y,\ \dot z = x y - \beta z`.
-
-    ``sigma``, ``rho``, ``beta`` are array fields (0-d), so gradients w.r.t. them are taken like
-    any other parameter. ``__call__(state)`` maps ``(..., 3)`` to tendencies ``(..., 3)``.
-
-    Examples
-    --------
-    ```python
-    import equinox as eqx
-    import jax.numpy as jnp
-    import numpy as np
-    import vardax_jax as vd
-
-    field = vd.Lorenz63()  # sigma=10, rho=28, beta=8/3
-    x = jnp.array([1.0, 1.0, 1.0])
-    assert np.allclose(field(x), [0.0, 26.0, 1.0 - 8.0 / 3.0])
-    grads = eqx.filter_grad(lambda f: f(x).sum())(field)  # the parameters are differentiable leaves
-    assert float(grads.rho) == 1.0  # d/d rho of x (rho - z) is x = 1
-    ```
-    """
-
-    sigma: Array
-    rho: Array
-    beta: Array
-    state_dim: ClassVar[int] = 3
-    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz63"]
-
-    def __init__(
-        self, sigma: ArrayLike = L63_SIGMA, rho: ArrayLike = L63_RHO, beta: ArrayLike = L63_BETA, *, dtype: Any = None
-    ) -> None:
-        dtype = _default_float() if dtype is None else dtype
-        self.sigma = jnp.asarray(sigma, dtype)
-        self.rho = jnp.asarray(rho, dtype)
-        self.beta = jnp.asarray(beta, dtype)
-
-    def __call__(self, state: Array) -> Array:
-        x, y, z = state[..., 0], state[..., 1], state[..., 2]
-        return jnp.stack([self.sigma * (y - x), x * (self.rho - z) - y, x * y - self.beta * z], axis=-1)
-
-
-class Lorenz96(eqx.Module):
-    r"""Lorenz-96: :math:`\dot x_i = (x_{i+1} - x_{i-2})\, x_{i-1} - x_i + F`, periodic in ``i``.
-
-    ``forcing`` (:math:`F`) is a 0-d array field; ``state_dim`` (``N >= 4``) is static.
-
-    Examples
-    --------
-    ```python
-    import equinox as eqx
-    import jax.numpy as jnp
-    import numpy as np
-    import vardax_jax as vd
-
-    field = vd.Lorenz96(state_dim=8, forcing=8.0)
-    assert np.allclose(field(jnp.full(8, 8.0)), 0.0)  # x_i = F for every i is a fixed point
-    assert field(jnp.ones((3, 8))).shape == (3, 8)  # any leading axes
-    ```
-    """
-
-    forcing: Array
-    state_dim: int = eqx.field(static=True)
-    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz96"]
-
-    def __init__(
-        self, state_dim: int = shared.L96_STATE_DIM, forcing: ArrayLike = L96_FORCING, *, dtype: Any = None
-    ) -> None:
-        self.state_dim = shared.check_l96_state_dim(state_dim)
-        dtype = _default_float() if dtype is None else dtype
-        self.forcing = jnp.asarray(forcing, dtype)
-
-    def __call__(self, state: Array) -> Array:
-        ahead = jnp.roll(state, -1, axis=-1)  # x_{i+1}
-        behind2 = jnp.roll(state, 2, axis=-1)  # x_{i-2}
-        behind = jnp.roll(state, 1, axis=-1)  # x_{i-1}
-        return (ahead - behind2) * behind - state + self.forcing
-
-
-class LinearField(eqx.Module):
-    r"""The linear ODE :math:`\dot x = A x` (``matrix`` :math:`A`, ``(N, N)``).
-
-    Its rollout is linear in the initial state, which makes 4D-Var a quadratic problem with a
-    closed-form solution (the linear-Gaussian check).
-
-    Examples
-    --------
-    ```python
-    import equinox as eqx
-    import jax.numpy as jnp
-    import numpy as np
-    import vardax_jax as vd
-
-    field = vd.LinearField(np.array([[0.0, 1.0], [-1.0, 0.0]]))  # a rotation
-    assert field.state_dim == 2
-    assert np.allclose(field(jnp.array([1.0, 0.0])), [0.0, -1.0])  # A x
-    ```
-    """
-
-    matrix: Array
-    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["linear"]
-
-    def __init__(self, matrix: ArrayLike, *, dtype: Any = None) -> None:
-        shared.check_square_matrix(matrix)
-        self.matrix = jnp.asarray(matrix, _default_float() if dtype is None else dtype)
-
-    @property
-    def state_dim(self) -> int:
-        return self.matrix.shape[0]
-
-    def __call__(self, state: Array) -> Array:
-        return state @ self.matrix.T
-
-
-VectorField = Lorenz63 | Lorenz96 | LinearField
-
-
-def field_parameters(field: eqx.Module) -> dict[str, np.ndarray]:
-    """The vector field's parameters by name (``field.parameter_names``), as numpy arrays."""
-    return {name: np.asarray(getattr(field, name)) for name in field.parameter_names}
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,13 +133,103 @@ class ThreeEighthsRK4(diffrax.AbstractERK):
         return 4
 
 
+class ScheduledCheckpointAdjoint(diffrax.RecursiveCheckpointAdjoint):
+    r"""``diffrax.RecursiveCheckpointAdjoint`` storing the project's one schedule of states.
+
+    ``checkpoints`` is the spec's (``None``: the schedule's default). `loop` is handed the
+    solve's ``max_steps`` :math:`n` (`DiffraxForwardModel`: the step count plus one under
+    ``"rk4"``, the step cap under ``"dopri5"``) and stores
+    ``pipekit_cycle.checkpoint_schedule(n, checkpoints)`` states, :math:`\lceil \log_2 n \rceil`
+    for ``None`` (diffrax's own default is about :math:`\sqrt{2n}`), the rule of
+    `vardax_torch.CheckpointedOdeint` and of both backends' inner solve. With ``max_steps=None``
+    it stores ``checkpoints`` (diffrax then needs a number). The forward value and the exact
+    gradient are diffrax's; only memory and recomputation follow the schedule.
+
+    Examples
+    --------
+    ```python
+    import diffrax
+    import jax
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    native = vd.to_dynamics_adjoint(pk.RecursiveCheckpointAdjoint())  # the layer's default
+    assert native == vd.ScheduledCheckpointAdjoint(checkpoints=None)
+    assert isinstance(native, diffrax.RecursiveCheckpointAdjoint)
+    term = diffrax.ODETerm(lambda t, y, a: -a * y)  # y(1) = exp(-a) y(0)
+
+
+    def y1(a, adjoint):  # 100 steps of 0.01, at most 128: ceil(log2 128) = 7 stored states
+        solution = diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, 1.0, 0.01, 1.0, a, adjoint=adjoint, max_steps=128)
+        return solution.ys[-1]
+
+
+    gradient = jax.grad(y1)(2.0, native)
+    assert np.isclose(gradient, jax.grad(y1)(2.0, diffrax.DirectAdjoint()), rtol=1e-6)  # exact
+    assert np.isclose(gradient, -np.exp(-2.0), rtol=1e-4)  # d/da exp(-a)
+    ```
+    """
+
+    def loop(self, *, max_steps: int | None, **kwargs: Any) -> Any:
+        stored = self.checkpoints if max_steps is None else checkpoint_schedule(max_steps, self.checkpoints)
+        return diffrax.RecursiveCheckpointAdjoint(checkpoints=stored).loop(max_steps=max_steps, **kwargs)
+
+
+class MatchedBacksolveAdjoint(diffrax.BacksolveAdjoint):
+    """``diffrax.BacksolveAdjoint`` whose backward step-size controller follows the forward's kind.
+
+    ``kwargs`` are diffrax's (`to_dynamics_adjoint` sets ``stepsize_controller`` from a spec's
+    tolerances). `loop` sees the forward solve's controller: an adaptive one, and the backward
+    solve uses ``kwargs`` as given; a fixed-step one (``"rk4"``'s constant step), and the
+    backward drops ``stepsize_controller`` and steps on the forward's own grid, as
+    torchdiffeq's does. Tolerances mean nothing without an error estimate (`ThreeEighthsRK4`'s
+    is zero, so a PID controller would only grow its steps).
+
+    Examples
+    --------
+    ```python
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import pipekit_cycle as pk
+    import vardax_jax as vd
+
+    native = vd.to_dynamics_adjoint(pk.BacksolveAdjoint(rtol=1e-3, atol=1e-3))
+    assert isinstance(native, vd.MatchedBacksolveAdjoint) and native.kwargs["stepsize_controller"].rtol == 1e-3
+    field = vd.LinearField(np.array([[0.0, 1.0], [-1.0, 0.0]]))  # x(1) = [[cos 1, sin 1], [-sin 1, cos 1]] x0
+
+
+    def gradient(adjoint):  # d/dx0 of the sum of x(1): rk4, constant steps of 0.1
+        model = vd.DiffraxForwardModel(field, 0.1, adjoint=adjoint)
+        return jax.grad(lambda x0: model.rollout(x0, 10)[-1].sum())(jnp.array([1.0, 0.0]))
+
+
+    # After a fixed-step forward the loose tolerances are not used: the forward's grid is.
+    assert np.array_equal(gradient(native), gradient(pk.BacksolveAdjoint()))
+    assert np.allclose(gradient(native), [np.cos(1.0) - np.sin(1.0), np.sin(1.0) + np.cos(1.0)], atol=1e-4)
+    ```
+    """
+
+    def loop(self, *, stepsize_controller: diffrax.AbstractStepSizeController, **kwargs: Any) -> Any:
+        # The forward's controller, not an adjoint type, decides: chosen here, inside the adjoint
+        # the spec was mapped to, so the forward model hands every adjoint over unlooked-at.
+        if isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController):
+            return super().loop(stepsize_controller=stepsize_controller, **kwargs)
+        on_grid = diffrax.BacksolveAdjoint(**{k: v for k, v in self.kwargs.items() if k != "stepsize_controller"})
+        return on_grid.loop(stepsize_controller=stepsize_controller, **kwargs)
+
+
 def to_dynamics_adjoint(spec: Any = None) -> diffrax.AbstractAdjoint:
     """Map an adjoint spec of the ``"dynamics"`` layer onto diffrax's own mechanism.
 
-    ``None`` is the layer's default, ``RecursiveCheckpointAdjoint()``; a native
-    ``diffrax.AbstractAdjoint`` passes through unchanged (`pipekit_cycle.dynamics.map_dynamics_spec`).
-    ``BacksolveAdjoint(rtol, atol)``: with both ``None`` the backward solve uses the forward's
-    step-size controller; otherwise a ``PIDController(rtol, atol)`` (a missing one is
+    ``None`` is the layer's default, ``RecursiveCheckpointAdjoint()``: a
+    `ScheduledCheckpointAdjoint`; ``DirectAdjoint()``: ``diffrax.DirectAdjoint()``. A native
+    ``diffrax.AbstractAdjoint`` (a user's own included) passes through unchanged
+    (`pipekit_cycle.dynamics.map_dynamics_spec`). ``BacksolveAdjoint(rtol, atol)``: a
+    `MatchedBacksolveAdjoint`; with both ``None`` the backward solve uses the forward's
+    step-size controller, otherwise a ``PIDController(rtol, atol)`` (a missing one is
     ``DEFAULT_RTOL``/``DEFAULT_ATOL``), applied when the forward solver is adaptive (a
     fixed-step solver steps the adjoint on its own grid, as torchdiffeq does). Specs of the
     ``inner_solve`` layer raise ``ValueError`` naming it.
@@ -281,16 +250,16 @@ def to_dynamics_adjoint(spec: Any = None) -> diffrax.AbstractAdjoint:
         spec,
         diffrax.AbstractAdjoint,
         direct=diffrax.DirectAdjoint,
-        checkpoint=lambda checkpoints: diffrax.RecursiveCheckpointAdjoint(checkpoints=checkpoints),
+        checkpoint=lambda checkpoints: ScheduledCheckpointAdjoint(checkpoints=checkpoints),
         backsolve=_backsolve,
     )
 
 
-def _backsolve(rtol: float | None, atol: float | None) -> diffrax.BacksolveAdjoint:
+def _backsolve(rtol: float | None, atol: float | None) -> MatchedBacksolveAdjoint:
     # rtol = atol = None: the backward solve reuses the forward's step-size controller.
     if rtol is None or atol is None:
-        return diffrax.BacksolveAdjoint()
-    return diffrax.BacksolveAdjoint(stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol))
+        return MatchedBacksolveAdjoint()
+    return MatchedBacksolveAdjoint(stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol))
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,7 +285,8 @@ class DiffraxForwardModel(eqx.Module):
     dt`` (row 0 is ``state``). ``solver="rk4"``: `ThreeEighthsRK4` with the constant step
     ``dt / substeps``; ``"dopri5"``: ``diffrax.Dopri5`` with ``PIDController(rtol, atol)``,
     first step ``dt / substeps``, at most ``max_steps`` steps. Gradients follow ``adjoint`` (a
-    dynamics spec or a native diffrax adjoint, stored native; see `to_dynamics_adjoint`).
+    dynamics spec or a native diffrax adjoint, stored native; see `to_dynamics_adjoint`), which
+    ``diffrax.diffeqsolve`` gets as it is.
     Immutable: `with_adjoint` returns a new model. Satisfies `pipekit_cycle.ForwardModel`.
 
     Examples
@@ -378,18 +348,6 @@ class DiffraxForwardModel(eqx.Module):
         n_steps = _check_count("n_steps", n_steps, 0)
         return self._solve(state, self.dt, n_steps, trajectory=True)
 
-    def _solve_adjoint(self, n_steps: int) -> diffrax.AbstractAdjoint:
-        adjoint = self.adjoint
-        if type(adjoint) is diffrax.RecursiveCheckpointAdjoint:
-            # The project's one schedule: as many stored states as vardax_torch, for n_steps.
-            return diffrax.RecursiveCheckpointAdjoint(checkpoints=checkpoint_schedule(n_steps, adjoint.checkpoints))
-        if self.solver == "rk4" and isinstance(adjoint, diffrax.BacksolveAdjoint):
-            # A fixed-step forward steps the adjoint backwards on the same grid; tolerances only
-            # mean something to an adaptive solver (torchdiffeq ignores them there too).
-            kwargs = {k: v for k, v in adjoint.kwargs.items() if k != "stepsize_controller"}
-            adjoint = diffrax.BacksolveAdjoint(**kwargs)
-        return adjoint
-
     def _solve(self, state: ArrayLike, dt: Any, n_steps: int, *, trajectory: bool) -> Array:
         state = jnp.asarray(state, dtype=self._dtype())
         _check_state("state", state.shape, self.state_dim)
@@ -419,7 +377,7 @@ class DiffraxForwardModel(eqx.Module):
             args=self.vector_field,
             saveat=saveat,
             stepsize_controller=controller,
-            adjoint=self._solve_adjoint(n_steps),
+            adjoint=self.adjoint,  # it runs the integration's loop its own way
             max_steps=max_steps,
         )
         ys = solution.ys  # (times, ..., N)

@@ -16,6 +16,7 @@ assert tuple(model(batch).shape) == (2, 5, 16)
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -26,18 +27,20 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import pipekit_cycle as pk
-from pipekit_cycle.config import model_components
 from pipekit_cycle.validation import as_observations, check_batch_divisible, check_batch_shapes, check_same_dtype
 
 from .adjoints import to_native_adjoint, to_spec
+from .components import AbstractCost, AbstractOutput, AbstractStepRule, make_components
 from .grad_mod import (
+    AbstractConvLSTMGradMod,
+    AbstractNormalizedConvLSTMGradMod,
     ConvLSTMGradMod1D,
     ConvLSTMGradMod2D,
     NormalizedConvLSTMGradMod1D,
     NormalizedConvLSTMGradMod2D,
     default_dtype,
 )
-from .priors import BilinAEPrior1D, BilinAEPrior2D
+from .priors import AbstractBilinAEPrior, BilinAEPrior1D, BilinAEPrior2D
 from .solver import solve_4dvarnet_jit
 
 __all__ = [
@@ -181,8 +184,8 @@ def check_batch(model, batch) -> None:
         tuple(jnp.shape(batch.input)),
         tuple(jnp.shape(batch.mask)),
         target_shape,
-        state_shape=model.state_shape,
-        n_time=model.n_time,
+        state_shape=model.config.state_shape,
+        n_time=model.config.n_time,
     )
     model_dtype = str(model.dtype)
     for array in (batch.input, batch.mask, batch.target):
@@ -193,100 +196,68 @@ def check_batch(model, batch) -> None:
 class AbstractFourDVarNet(eqx.Module):
     """A 4DVarNet: learned prior ``phi`` and ConvLSTM gradient modulator, solved as DESIGN 3.1.
 
-    ``solver_adjoint`` is always the native (optimistix) adjoint. ``__call__(batch, *,
-    adjoint=None)`` checks the batch, then runs the solve under ``eqx.filter_jit``.
+    ``config`` (static) is the `pipekit_cycle.FourDVarNetConfig` the model was built from, the
+    one place its settings live. ``cost``, ``step_rule`` and ``output`` are the components the
+    config names (`make_components`, DESIGN 7), chosen once here. ``solver_adjoint`` is always
+    the native (optimistix) adjoint; ``config.solver_adjoint`` is its spec (the default spec
+    for an adjoint of the user's own, which no spec describes). ``__call__(batch, *,
+    adjoint=None)`` checks the batch and the adjoint, then runs the solve under
+    ``eqx.filter_jit``.
     """
 
-    prior: Any
-    grad_mod: Any
+    config: pk.FourDVarNetConfig = eqx.field(static=True)
+    prior: AbstractBilinAEPrior
+    grad_mod: AbstractConvLSTMGradMod | AbstractNormalizedConvLSTMGradMod
+    cost: AbstractCost
+    step_rule: AbstractStepRule
+    output: AbstractOutput
     solver_adjoint: Any
-    state_shape: tuple[int, ...] = eqx.field(static=True)
-    n_time: int = eqx.field(static=True)
-    hidden_dim: int = eqx.field(static=True)
-    prior_hidden_dim: int = eqx.field(static=True)
-    kernel_size: int = eqx.field(static=True)
-    n_solver_steps: int = eqx.field(static=True)
-    alpha: float = eqx.field(static=True)
-    obs_weight: float = eqx.field(static=True)
-    prior_weight: float = eqx.field(static=True)
-    padding: str = eqx.field(static=True)
-    solver: str = eqx.field(static=True)
-    fixed_point_rtol: float = eqx.field(static=True)
-    fixed_point_atol: float = eqx.field(static=True)
-    cost: str = eqx.field(static=True)
-    step_rule: str = eqx.field(static=True)
-    lr_grad: float = eqx.field(static=True)
-    output: str = eqx.field(static=True)
-    grad_mod_dropout: float = eqx.field(static=True)
 
     ndim: ClassVar[int]
 
-    def _build(self, state_shape, n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
-               obs_weight, prior_weight, padding, solver_adjoint, key, dtype, solver,
-               fixed_point_rtol, fixed_point_atol, components):
+    def _build(self, state_shape: tuple[int, ...], n_time: int, solver_adjoint: Any, key: PRNGKeyArray, dtype: Any,
+               fields: dict[str, Any]) -> None:
         native = to_native_adjoint(solver_adjoint)
         # The config validates every field with the shared error words.
-        config = pk.FourDVarNetConfig(
-            state_shape=tuple(state_shape), n_time=n_time, hidden_dim=hidden_dim, prior_hidden_dim=prior_hidden_dim,
-            kernel_size=kernel_size, n_solver_steps=n_solver_steps, alpha=alpha, obs_weight=obs_weight,
-            prior_weight=prior_weight, padding=padding, solver=solver, fixed_point_rtol=fixed_point_rtol,
-            fixed_point_atol=fixed_point_atol, solver_adjoint=_spec_or_default(native), **components,
-        )
-        self.solver = solver
-        self.fixed_point_rtol, self.fixed_point_atol = float(fixed_point_rtol), float(fixed_point_atol)
-        self.cost, self.step_rule, self.output = config.cost, config.step_rule, config.output
-        self.lr_grad, self.grad_mod_dropout = float(config.lr_grad), float(config.grad_mod_dropout)
+        config = pk.FourDVarNetConfig(state_shape=tuple(state_shape), n_time=n_time,
+                                      solver_adjoint=_spec_or_default(native), **fields)
         pkey, gkey = jr.split(key)
         prior_cls = BilinAEPrior1D if self.ndim == 1 else BilinAEPrior2D
-        self.prior = prior_cls(n_time, prior_hidden_dim, kernel_size, padding, key=pkey, dtype=dtype,
-                               downsample=config.prior_downsample, bilin_quad=config.bilin_quad)
+        self.prior = prior_cls(config.n_time, config.prior_hidden_dim, config.kernel_size, config.padding, key=pkey,
+                               dtype=dtype, downsample=config.prior_downsample, bilin_quad=config.bilin_quad)
+        grad_mod_args = (config.n_time, config.hidden_dim, config.kernel_size, config.padding)
         if config.grad_mod == "convlstm":
             grad_mod_cls = ConvLSTMGradMod1D if self.ndim == 1 else ConvLSTMGradMod2D
-            self.grad_mod = grad_mod_cls(n_time, hidden_dim, kernel_size, padding, key=gkey, dtype=dtype)
+            self.grad_mod = grad_mod_cls(*grad_mod_args, key=gkey, dtype=dtype)
         else:
             grad_mod_cls = NormalizedConvLSTMGradMod1D if self.ndim == 1 else NormalizedConvLSTMGradMod2D
-            self.grad_mod = grad_mod_cls(n_time, hidden_dim, kernel_size, padding, key=gkey, dtype=dtype,
-                                         downsample=config.grad_mod_downsample)
+            self.grad_mod = grad_mod_cls(*grad_mod_args, key=gkey, dtype=dtype, downsample=config.grad_mod_downsample)
+        self.cost, self.step_rule, self.output = make_components(config)
         self.solver_adjoint = native
-        self.state_shape = tuple(state_shape)
-        self.n_time, self.hidden_dim, self.prior_hidden_dim = n_time, hidden_dim, prior_hidden_dim
-        self.kernel_size, self.n_solver_steps = kernel_size, n_solver_steps
-        self.alpha, self.obs_weight, self.prior_weight = float(alpha), float(obs_weight), float(prior_weight)
-        self.padding = padding
+        self.config = config
 
     @property
     def dtype(self) -> jnp.dtype:
         return self.prior.conv_in.weight.dtype
-
-    @property
-    def config(self) -> pk.FourDVarNetConfig:
-        return pk.FourDVarNetConfig(
-            state_shape=self.state_shape, n_time=self.n_time, hidden_dim=self.hidden_dim,
-            prior_hidden_dim=self.prior_hidden_dim, kernel_size=self.kernel_size,
-            n_solver_steps=self.n_solver_steps, alpha=self.alpha, obs_weight=self.obs_weight,
-            prior_weight=self.prior_weight, padding=self.padding, solver=self.solver,
-            fixed_point_rtol=self.fixed_point_rtol, fixed_point_atol=self.fixed_point_atol,
-            solver_adjoint=to_spec(self.solver_adjoint), **self.components,
-        )
-
-    @property
-    def components(self) -> dict[str, Any]:
-        """The config's component fields (`pipekit_cycle.COMPONENT_FIELDS`) of this model."""
-        normalized = isinstance(self.grad_mod, (NormalizedConvLSTMGradMod1D, NormalizedConvLSTMGradMod2D))
-        return model_components(self, normalized=normalized)
 
     def checked_adjoint(self, adjoint: Any) -> Any:
         """``adjoint`` as a native adjoint, after the shared solver check (``ImplicitAdjoint``
         needs ``solver="fixed_point"``). An adjoint of the user's own, which no spec
         describes, is taken as it is."""
         native = to_native_adjoint(adjoint)
-        pk.check_solver_adjoint(self.solver, _spec_or_default(native))
+        pk.check_solver_adjoint(self.config.solver, _spec_or_default(native))
         return native
 
     def with_adjoint(self, spec: Any):
         """This model, differentiated by ``spec`` (spec or native adjoint); the value it
         computes is unchanged."""
-        return eqx.tree_at(lambda m: m.solver_adjoint, self, self.checked_adjoint(spec))
+        native = self.checked_adjoint(spec)
+        config = self.config.replace(solver_adjoint=_spec_or_default(native))
+        # The config is static, out of eqx.tree_at's reach: build the new model's skeleton
+        # (shapes only, nothing drawn), then give it this model's arrays and adjoint.
+        skeleton = eqx.filter_eval_shape(build_model, config, seed=0, dtype=self.dtype)
+        return eqx.tree_at(lambda m: (m.prior, m.grad_mod, m.solver_adjoint), skeleton,
+                           (self.prior, self.grad_mod, native))
 
     def __call__(self, batch: AbstractBatch, *, adjoint: Any = None) -> Float[Array, "batch time *space"]:
         """``x_K``, the output of the model's solver, differentiated by ``adjoint`` (``None``:
@@ -297,6 +268,7 @@ class AbstractFourDVarNet(eqx.Module):
 
 
 _DEFAULT_ADJOINT = pk.RecursiveCheckpointAdjoint()
+_GRID = ("state_shape", "n_time")
 
 
 def _spec_or_default(native: Any) -> pk.AdjointSpec:
@@ -307,8 +279,19 @@ def _spec_or_default(native: Any) -> pk.AdjointSpec:
         return _DEFAULT_ADJOINT
 
 
+def _fields(config: pk.FourDVarNetConfig) -> dict[str, Any]:
+    """Every field of ``config`` but the grid (``state_shape``, ``n_time``, the model classes'
+    positional arguments): their keywords."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _GRID}
+
+
 class FourDVarNet1D(AbstractFourDVarNet):
     """4DVarNet on 1D states ``(B, T, N)`` (``N = state_dim``, ``T = n_time``).
+
+    ``fields`` are the other `pipekit_cycle.FourDVarNetConfig` fields by name (``hidden_dim``,
+    ``n_solver_steps``, ``cost``, ...; the config's defaults and checks); ``solver_adjoint`` is
+    a spec, its string or a native adjoint. Parameters are drawn from ``key`` in ``dtype``
+    (``None``: float64 iff ``jax_enable_x64``).
 
     Examples
     --------
@@ -320,6 +303,7 @@ class FourDVarNet1D(AbstractFourDVarNet):
     problem = pk.lorenz96(n_windows=4, window_length=5, state_dim=16, seed=0)
     model = vd.FourDVarNet1D(16, 5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3, key=jr.PRNGKey(0))
     assert model.config.state_shape == (16,) and model.config.n_solver_steps == 3
+    assert model.cost == vd.SumCost(obs_weight=1.0, prior_weight=1.0)  # config.cost="sum", chosen once
     x = model(vd.make_batch(problem.obs))  # x_K, the solve's output
     assert x.shape == (4, 5, 16)  # (B, T, N)
     ```
@@ -327,18 +311,13 @@ class FourDVarNet1D(AbstractFourDVarNet):
 
     ndim: ClassVar[int] = 1
 
-    def __init__(self, state_dim: int, n_time: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
-                 kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
-                 prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = _DEFAULT_ADJOINT, *,
-                 key: PRNGKeyArray, dtype: Any = None, solver: str = "learned", fixed_point_rtol: float = 1e-6,
-                 fixed_point_atol: float = 1e-6, **components: Any):
-        self._build((state_dim,), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
-                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, solver, fixed_point_rtol,
-                    fixed_point_atol, components)
+    def __init__(self, state_dim: int, n_time: int, *, key: PRNGKeyArray, dtype: Any = None,
+                 solver_adjoint: Any = _DEFAULT_ADJOINT, **fields: Any):
+        self._build((state_dim,), n_time, solver_adjoint, key, dtype, fields)
 
 
 class FourDVarNet2D(AbstractFourDVarNet):
-    """4DVarNet on 2D states ``(B, T, H, W)``.
+    """4DVarNet on 2D states ``(B, T, H, W)``; the other arguments as `FourDVarNet1D`'s.
 
     Examples
     --------
@@ -357,14 +336,9 @@ class FourDVarNet2D(AbstractFourDVarNet):
 
     ndim: ClassVar[int] = 2
 
-    def __init__(self, n_time: int, height: int, width: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
-                 kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
-                 prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = _DEFAULT_ADJOINT, *,
-                 key: PRNGKeyArray, dtype: Any = None, solver: str = "learned", fixed_point_rtol: float = 1e-6,
-                 fixed_point_atol: float = 1e-6, **components: Any):
-        self._build((height, width), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
-                    obs_weight, prior_weight, padding, solver_adjoint, key, dtype, solver, fixed_point_rtol,
-                    fixed_point_atol, components)
+    def __init__(self, n_time: int, height: int, width: int, *, key: PRNGKeyArray, dtype: Any = None,
+                 solver_adjoint: Any = _DEFAULT_ADJOINT, **fields: Any):
+        self._build((height, width), n_time, solver_adjoint, key, dtype, fields)
 
 
 def build_model(config: pk.FourDVarNetConfig, *, seed: int, dtype: Any = None) -> AbstractFourDVarNet:
@@ -381,13 +355,7 @@ def build_model(config: pk.FourDVarNetConfig, *, seed: int, dtype: Any = None) -
     assert isinstance(model, vd.FourDVarNet1D) and model.config == cfg
     ```
     """
-    common = dict(
-        hidden_dim=config.hidden_dim, prior_hidden_dim=config.prior_hidden_dim, kernel_size=config.kernel_size,
-        n_solver_steps=config.n_solver_steps, alpha=config.alpha, obs_weight=config.obs_weight,
-        prior_weight=config.prior_weight, padding=config.padding, solver_adjoint=config.solver_adjoint,
-        solver=config.solver, fixed_point_rtol=config.fixed_point_rtol, fixed_point_atol=config.fixed_point_atol,
-        key=jr.PRNGKey(seed), dtype=dtype, **{field: getattr(config, field) for field in pk.COMPONENT_FIELDS},
-    )
+    common = dict(key=jr.PRNGKey(seed), dtype=dtype, **_fields(config))
     if config.ndim == 1:
         return FourDVarNet1D(config.state_shape[0], config.n_time, **common)
     return FourDVarNet2D(config.n_time, *config.state_shape, **common)

@@ -26,8 +26,10 @@ from pipekit_cycle.params import schema, validate_params
 __all__ = ["export_params", "import_params"]
 
 
-def _get(model, name: str):
-    return ft.reduce(getattr, name.split("."), model)
+def get_param(tree, name: str):
+    """The node of ``tree`` (a model, or its gradients) at the dotted canonical ``name``, e.g.
+    ``"prior.conv_in.weight"``; the one place a schema name is read as a path."""
+    return ft.reduce(getattr, name.split("."), tree)
 
 
 def export_params(model) -> dict[str, np.ndarray]:
@@ -51,7 +53,7 @@ def export_params(model) -> dict[str, np.ndarray]:
     pk.save_params(path, params, cfg)  # loadable by either backend
     ```
     """
-    return {name: np.asarray(_get(model, name)) for name in schema(model.config)}
+    return {name: np.asarray(get_param(model, name)) for name in schema(model.config)}
 
 
 def import_params(model, params: Mapping[str, np.ndarray]):
@@ -80,7 +82,7 @@ def import_params(model, params: Mapping[str, np.ndarray]):
     arrays = validate_params(params, model.config)
     names = list(schema(model.config))
     return eqx.tree_at(
-        lambda m: [_get(m, name) for name in names],
+        lambda m: [get_param(m, name) for name in names],
         model,
         [jnp.asarray(arrays[name], model.dtype) for name in names],
     )

@@ -10,6 +10,9 @@ differentiated is the adjoint's, which owns the loop (DESIGN 3.2).
 ``x_0 = m y``, carry zeros; ``K`` times ``g = dU/dx(x_k)``, ``u, carry = grad_mod(g, x_k, carry)``,
 ``x_{k+1} = x_k - alpha u``.
 
+(``cost="sum"`` and ``step_rule="alpha"``; the other costs and step rules are the model's
+components, `vardax_jax.components`, which the solve calls without reading the config's strings.)
+
 ``solver="fixed_point"``: ``x <- T(x) = m y + (1 - m) phi(x)`` from ``x_0 = m y``, at most
 ``K = n_solver_steps`` iterations, stopping by optimistix's ``FixedPointIteration`` test at
 the config's ``fixed_point_rtol/atol``.
@@ -17,6 +20,11 @@ the config's ``fixed_point_rtol/atol``.
 Both hand their loop to ``adjoint.apply(primal_fn, rewrite_fn, inputs, tags)`` (optimistix's
 protocol): the learned solve directly, the fixed point through ``optx.fixed_point``. The
 solvers never look at the adjoint's type, so any ``optx.AbstractAdjoint`` plugs in.
+
+What a solve reads from the model: ``prior``, ``grad_mod``, ``cost``, ``step_rule``,
+``config`` and ``solver_adjoint``; it imports nothing from `vardax_jax.model` and calls
+nothing back. The model's call checks the batch and resolves the adjoint once, then hands
+both over.
 
 Examples
 --------
@@ -43,6 +51,7 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float
 
+from pipekit_cycle.adjoints import check_solver_adjoint
 from pipekit_cycle.errors import fixed_point_not_converged
 
 from .adjoints import KStepAdjoint, RecursiveCheckpointAdjoint, to_native_adjoint
@@ -62,10 +71,9 @@ State = Float[Array, "batch time *space"]
 
 
 def variational_cost(model, x: State, batch) -> Float[Array, " batch"]:
-    """``U(x)`` per sample ``(B,)``. ``cost="sum"``: sums over every non-batch axis, so samples
-    are independent. ``cost="mean"``: each sample's share of the batch-wide means
-    ``sum(m (x - y)^2) / sum(m)`` and ``mean((x - phi(x))^2)``, so the shares sum to
-    ocean4dvarnet's cost (and a sample's cost depends on its batch-mates' mask).
+    """``U(x)`` per sample ``(B,)``: the misfits ``sum(m (x - y)^2)`` and ``sum((x - phi(x))^2)``
+    of each sample, combined by the model's cost component (`SumCost`: weighted sums, samples
+    independent; `MeanCost`: each sample's share of the batch-wide means, as ocean4dvarnet).
 
     Examples
     --------
@@ -89,27 +97,22 @@ def variational_cost(model, x: State, batch) -> Float[Array, " batch"]:
     axes = tuple(range(1, x.ndim))
     obs = jnp.sum(batch.mask * (x - batch.input) ** 2, axis=axes)
     prior = jnp.sum((x - model.prior(x)) ** 2, axis=axes)
-    if model.cost == "mean":
-        obs, prior = obs / jnp.sum(batch.mask), prior / x.size
-    return model.obs_weight * obs + model.prior_weight * prior
+    return model.cost(obs, prior, batch.mask, x)
 
 
 def solver_step(model, batch, x: State, carry, step=0):
     """Learned step number ``step`` (from 0): ``u, carry = grad_mod(g, x, carry)`` at
-    ``g = dU/dx``, then ``x - alpha u`` (``step_rule="alpha"``) or
-    ``x - (u / (k + 1) + lr_grad (k + 1) / K g)`` (``"annealed"``); returns ``(x, carry)``."""
+    ``g = dU/dx``, then the model's step rule (`AlphaStep`: ``x - alpha u``; `AnnealedStep`:
+    ``x - (u / (k + 1) + lr_grad (k + 1) / K g)``); returns ``(x, carry)``."""
     grad = jax.grad(lambda z: jnp.sum(variational_cost(model, z, batch)))(x)
     update, carry = model.grad_mod(grad, x, carry)
-    if model.step_rule == "annealed":
-        count = jnp.asarray(step + 1, x.dtype)
-        return x - (update / count + model.lr_grad * count / model.n_solver_steps * grad), carry
-    return x - model.alpha * update, carry
+    return model.step_rule(x, update, grad, step), carry
 
 
 def _learned_primal(inputs):
     model, batch, while_loop = inputs
     x0 = batch.mask * batch.input
-    n_steps = model.n_solver_steps
+    n_steps = model.config.n_solver_steps
 
     def body(val):
         i, x, carry = val
@@ -143,7 +146,8 @@ def _warn_not_converged(max_steps: int, rtol: float, atol: float, converged, res
 
 
 def _solve_fixed_point(model, batch, adjoint) -> State:
-    rtol, atol, max_steps = model.fixed_point_rtol, model.fixed_point_atol, model.n_solver_steps
+    config = model.config
+    rtol, atol, max_steps = float(config.fixed_point_rtol), float(config.fixed_point_atol), config.n_solver_steps
     sol = optx.fixed_point(
         fixedpoint_map,
         optx.FixedPointIteration(rtol=rtol, atol=atol),
@@ -166,9 +170,10 @@ _SOLVERS = {"learned": _solve_learned, "fixed_point": _solve_fixed_point}
 
 
 def solve_4dvarnet(model, batch, adjoint=None) -> State:
-    """The model's inner solve (``model.solver``) on ``batch``, differentiated by ``adjoint``
-    (a spec or any ``optx.AbstractAdjoint``; ``None``: ``model.solver_adjoint``). The value
-    does not depend on the adjoint.
+    """The model's inner solve (``model.config.solver``) on ``batch``, differentiated by
+    ``adjoint`` (a spec or any ``optx.AbstractAdjoint``; ``None``: ``model.solver_adjoint``).
+    The value does not depend on the adjoint. Nothing is checked here: the model's call,
+    ``model(batch, adjoint=...)``, checks the batch and the adjoint, then comes here.
 
     Examples
     --------
@@ -186,7 +191,10 @@ def solve_4dvarnet(model, batch, adjoint=None) -> State:
     ```
     """
     native = model.solver_adjoint if adjoint is None else to_native_adjoint(adjoint)
-    return _SOLVERS[model.solver](model, batch, native)
+    # The public entry refuses what cannot differentiate this solve (implicit on the learned one)
+    # before any work; the model's call has checked the same already.
+    check_solver_adjoint(model.config.solver, native)
+    return _SOLVERS[model.config.solver](model, batch, native)
 
 
 def _unrolled_while_loop(cond_fun, body_fun, init_val, *, max_steps, **kwargs):

@@ -34,7 +34,7 @@ from pipekit_cycle.validation import require_target
 
 from .adjoints import nondiff
 from .model import check_batch
-from .params import _get
+from .params import get_param
 
 M = TypeVar("M")
 LossFn = Callable[[Any, Any], Scalar]
@@ -125,7 +125,14 @@ def loss_and_grads(model, batch, *, adjoint: Any = None) -> tuple[float, dict[st
     require_target(batch.target, "train_loss_fn")
     check_batch(model, batch)
     loss, grads = _value_and_grad(model, batch, adjoint)
-    return float(loss), {name: np.asarray(_get(grads, name)) for name in pk.schema(model.config)}
+    return float(loss), {name: np.asarray(get_param(grads, name)) for name in pk.schema(model.config)}
+
+
+# The update rule by OptimizerConfig.name, chosen once when the optimizer is built.
+_OPTIMIZERS: dict[str, Callable[[pk.OptimizerConfig], optax.GradientTransformation]] = {
+    "adam": lambda cfg: optax.adam(cfg.lr, b1=cfg.betas[0], b2=cfg.betas[1], eps=cfg.eps),
+    "sgd": lambda cfg: optax.sgd(cfg.lr),
+}
 
 
 def make_optimizer(optimizer_config: pk.OptimizerConfig, model) -> tuple[optax.GradientTransformation, Any]:
@@ -152,10 +159,7 @@ def make_optimizer(optimizer_config: pk.OptimizerConfig, model) -> tuple[optax.G
         parts.append(optax.clip_by_global_norm(cfg.clip_norm))
     if cfg.weight_decay:
         parts.append(optax.add_decayed_weights(cfg.weight_decay))
-    if cfg.name == "adam":
-        parts.append(optax.adam(cfg.lr, b1=cfg.betas[0], b2=cfg.betas[1], eps=cfg.eps))
-    else:
-        parts.append(optax.sgd(cfg.lr))
+    parts.append(_OPTIMIZERS[cfg.name](cfg))
     optimizer = optax.chain(*parts)
     return optimizer, optimizer.init(eqx.filter(model, eqx.is_inexact_array))
 
@@ -319,8 +323,9 @@ def _prior_of(model, x):
 
 
 def predict(model, batch) -> Float[Array, "batch time *space"]:
-    """The inference output, without gradient: ``phi(x_K)`` when ``config.output == "prior"``
-    (ocean4dvarnet's eval mode), else ``x_K`` (``model(batch)``).
+    """The inference output, without gradient: the model's output component applied to
+    ``x_K = model(batch)``, `PriorOutput` ``phi(x_K)`` (``config.output="prior"``,
+    ocean4dvarnet's eval mode) or `StateOutput` ``x_K``.
 
     Examples
     --------
@@ -337,5 +342,4 @@ def predict(model, batch) -> Float[Array, "batch time *space"]:
     ```
     """
     model = nondiff(model)
-    x = model(batch)
-    return _prior_of(model, x) if model.output == "prior" else x
+    return model.output(model(batch), functools.partial(_prior_of, model))

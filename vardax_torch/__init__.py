@@ -4,7 +4,22 @@ The same public names as ``vardax_jax`` (DESIGN section 3); precision follows
 ``torch.get_default_dtype()`` unless ``dtype=`` is given.
 """
 
-from . import adjoints, amortized, calibration, checkpoint, dynamics, grad_mod, model, params, priors, solver, training
+from . import (
+    adjoints,
+    amortized,
+    calibration,
+    checkpoint,
+    components,
+    dynamics,
+    grad_mod,
+    heads,
+    model,
+    params,
+    priors,
+    solver,
+    training,
+    vector_fields,
+)
 from .adjoints import (
     AbstractAdjoint,
     ImplicitAdjoint,
@@ -30,8 +45,21 @@ from .amortized import (
 )
 from .calibration import assert_adjoint_calibrated
 from .checkpoint import export_optimizer_state, import_optimizer_state
+from .components import (
+    AbstractCost,
+    AbstractOutput,
+    AbstractStepRule,
+    AlphaStep,
+    AnnealedStep,
+    MeanCost,
+    PriorOutput,
+    StateOutput,
+    SumCost,
+    make_components,
+)
 from .devices import placement
 from .dynamics import (
+    AbstractOdeintAdjoint,
     BacksolveOdeint,
     CheckpointedOdeint,
     DirectOdeint,
@@ -73,8 +101,14 @@ from .training import (
 
 __all__ = [
     "AbstractAdjoint",
+    "AbstractCost",
+    "AbstractOdeintAdjoint",
+    "AbstractOutput",
+    "AbstractStepRule",
     "AffineCoupling",
+    "AlphaStep",
     "AmortizedPosterior",
+    "AnnealedStep",
     "BacksolveOdeint",
     "Batch1D",
     "Batch2D",
@@ -95,10 +129,14 @@ __all__ = [
     "LinearField",
     "Lorenz63",
     "Lorenz96",
+    "MeanCost",
     "OneStepAdjoint",
+    "PriorOutput",
     "RecursiveCheckpointAdjoint",
     "RegressionHead",
+    "StateOutput",
     "StrongFourDVar",
+    "SumCost",
     "TorchDiffEqForwardModel",
     "adjoints",
     "amortized",
@@ -110,6 +148,7 @@ __all__ = [
     "build_model",
     "calibration",
     "checkpoint",
+    "components",
     "coverage",
     "dynamics",
     "eval_step",
@@ -119,11 +158,13 @@ __all__ = [
     "fixedpoint_unrolled",
     "from_ocean4dvarnet",
     "grad_mod",
+    "heads",
     "import_amortized_params",
     "import_optimizer_state",
     "import_params",
     "loss_and_grads",
     "make_batch",
+    "make_components",
     "make_forward_model",
     "make_optimizer",
     "make_train_step",
@@ -150,4 +191,5 @@ __all__ = [
     "training",
     "trajectory_loss_and_grads",
     "variational_cost",
+    "vector_fields",
 ]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .training import _snapshot
+from .training import snapshot_optimizer
 
 __all__ = ["export_optimizer_state", "import_optimizer_state"]
 
@@ -113,4 +113,4 @@ def import_optimizer_state(
             tensor = torch.from_numpy(value.copy())
         state.setdefault(index, {})[key] = tensor
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-    return _snapshot(optimizer)
+    return snapshot_optimizer(optimizer)

@@ -1,9 +1,11 @@
-r"""Dynamics layer: ODE vector fields, a torchdiffeq forward model and strong-constraint 4D-Var.
+r"""Dynamics layer: an ODE forward model on torchdiffeq, its adjoints and strong-constraint 4D-Var.
 
-The forward model integrates an autonomous ODE :math:`\dot x = f_\theta(x)`. Its gradients
-(w.r.t. the initial state and the vector-field parameters :math:`\theta`) follow an adjoint
-spec of the ``"dynamics"`` layer, mapped onto torchdiffeq / torch mechanisms by
-`to_dynamics_adjoint`:
+The forward model integrates an autonomous ODE :math:`\dot x = f_\theta(x)` (the vector fields
+are `vardax_torch.vector_fields`, re-exported here). Its gradients (w.r.t. the initial state and
+the vector-field parameters :math:`\theta`) follow an adjoint of the ``"dynamics"`` layer: the
+model hands the adjoint its tendency, initial state, save times, parameters and torchdiffeq
+options, and the adjoint runs the integration its way (`AbstractOdeintAdjoint.integrate`), so
+an adjoint defined outside the package plugs in. `to_dynamics_adjoint` maps the specs:
 
 | spec                          | native                                                        |
 |-------------------------------|---------------------------------------------------------------|
@@ -14,8 +16,8 @@ spec of the ``"dynamics"`` layer, mapped onto torchdiffeq / torch mechanisms by
 
 The conventions shared with ``vardax_jax.dynamics`` (shapes, solvers, the 4D-Var cost) and
 every check, default and message that needs no framework are `pipekit_cycle.dynamics`.
-``solver="rk4"`` is torchdiffeq's own ``"rk4"`` (Kutta's 3/8 rule) with
-``options={"step_size": dt / substeps}``.
+``solver="rk4"`` is torchdiffeq's own ``"rk4"`` (Kutta's 3/8 rule) taking ``substeps`` equal
+steps per save interval.
 
 Examples
 --------
@@ -30,12 +32,14 @@ assert trajectory.shape == (3, 3)  # x0, then two steps
 
 from __future__ import annotations
 
+import abc
 import copy
 import dataclasses
 import functools
 import itertools
 import warnings
-from typing import Any, ClassVar, Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import numpy as np
 import torch
@@ -45,13 +49,15 @@ from torch.utils.checkpoint import checkpoint
 
 from pipekit_cycle import dynamics as shared
 from pipekit_cycle.adjoints import checkpoint_schedule
-from pipekit_cycle.dynamics import DEFAULT_ATOL, DEFAULT_MAX_STEPS, DEFAULT_RTOL, FIELD_PARAMETERS, SolverName
+from pipekit_cycle.dynamics import DEFAULT_ATOL, DEFAULT_MAX_STEPS, DEFAULT_RTOL, SolverName
 from pipekit_cycle.dynamics import check_dt as _check_dt
-from pipekit_cycle.problems import L63_BETA, L63_RHO, L63_SIGMA, L96_FORCING
 from pipekit_cycle.validation import check_count as _check_count
 from pipekit_cycle.validation import check_state_shape as _check_state
 
+from .vector_fields import LinearField, Lorenz63, Lorenz96, field_parameters
+
 __all__ = [
+    "AbstractOdeintAdjoint",
     "BacksolveOdeint",
     "CheckpointedOdeint",
     "DirectOdeint",
@@ -69,133 +75,8 @@ __all__ = [
     "trajectory_loss_and_grads",
 ]
 
-
-def _scalar_parameter(value: Any, dtype: torch.dtype | None, device: Any = None) -> nn.Parameter:
-    """``value`` as a parameter in ``dtype`` (``None``: torch's default) on ``device`` (``None``:
-    the CPU; a ``torch.device`` or its name)."""
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    return nn.Parameter(torch.as_tensor(value, dtype=dtype).clone().to(device))
-
-
-# --------------------------------------------------------------------------------------------
-# Vector fields
-# --------------------------------------------------------------------------------------------
-
-
-class Lorenz63(nn.Module):
-    r"""Lorenz-63: :math:`\dot x = \sigma (y - x),\ \dot y = x (\rho - z) - y,\ \dot z = x y - \beta z`.
-
-    ``sigma``, ``rho``, ``beta`` are 0-d ``nn.Parameter`` s, so gradients w.r.t. them are taken
-    like any other parameter. ``forward(state)`` maps ``(..., 3)`` to tendencies ``(..., 3)``.
-
-    Examples
-    --------
-    ```python
-    import numpy as np
-    import torch
-    import vardax_torch as vd
-
-    field = vd.Lorenz63()  # sigma=10, rho=28, beta=8/3, as nn.Parameters
-    x = torch.tensor([1.0, 1.0, 1.0], dtype=field.rho.dtype)
-    tendency = field(x)
-    assert np.allclose(vd.to_numpy(tendency), [0.0, 26.0, 1.0 - 8.0 / 3.0])
-    tendency.sum().backward()
-    assert float(field.rho.grad) == 1.0  # d/d rho of x (rho - z) is x = 1
-    ```
-    """
-
-    state_dim: ClassVar[int] = 3
-    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz63"]
-
-    def __init__(
-        self, sigma: Any = L63_SIGMA, rho: Any = L63_RHO, beta: Any = L63_BETA, *, dtype: torch.dtype | None = None,
-        device: Any = None,
-    ) -> None:
-        super().__init__()
-        self.sigma = _scalar_parameter(sigma, dtype, device)
-        self.rho = _scalar_parameter(rho, dtype, device)
-        self.beta = _scalar_parameter(beta, dtype, device)
-
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        x, y, z = state[..., 0], state[..., 1], state[..., 2]
-        return torch.stack([self.sigma * (y - x), x * (self.rho - z) - y, x * y - self.beta * z], dim=-1)
-
-
-class Lorenz96(nn.Module):
-    r"""Lorenz-96: :math:`\dot x_i = (x_{i+1} - x_{i-2})\, x_{i-1} - x_i + F`, periodic in ``i``.
-
-    ``forcing`` (:math:`F`) is a 0-d ``nn.Parameter``; ``state_dim`` (``N >= 4``) is fixed.
-
-    Examples
-    --------
-    ```python
-    import numpy as np
-    import torch
-    import vardax_torch as vd
-
-    field = vd.Lorenz96(state_dim=8, forcing=8.0)
-    x = torch.full((8,), 8.0, dtype=field.forcing.dtype)
-    assert np.allclose(vd.to_numpy(field(x)), 0.0)  # x_i = F for every i is a fixed point
-    assert tuple(field(torch.ones(3, 8, dtype=x.dtype)).shape) == (3, 8)  # any leading axes
-    ```
-    """
-
-    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz96"]
-
-    def __init__(
-        self, state_dim: int = shared.L96_STATE_DIM, forcing: Any = L96_FORCING, *, dtype: torch.dtype | None = None,
-        device: Any = None,
-    ) -> None:
-        state_dim = shared.check_l96_state_dim(state_dim)
-        super().__init__()
-        self.state_dim = state_dim
-        self.forcing = _scalar_parameter(forcing, dtype, device)
-
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        ahead = torch.roll(state, -1, dims=-1)  # x_{i+1}
-        behind2 = torch.roll(state, 2, dims=-1)  # x_{i-2}
-        behind = torch.roll(state, 1, dims=-1)  # x_{i-1}
-        return (ahead - behind2) * behind - state + self.forcing
-
-
-class LinearField(nn.Module):
-    r"""The linear ODE :math:`\dot x = A x` (``matrix`` :math:`A`, ``(N, N)``).
-
-    Its rollout is linear in the initial state, which makes 4D-Var a quadratic problem with a
-    closed-form solution (the linear-Gaussian check).
-
-    Examples
-    --------
-    ```python
-    import numpy as np
-    import torch
-    import vardax_torch as vd
-
-    field = vd.LinearField(np.array([[0.0, 1.0], [-1.0, 0.0]]))  # a rotation
-    assert field.state_dim == 2
-    x = torch.tensor([1.0, 0.0], dtype=field.matrix.dtype)
-    assert np.allclose(vd.to_numpy(field(x)), [0.0, -1.0])  # A x
-    ```
-    """
-
-    parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["linear"]
-
-    def __init__(self, matrix: Any, *, dtype: torch.dtype | None = None, device: Any = None) -> None:
-        shared.check_square_matrix(matrix)
-        super().__init__()
-        self.matrix = _scalar_parameter(np.asarray(matrix), dtype, device)
-
-    @property
-    def state_dim(self) -> int:
-        return self.matrix.shape[0]
-
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return state @ self.matrix.T
-
-
-def field_parameters(field: nn.Module) -> dict[str, np.ndarray]:
-    """The vector field's parameters by name (``field.parameter_names``), as numpy arrays."""
-    return {name: _to_numpy(getattr(field, name)) for name in field.parameter_names}
+Tendency = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``func(t, y) -> dy/dt``, torchdiffeq's convention."""
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -207,8 +88,64 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+class AbstractOdeintAdjoint(abc.ABC):
+    r"""How an ODE solve is differentiated; the adjoint runs the integration (DESIGN 5).
+
+    `TorchDiffEqForwardModel` hands `integrate` what ``torchdiffeq.odeint`` takes (the tendency
+    ``func(t, y)``, the initial state ``y0``, the increasing save times ``t`` and ``solver``, the
+    keyword arguments ``method``, ``options`` and, for an adaptive method, ``rtol``/``atol``) and
+    the tensors ``params`` that ``func`` depends on, and never looks at the adjoint's type: a
+    subclass written outside the package plugs in. Its value must be
+    ``torchdiffeq.odeint(func, y0, t, **solver)``'s, ``(len(t), *y0.shape)``; only how
+    gradients reach ``y0`` and ``params`` is the adjoint's to choose.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    import torch
+    import torchdiffeq
+    import vardax_torch as vd
+
+
+    class EveryStepCheckpointed(vd.AbstractOdeintAdjoint):  # store only the state at each save time
+        def integrate(self, func, y0, t, *, params, solver):
+            states = [y0]
+            for start, stop in zip(t[:-1], t[1:]):
+                segment = lambda y, t0=start, t1=stop: torchdiffeq.odeint(func, y, torch.stack([t0, t1]), **solver)[-1]
+                states.append(torch.utils.checkpoint.checkpoint(segment, states[-1], use_reentrant=False))
+            return torch.stack(states)
+
+
+    field = vd.Lorenz63(dtype=torch.float64)
+    model = vd.TorchDiffEqForwardModel(field, 0.01)
+    x0 = torch.tensor([1.0, 2.0, 20.0], dtype=torch.float64)
+
+
+    def grad_rho(adjoint):  # d/d rho of the sum of squares of a 20-step rollout
+        loss = model.with_adjoint(adjoint).rollout(x0, 20).square().sum()
+        return torch.autograd.grad(loss, field.rho)[0]
+
+
+    assert torch.allclose(grad_rho(EveryStepCheckpointed()), grad_rho(vd.DirectOdeint()), rtol=1e-12)  # exact
+    ```
+    """
+
+    @abc.abstractmethod
+    def integrate(
+        self,
+        func: Tendency,
+        y0: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        params: tuple[torch.Tensor, ...],
+        solver: Mapping[str, Any],
+    ) -> torch.Tensor:
+        """The solution at the times ``t``, ``(len(t), *y0.shape)``, differentiable as this adjoint says."""
+
+
 @dataclasses.dataclass(frozen=True)
-class DirectOdeint:
+class DirectOdeint(AbstractOdeintAdjoint):
     """Backprop through every step of ``torchdiffeq.odeint``; memory linear in the steps.
 
     Examples
@@ -235,14 +172,30 @@ class DirectOdeint:
     ```
     """
 
+    def integrate(
+        self,
+        func: Tendency,
+        y0: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        params: tuple[torch.Tensor, ...],
+        solver: Mapping[str, Any],
+    ) -> torch.Tensor:
+        del params  # autograd finds them in the graph
+        return torchdiffeq.odeint(func, y0, t, **solver)
+
 
 @dataclasses.dataclass(frozen=True)
-class CheckpointedOdeint:
-    """``torch.utils.checkpoint`` (non-reentrant) over ``checkpoints`` integration segments.
+class CheckpointedOdeint(AbstractOdeintAdjoint):
+    """``torch.utils.checkpoint`` (non-reentrant) over segments of the save times.
 
-    Only each segment's starting state is stored; the backward re-integrates one segment at a
-    time. ``pipekit_cycle.checkpoint_schedule(n_steps, checkpoints)`` segments (``None``:
-    ``ceil(log2 n_steps)``, as many stored states as diffrax gets in vardax_jax).
+    ``pipekit_cycle.checkpoint_schedule(len(t) - 1, checkpoints)`` segments (``None``:
+    ``ceil(log2 n)`` for ``n`` save intervals), each a ``torchdiffeq.odeint`` from the last state
+    of the one before. Only each segment's starting state is stored; the backward re-integrates
+    one segment at a time. With ``solver="rk4"`` a segment steps on the very grid of the whole
+    window, so the values are Direct's bit for bit; an adaptive solver restarts its step-size
+    control at each segment (torchdiffeq keeps no solver state between calls), so with
+    ``"dopri5"`` they agree with Direct's to the solver's tolerance.
 
     Examples
     --------
@@ -270,12 +223,39 @@ class CheckpointedOdeint:
 
     checkpoints: int | None = None
 
+    def integrate(
+        self,
+        func: Tendency,
+        y0: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        params: tuple[torch.Tensor, ...],
+        solver: Mapping[str, Any],
+    ) -> torch.Tensor:
+        del params  # the non-reentrant checkpoint tracks what the segment uses
+        n_steps = len(t) - 1
+        segments = checkpoint_schedule(n_steps, self.checkpoints)  # the project's one schedule
+        bounds = np.linspace(0, n_steps, segments + 1).round().astype(int)
+        pieces, current = [y0.unsqueeze(0)], y0
+        for start, stop in itertools.pairwise(bounds):
+            # The segment's activations are dropped and recomputed from its starting state on
+            # the backward; the parameters used inside are tracked, so they get gradients too.
+            ys = checkpoint(
+                functools.partial(torchdiffeq.odeint, func, **solver), current, t[start : stop + 1],
+                use_reentrant=False,
+            )
+            pieces.append(ys[1:])
+            current = ys[-1]
+        return torch.cat(pieces, dim=0)
+
 
 @dataclasses.dataclass(frozen=True)
-class BacksolveOdeint:
+class BacksolveOdeint(AbstractOdeintAdjoint):
     """``torchdiffeq.odeint_adjoint``: the continuous adjoint integrated backwards in time.
 
-    ``rtol``/``atol`` are its ``adjoint_rtol``/``adjoint_atol`` (both ``None``: the forward's).
+    ``rtol``/``atol`` are its ``adjoint_rtol``/``adjoint_atol`` (both ``None``: the forward's);
+    a fixed-step method ignores tolerances, so after ``"rk4"`` the adjoint steps backwards on
+    the forward's own grid.
 
     Examples
     --------
@@ -304,15 +284,25 @@ class BacksolveOdeint:
     rtol: float | None = None
     atol: float | None = None
 
+    def integrate(
+        self,
+        func: Tendency,
+        y0: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        params: tuple[torch.Tensor, ...],
+        solver: Mapping[str, Any],
+    ) -> torch.Tensor:
+        return torchdiffeq.odeint_adjoint(
+            func, y0, t, adjoint_params=params, adjoint_rtol=self.rtol, adjoint_atol=self.atol, **solver
+        )
 
-NativeDynamicsAdjoint = DirectOdeint | CheckpointedOdeint | BacksolveOdeint
 
-
-def to_dynamics_adjoint(spec: Any = None) -> NativeDynamicsAdjoint:
+def to_dynamics_adjoint(spec: Any = None) -> AbstractOdeintAdjoint:
     """Map an adjoint spec of the ``"dynamics"`` layer onto torchdiffeq / torch's own mechanism.
 
-    ``None`` is the layer's default, ``RecursiveCheckpointAdjoint()``; a native adjoint
-    (`DirectOdeint`, `CheckpointedOdeint`, `BacksolveOdeint`) passes through unchanged
+    ``None`` is the layer's default, ``RecursiveCheckpointAdjoint()``; a native adjoint (any
+    `AbstractOdeintAdjoint`, a user's own included) passes through unchanged
     (`pipekit_cycle.dynamics.map_dynamics_spec`). ``BacksolveAdjoint(rtol, atol)``: with both
     ``None`` the backward solve uses the forward's tolerances; otherwise ``(rtol, atol)`` (a
     missing one is ``DEFAULT_RTOL``/``DEFAULT_ATOL``), applied when the forward solver is
@@ -332,7 +322,7 @@ def to_dynamics_adjoint(spec: Any = None) -> NativeDynamicsAdjoint:
     """
     return shared.map_dynamics_spec(
         spec,
-        (DirectOdeint, CheckpointedOdeint, BacksolveOdeint),
+        AbstractOdeintAdjoint,
         direct=DirectOdeint,
         checkpoint=CheckpointedOdeint,
         backsolve=BacksolveOdeint,
@@ -349,10 +339,11 @@ class TorchDiffEqForwardModel(nn.Module):
 
     ``step(state, dt)`` integrates ``state`` (``(..., N)``) over ``dt``; ``rollout(state,
     n_steps)`` returns the trajectory ``(..., n_steps + 1, N)`` at times ``0, dt, ..., n_steps
-    dt`` (row 0 is ``state``). ``solver="rk4"``: torchdiffeq's ``"rk4"`` (3/8 rule) with the
-    constant step ``dt / substeps``; ``"dopri5"``: adaptive with ``rtol``/``atol``, first step
+    dt`` (row 0 is ``state``). ``solver="rk4"``: torchdiffeq's ``"rk4"`` (3/8 rule), ``substeps``
+    equal steps per interval ``dt``; ``"dopri5"``: adaptive with ``rtol``/``atol``, first step
     ``dt / substeps``, at most ``max_steps`` steps. Gradients follow ``adjoint`` (a dynamics spec
-    or a native adjoint, stored native; see `to_dynamics_adjoint`). The vector field is a
+    or a native adjoint, stored native; see `to_dynamics_adjoint`), which runs the integration
+    (`AbstractOdeintAdjoint.integrate`). The vector field is a
     sub-module, so ``parameters()`` are its parameters. Immutable: `with_adjoint` returns a new
     model sharing the vector field. Satisfies `pipekit_cycle.ForwardModel`.
 
@@ -396,7 +387,7 @@ class TorchDiffEqForwardModel(nn.Module):
         return self._dt
 
     @property
-    def adjoint(self) -> NativeDynamicsAdjoint:
+    def adjoint(self) -> AbstractOdeintAdjoint:
         return self._adjoint
 
     @property
@@ -441,7 +432,7 @@ class TorchDiffEqForwardModel(nn.Module):
 
     def _odeint_kwargs(self, h: float) -> dict[str, Any]:
         if self.solver == "rk4":
-            return {"method": "rk4", "options": {"step_size": h}}
+            return {"method": "rk4", "options": {"grid_constructor": functools.partial(_substep_grid, self.substeps)}}
         return {
             "method": "dopri5",
             "rtol": self.rtol,
@@ -449,47 +440,33 @@ class TorchDiffEqForwardModel(nn.Module):
             "options": {"first_step": h, "max_num_steps": self.max_steps},
         }
 
-    def _integrate(self, state: torch.Tensor, n_steps: int, dt: float) -> torch.Tensor:
-        # Times 0, dt, ..., n dt from 0: the field is autonomous, so every segment of a
-        # checkpointed rollout sees the same grid as the whole window.
-        times = torch.arange(n_steps + 1, dtype=state.dtype, device=state.device) * dt
-        return torchdiffeq.odeint(self._tendency, state, times, **self._odeint_kwargs(dt / self.substeps))
-
     def _solve(self, state: Any, dt: float, n_steps: int) -> torch.Tensor:
         state = torch.as_tensor(state, dtype=self.dtype, device=self.device)
         _check_state("state", tuple(state.shape), self.state_dim)
         if n_steps == 0:
             return state.unsqueeze(-2)
-        adjoint = self._adjoint
-        if isinstance(adjoint, DirectOdeint):
-            ys = self._integrate(state, n_steps, dt)
-        elif isinstance(adjoint, CheckpointedOdeint):
-            ys = self._integrate_checkpointed(state, n_steps, dt, adjoint.checkpoints)
-        else:
-            times = torch.arange(n_steps + 1, dtype=state.dtype, device=state.device) * dt
-            kwargs = self._odeint_kwargs(dt / self.substeps)
-            if self.solver == "dopri5":
-                kwargs["adjoint_rtol"] = adjoint.rtol
-                kwargs["adjoint_atol"] = adjoint.atol
-            ys = torchdiffeq.odeint_adjoint(
-                self._tendency, state, times, adjoint_params=tuple(self.vector_field.parameters()), **kwargs
-            )
+        times = torch.arange(n_steps + 1, dtype=state.dtype, device=state.device) * dt
+        ys = self._adjoint.integrate(
+            self._tendency,
+            state,
+            times,
+            params=tuple(self.vector_field.parameters()),
+            solver=self._odeint_kwargs(dt / self.substeps),
+        )
         return torch.movedim(ys, 0, -2)  # (times, ..., N) -> (..., times, N)
 
-    def _integrate_checkpointed(
-        self, state: torch.Tensor, n_steps: int, dt: float, checkpoints: int | None
-    ) -> torch.Tensor:
-        segments = checkpoint_schedule(n_steps, checkpoints)  # the project's one schedule
-        bounds = np.linspace(0, n_steps, segments + 1).round().astype(int)
-        pieces = [state.unsqueeze(0)]
-        current = state
-        for start, stop in itertools.pairwise(bounds):
-            # Non-reentrant checkpoint: the segment's activations are dropped and recomputed
-            # from its starting state on the backward; parameters used inside are tracked.
-            ys = checkpoint(self._integrate, current, int(stop - start), dt, use_reentrant=False)
-            pieces.append(ys[1:])
-            current = ys[-1]
-        return torch.cat(pieces, dim=0)
+
+def _substep_grid(substeps: int, func: Any, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """torchdiffeq's fixed-step grid: each interval of ``t`` in ``substeps`` equal steps.
+
+    Built from each interval's own end points (not ``t[0] + k h``), so every save time is a grid
+    point and the grid of a run of save times is the window's grid restricted to it: an
+    integration split at save times (`CheckpointedOdeint`) takes the very steps of the whole one.
+    """
+    del func, y0
+    fractions = torch.arange(substeps, dtype=t.dtype, device=t.device) / substeps
+    inner = t[:-1, None] + (t[1:] - t[:-1])[:, None] * fractions
+    return torch.cat([inner.reshape(-1), t[-1:]])
 
 
 # --------------------------------------------------------------------------------------------

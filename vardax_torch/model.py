@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipekit_cycle import COMPONENT_FIELDS, FourDVarNetConfig
+from pipekit_cycle import FourDVarNetConfig
 from pipekit_cycle.adjoints import RecursiveCheckpointAdjoint as _CheckpointSpec
 from pipekit_cycle.adjoints import check_solver_adjoint
-from pipekit_cycle.config import model_components
 from pipekit_cycle.validation import (
     as_observations,
     check_batch_shapes,
@@ -37,6 +36,7 @@ from pipekit_cycle.validation import (
 )
 
 from .adjoints import AbstractAdjoint, to_native_adjoint
+from .components import AbstractCost, AbstractOutput, AbstractStepRule, make_components
 from .grad_mod import ConvLSTMGradMod1D, ConvLSTMGradMod2D, NormalizedConvLSTMGradMod1D, NormalizedConvLSTMGradMod2D
 from .priors import BilinAEPrior1D, BilinAEPrior2D
 from .solver import solve_4dvarnet
@@ -98,7 +98,7 @@ class Batch2D:
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def _as_torch_dtype(dtype: Any) -> torch.dtype:
+def as_torch_dtype(dtype: Any) -> torch.dtype:
     """`pipekit_cycle.validation.float_dtype_name`'s rule; ``None``: ``torch.get_default_dtype()``."""
     return _DTYPES[float_dtype_name(dtype, str(torch.get_default_dtype()))]
 
@@ -125,7 +125,7 @@ def make_batch(obs: Any, target: Any = None, dtype: Any = None, device: Any = No
     ```
     """
     obs_array, target_array = as_observations(obs, target)
-    torch_dtype = _as_torch_dtype(dtype)
+    torch_dtype = as_torch_dtype(dtype)
     torch_device = torch.device("cpu") if device is None else torch.device(device)
     mask = np.isfinite(obs_array)
     values = np.where(mask, obs_array, 0.0)
@@ -177,49 +177,51 @@ def _spec_or_default(native: AbstractAdjoint) -> Any:
 
 
 class FourDVarNet(nn.Module):
-    """Shared body of `FourDVarNet1D` / `FourDVarNet2D` (see those)."""
+    """Shared body of `FourDVarNet1D` / `FourDVarNet2D` (see those).
+
+    ``config`` is the `pipekit_cycle.FourDVarNetConfig` the model was built from, the one place
+    its settings live. ``cost``, ``step_rule`` and ``output`` are the components the config
+    names (`make_components`, DESIGN 7), chosen once here. ``solver_adjoint`` is always the
+    native adjoint; ``config.solver_adjoint`` is its spec (the default spec for an adjoint of
+    the user's own, which no spec describes). ``forward`` checks the batch and the adjoint,
+    then hands the solve to `vardax_torch.solver`.
+    """
 
     ndim: int
+    config: FourDVarNetConfig
+    prior: nn.Module
+    grad_mod: nn.Module
+    cost: AbstractCost
+    step_rule: AbstractStepRule
+    output: AbstractOutput
+    solver_adjoint: AbstractAdjoint
 
     def __init__(
-        self, state_shape: tuple[int, ...], n_time: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
-        kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
-        prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = None, *,
-        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None, solver: str = "learned",
-        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6, device: Any = None, **components: Any,
+        self, state_shape: tuple[int, ...], n_time: int, *, seed: int = 0, generator: torch.Generator | None = None,
+        dtype: Any = None, device: Any = None, solver_adjoint: Any = None, **fields: Any,
     ) -> None:
         super().__init__()
-        solver_adjoint = to_native_adjoint(_CheckpointSpec() if solver_adjoint is None else solver_adjoint)
+        native = to_native_adjoint(_CheckpointSpec() if solver_adjoint is None else solver_adjoint)
         # Validates every field with the shared words (ValueError on a bad value).
-        config = FourDVarNetConfig(
-            state_shape=tuple(state_shape), n_time=n_time, hidden_dim=hidden_dim, prior_hidden_dim=prior_hidden_dim,
-            kernel_size=kernel_size, n_solver_steps=n_solver_steps, alpha=alpha, obs_weight=obs_weight,
-            prior_weight=prior_weight, padding=padding, solver=solver,  # type: ignore[arg-type]
-            fixed_point_rtol=fixed_point_rtol, fixed_point_atol=fixed_point_atol,
-            solver_adjoint=_spec_or_default(solver_adjoint), **components,
-        )
-        torch_dtype = _as_torch_dtype(dtype)
+        config = FourDVarNetConfig(state_shape=tuple(state_shape), n_time=n_time,
+                                   solver_adjoint=_spec_or_default(native), **fields)
+        torch_dtype = as_torch_dtype(dtype)
         generator = generator if generator is not None else torch.Generator().manual_seed(seed)
         prior_cls = BilinAEPrior1D if self.ndim == 1 else BilinAEPrior2D
-        self.prior = prior_cls(n_time, prior_hidden_dim, kernel_size, padding, generator=generator, dtype=torch_dtype,
-                               downsample=config.prior_downsample, bilin_quad=config.bilin_quad)
+        self.prior = prior_cls(config.n_time, config.prior_hidden_dim, config.kernel_size, config.padding,
+                               generator=generator, dtype=torch_dtype, downsample=config.prior_downsample,
+                               bilin_quad=config.bilin_quad)
+        grad_mod_args = (config.n_time, config.hidden_dim, config.kernel_size, config.padding)
         if config.grad_mod == "convlstm":
             grad_mod_cls = ConvLSTMGradMod1D if self.ndim == 1 else ConvLSTMGradMod2D
-            self.grad_mod = grad_mod_cls(n_time, hidden_dim, kernel_size, padding, generator=generator,
-                                         dtype=torch_dtype)
+            self.grad_mod = grad_mod_cls(*grad_mod_args, generator=generator, dtype=torch_dtype)
         else:
             normalized_cls = NormalizedConvLSTMGradMod1D if self.ndim == 1 else NormalizedConvLSTMGradMod2D
-            self.grad_mod = normalized_cls(n_time, hidden_dim, kernel_size, padding, generator=generator,
-                                           dtype=torch_dtype, downsample=config.grad_mod_downsample)
-        self.cost, self.step_rule, self.output = config.cost, config.step_rule, config.output
-        self.lr_grad, self.grad_mod_dropout = float(config.lr_grad), float(config.grad_mod_dropout)
-        self.state_shape = tuple(state_shape)
-        self.n_time, self.hidden_dim, self.prior_hidden_dim = n_time, hidden_dim, prior_hidden_dim
-        self.kernel_size, self.n_solver_steps = kernel_size, n_solver_steps
-        self.alpha, self.obs_weight, self.prior_weight = float(alpha), float(obs_weight), float(prior_weight)
-        self.padding, self.solver = padding, solver
-        self.fixed_point_rtol, self.fixed_point_atol = float(fixed_point_rtol), float(fixed_point_atol)
-        self.solver_adjoint: AbstractAdjoint = solver_adjoint
+            self.grad_mod = normalized_cls(*grad_mod_args, generator=generator, dtype=torch_dtype,
+                                           downsample=config.grad_mod_downsample)
+        self.cost, self.step_rule, self.output = make_components(config)
+        self.solver_adjoint = native
+        self.config = config
         if device is not None:  # drawn on the host generator, then moved: the same values everywhere
             self.to(torch.device(device))
 
@@ -227,24 +229,6 @@ class FourDVarNet(nn.Module):
     def dtype(self) -> torch.dtype:
         """The parameters' dtype (float32 or float64)."""
         return self.prior.conv_in.weight.dtype
-
-    @property
-    def config(self) -> FourDVarNetConfig:
-        """The `pipekit_cycle.FourDVarNetConfig` describing this model."""
-        return FourDVarNetConfig(
-            state_shape=self.state_shape, n_time=self.n_time, hidden_dim=self.hidden_dim,
-            prior_hidden_dim=self.prior_hidden_dim, kernel_size=self.kernel_size,
-            n_solver_steps=self.n_solver_steps, alpha=self.alpha, obs_weight=self.obs_weight,
-            prior_weight=self.prior_weight, padding=self.padding, solver=self.solver,  # type: ignore[arg-type]
-            fixed_point_rtol=self.fixed_point_rtol, fixed_point_atol=self.fixed_point_atol,
-            solver_adjoint=self.solver_adjoint.to_spec(), **self.components,
-        )
-
-    @property
-    def components(self) -> dict[str, Any]:
-        """The config's component fields (`pipekit_cycle.COMPONENT_FIELDS`) of this model."""
-        normalized = isinstance(self.grad_mod, (NormalizedConvLSTMGradMod1D, NormalizedConvLSTMGradMod2D))
-        return model_components(self, normalized=normalized)
 
     @property
     def device(self) -> torch.device:
@@ -258,7 +242,7 @@ class FourDVarNet(nn.Module):
         target = getattr(batch, "target", None)
         check_batch_shapes(
             tuple(batch.input.shape), tuple(batch.mask.shape), None if target is None else tuple(target.shape),
-            state_shape=self.state_shape, n_time=self.n_time,
+            state_shape=self.config.state_shape, n_time=self.config.n_time,
         )
         check_same_dtype(str(batch.input.dtype), str(self.dtype))
         model_device = str(self.device)
@@ -272,31 +256,47 @@ class FourDVarNet(nn.Module):
         needs ``solver="fixed_point"``). An adjoint of the user's own, which no spec
         describes, is taken as it is."""
         native = to_native_adjoint(adjoint)
-        check_solver_adjoint(self.solver, _spec_or_default(native))
+        check_solver_adjoint(self.config.solver, _spec_or_default(native))
         return native
 
     def with_adjoint(self, spec: Any) -> FourDVarNet:
         """A model sharing every parameter (the same ``Parameter`` objects) but no module state
         (hooks, training mode, submodule registries), differentiated by ``spec`` (spec or
         native); the value it computes is unchanged."""
+        native = self.checked_adjoint(spec)
         clone = _share_parameters(self)
-        clone.solver_adjoint = self.checked_adjoint(spec)
+        clone.solver_adjoint = native
+        clone.config = self.config.replace(solver_adjoint=_spec_or_default(native))
         return clone
 
     def forward(self, batch: Any, *, adjoint: Any = None) -> Tensor:
         """``x_K``, the output of the model's solver ``(B, T, *S)``; ``adjoint`` (spec or native)
-        overrides ``solver_adjoint`` for this call."""
-        return solve_4dvarnet(self, batch, adjoint)
+        overrides ``solver_adjoint`` for this call. The batch and the adjoint are checked here,
+        once; the solver gets them as they are."""
+        self.check_batch(batch)
+        native = self.solver_adjoint if adjoint is None else self.checked_adjoint(adjoint)
+        return solve_4dvarnet(self, batch, native)
+
+
+_GRID = ("state_shape", "n_time")
+
+
+def _fields(config: FourDVarNetConfig) -> dict[str, Any]:
+    """Every field of ``config`` but the grid (``state_shape``, ``n_time``, the model classes'
+    positional arguments): their keywords."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _GRID}
 
 
 class FourDVarNet1D(FourDVarNet):
     """4DVarNet on 1D states ``(B, T, N)``: a bilinear-AE prior ``phi``, a ConvLSTM gradient
     modulator and ``n_solver_steps`` steps ``x <- x - alpha * grad_mod(dU/dx, x)`` on
     ``U(x) = obs_weight * sum(m (x - y)^2) + prior_weight * sum((x - phi(x))^2)``, from
-    ``x_0 = m * y``. ``solver_adjoint`` (spec or native; default ``RecursiveCheckpointAdjoint()``)
-    says how the solve is differentiated; it is stored as the torch-native adjoint.
-    Parameters are drawn from ``generator`` (else ``torch.Generator().manual_seed(seed)``) in
-    ``dtype`` (``None``: ``torch.get_default_dtype()``).
+    ``x_0 = m * y``. ``fields`` are the other `pipekit_cycle.FourDVarNetConfig` fields by name
+    (``hidden_dim``, ``n_solver_steps``, ``cost``, ...; the config's defaults and checks).
+    ``solver_adjoint`` (spec or native; default ``RecursiveCheckpointAdjoint()``) says how the
+    solve is differentiated; it is stored as the torch-native adjoint. Parameters are drawn
+    from ``generator`` (else ``torch.Generator().manual_seed(seed)``) in ``dtype`` (``None``:
+    ``torch.get_default_dtype()``), then moved to ``device``.
 
     Examples
     --------
@@ -309,6 +309,7 @@ class FourDVarNet1D(FourDVarNet):
     model = vd.FourDVarNet1D(16, 5, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=3, seed=0)
     assert isinstance(model, torch.nn.Module) and model.config.state_shape == (16,)
     assert model.config.n_solver_steps == 3
+    assert model.cost == vd.SumCost(obs_weight=1.0, prior_weight=1.0)  # config.cost="sum", chosen once
     x = model(vd.make_batch(problem.obs))  # x_K, the solve's output
     assert tuple(x.shape) == (4, 5, 16)  # (B, T, N)
     ```
@@ -317,20 +318,15 @@ class FourDVarNet1D(FourDVarNet):
     ndim = 1
 
     def __init__(
-        self, state_dim: int, n_time: int, hidden_dim: int = 16, prior_hidden_dim: int = 16, kernel_size: int = 3,
-        n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0, prior_weight: float = 1.0,
-        padding: str = "zeros", solver_adjoint: Any = None, *,
-        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None, solver: str = "learned",
-        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6, device: Any = None, **components: Any,
+        self, state_dim: int, n_time: int, *, seed: int = 0, generator: torch.Generator | None = None,
+        dtype: Any = None, device: Any = None, solver_adjoint: Any = None, **fields: Any,
     ) -> None:
-        super().__init__((state_dim,), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
-                         obs_weight, prior_weight, padding, solver_adjoint, seed=seed, generator=generator,
-                         dtype=dtype, solver=solver, fixed_point_rtol=fixed_point_rtol,
-                         fixed_point_atol=fixed_point_atol, device=device, **components)
+        super().__init__((state_dim,), n_time, seed=seed, generator=generator, dtype=dtype, device=device,
+                         solver_adjoint=solver_adjoint, **fields)
 
 
 class FourDVarNet2D(FourDVarNet):
-    """4DVarNet on 2D states ``(B, T, H, W)``; the same maths as `FourDVarNet1D`.
+    """4DVarNet on 2D states ``(B, T, H, W)``; the same maths and arguments as `FourDVarNet1D`.
 
     Examples
     --------
@@ -349,16 +345,11 @@ class FourDVarNet2D(FourDVarNet):
     ndim = 2
 
     def __init__(
-        self, n_time: int, height: int, width: int, hidden_dim: int = 16, prior_hidden_dim: int = 16,
-        kernel_size: int = 3, n_solver_steps: int = 10, alpha: float = 0.1, obs_weight: float = 1.0,
-        prior_weight: float = 1.0, padding: str = "zeros", solver_adjoint: Any = None, *,
-        seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None, solver: str = "learned",
-        fixed_point_rtol: float = 1e-6, fixed_point_atol: float = 1e-6, device: Any = None, **components: Any,
+        self, n_time: int, height: int, width: int, *, seed: int = 0, generator: torch.Generator | None = None,
+        dtype: Any = None, device: Any = None, solver_adjoint: Any = None, **fields: Any,
     ) -> None:
-        super().__init__((height, width), n_time, hidden_dim, prior_hidden_dim, kernel_size, n_solver_steps, alpha,
-                         obs_weight, prior_weight, padding, solver_adjoint, seed=seed, generator=generator,
-                         dtype=dtype, solver=solver, fixed_point_rtol=fixed_point_rtol,
-                         fixed_point_atol=fixed_point_atol, device=device, **components)
+        super().__init__((height, width), n_time, seed=seed, generator=generator, dtype=dtype, device=device,
+                         solver_adjoint=solver_adjoint, **fields)
 
 
 def build_model(
@@ -383,15 +374,8 @@ def build_model(
     assert isinstance(model, vd.FourDVarNet1D) and model.config == cfg
     ```
     """
-    common = dict(
-        hidden_dim=config.hidden_dim, prior_hidden_dim=config.prior_hidden_dim, kernel_size=config.kernel_size,
-        n_solver_steps=config.n_solver_steps, alpha=config.alpha, obs_weight=config.obs_weight,
-        prior_weight=config.prior_weight, padding=config.padding, solver_adjoint=config.solver_adjoint,
-        solver=config.solver, fixed_point_rtol=config.fixed_point_rtol, fixed_point_atol=config.fixed_point_atol,
-        seed=seed, generator=generator, dtype=dtype, device=device,
-        **{field: getattr(config, field) for field in COMPONENT_FIELDS},
-    )
+    common = dict(seed=seed, generator=generator, dtype=dtype, device=device, **_fields(config))
     if config.ndim == 1:
-        return FourDVarNet1D(config.state_shape[0], config.n_time, **common)  # type: ignore[arg-type]
+        return FourDVarNet1D(config.state_shape[0], config.n_time, **common)
     height, width = config.state_shape
-    return FourDVarNet2D(config.n_time, height, width, **common)  # type: ignore[arg-type]
+    return FourDVarNet2D(config.n_time, height, width, **common)

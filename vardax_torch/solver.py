@@ -7,6 +7,9 @@ differentiated is the adjoint's, which owns the loop (DESIGN 3.2).
     x_0    = m * y ;  carry_0 = zeros
     K times:  g = dU/dx (x_k);  u, carry = grad_mod(g, x_k, carry);  x_{k+1} = x_k - alpha * u
 
+(``cost="sum"`` and ``step_rule="alpha"``; the other costs and step rules are the model's
+components, `vardax_torch.components`, which the solve calls without reading the config's strings.)
+
 ``solver="fixed_point"``: ``x <- T(x) = m y + (1 - m) phi(x)`` from ``x_0 = m y``, at most
 ``K = n_solver_steps`` iterations, stopping once
 ``max |x_{n+1} - x_n| / (fixed_point_atol + fixed_point_rtol |x_{n+1}|) < 1`` (optimistix's
@@ -16,6 +19,11 @@ Both hand ``adjoint.loop(step, carry, args, K, converged=...)`` their step, init
 the tensors the step reads (the model's parameters by name, ``y`` and ``m``); the step calls
 the model's modules through ``torch.func.functional_call`` on those tensors, so a recomputed
 step is bit-identical to the original and nothing is stored on a module.
+
+What a solve reads from the model: ``prior``, ``grad_mod``, ``cost``, ``step_rule``,
+``config`` and ``solver_adjoint``, and its parameters; it imports nothing from
+`vardax_torch.model` and calls nothing back. The model's call checks the batch and resolves
+the adjoint once, then hands both over.
 
 Examples
 --------
@@ -35,18 +43,16 @@ from __future__ import annotations
 
 import functools as ft
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call
 
+from pipekit_cycle.adjoints import check_solver_adjoint
 from pipekit_cycle.errors import fixed_point_not_converged
 
-from .adjoints import AbstractAdjoint, Args, Carry, KStepAdjoint, RecursiveCheckpointAdjoint, iterate
-
-if TYPE_CHECKING:
-    from .model import FourDVarNet
+from .adjoints import AbstractAdjoint, Args, Carry, KStepAdjoint, RecursiveCheckpointAdjoint, iterate, to_native_adjoint
 
 __all__ = [
     "fixedpoint_map",
@@ -63,25 +69,22 @@ def _module_params(args: Args, prefix: str) -> dict[str, Tensor]:
     return {name[len(prefix):]: t for name, t in args.items() if name.startswith(prefix)}
 
 
-def _prior(model: FourDVarNet, args: Args, x: Tensor) -> Tensor:
+def _prior(model: nn.Module, args: Args, x: Tensor) -> Tensor:
     return functional_call(model.prior, _module_params(args, "prior."), (x,))
 
 
-def _cost(model: FourDVarNet, args: Args, x: Tensor) -> Tensor:
+def _cost(model: nn.Module, args: Args, x: Tensor) -> Tensor:
     def per_sample(z: Tensor) -> Tensor:
         return z.flatten(1).sum(dim=1)
 
     obs, prior = per_sample(args["m"] * (x - args["y"]) ** 2), per_sample((x - _prior(model, args, x)) ** 2)
-    if model.cost == "mean":  # each sample's share of the batch-wide means
-        obs, prior = obs / args["m"].sum(), prior / x.numel()
-    return model.obs_weight * obs + model.prior_weight * prior
+    return model.cost(obs, prior, args["m"], x)
 
 
-def variational_cost(model: FourDVarNet, x: Tensor, batch: Any) -> Tensor:
-    """``U(x)`` per sample (shape ``(B,)``) for the model's prior and weights and the batch's
-    observations: ``obs_weight * sum(m (x - y)^2) + prior_weight * sum((x - phi(x))^2)``
-    (``cost="sum"``), or each sample's share of the batch-wide means ``sum(m (x - y)^2) /
-    sum(m)`` and ``mean((x - phi(x))^2)`` (``cost="mean"``: the shares sum to ocean4dvarnet's cost).
+def variational_cost(model: nn.Module, x: Tensor, batch: Any) -> Tensor:
+    """``U(x)`` per sample ``(B,)``: the misfits ``sum(m (x - y)^2)`` and ``sum((x - phi(x))^2)``
+    of each sample, combined by the model's cost component (`SumCost`: weighted sums, samples
+    independent; `MeanCost`: each sample's share of the batch-wide means, as ocean4dvarnet).
 
     Examples
     --------
@@ -102,15 +105,14 @@ def variational_cost(model: FourDVarNet, x: Tensor, batch: Any) -> Tensor:
     assert np.allclose(cost, cfg.prior_weight * misfit.sum(axis=(1, 2)), rtol=1e-5)
     ```
     """
-    model.check_batch(batch)
     return _cost(model, _args(model, batch), x)
 
 
-def _args(model: FourDVarNet, batch: Any) -> dict[str, Tensor]:
+def _args(model: nn.Module, batch: Any) -> dict[str, Tensor]:
     return {**dict(model.named_parameters()), "y": batch.input, "m": batch.mask}
 
 
-def _learned_step(model: FourDVarNet, args: Args, carry: Carry) -> Carry:
+def _learned_step(model: nn.Module, args: Args, carry: Carry) -> Carry:
     # carry = (x, k, *modulator carry); k, the step number, is a float tensor (no gradient).
     x, count, *modulator = carry
     live = torch.is_grad_enabled()
@@ -122,21 +124,18 @@ def _learned_step(model: FourDVarNet, args: Args, carry: Carry) -> Carry:
         xg, g = xg.detach(), g.detach()
     x = x if live else xg
     update, modulator = functional_call(model.grad_mod, _module_params(args, "grad_mod."), (g, x, tuple(modulator)))
-    if model.step_rule == "annealed":  # x - (u / (k + 1) + lr_grad (k + 1) / K g)
-        k1 = count + 1
-        return x - (update / k1 + model.lr_grad * k1 / model.n_solver_steps * g), k1, *modulator
-    return x - model.alpha * update, count + 1, *modulator
+    return model.step_rule(x, update, g, count), count + 1, *modulator
 
 
-def _solve_learned(model: FourDVarNet, batch: Any, adjoint: AbstractAdjoint) -> Tensor:
+def _solve_learned(model: nn.Module, batch: Any, adjoint: AbstractAdjoint) -> Tensor:
     x0 = batch.mask * batch.input
     count = torch.zeros((), dtype=x0.dtype, device=x0.device)
     step = ft.partial(_learned_step, model)
     carry = (x0, count, *model.grad_mod.init_carry(x0))
-    return adjoint.loop(step, carry, _args(model, batch), model.n_solver_steps)[0]
+    return adjoint.loop(step, carry, _args(model, batch), model.config.n_solver_steps)[0]
 
 
-def fixedpoint_map(model: FourDVarNet, args: Args, carry: Carry) -> Carry:
+def fixedpoint_map(model: nn.Module, args: Args, carry: Carry) -> Carry:
     """``T(x) = m * y + (1 - m) * phi(x)`` on the carry ``(x,)``."""
     (x,) = carry
     return (args["m"] * args["y"] + (1 - args["m"]) * _prior(model, args, x),)
@@ -147,8 +146,9 @@ def _fixed_point_error(rtol: float, atol: float, old: Carry, new: Carry) -> Tens
     return ((new[0] - old[0]).abs() / (atol + rtol * new[0].abs())).max()
 
 
-def _solve_fixed_point(model: FourDVarNet, batch: Any, adjoint: AbstractAdjoint) -> Tensor:
-    rtol, atol, max_steps = model.fixed_point_rtol, model.fixed_point_atol, model.n_solver_steps
+def _solve_fixed_point(model: nn.Module, batch: Any, adjoint: AbstractAdjoint) -> Tensor:
+    config = model.config
+    rtol, atol, max_steps = float(config.fixed_point_rtol), float(config.fixed_point_atol), config.n_solver_steps
     step = ft.partial(fixedpoint_map, model)
     last: dict[str, Tensor] = {}  # the last step's residual, for the warning below
 
@@ -167,10 +167,12 @@ def _solve_fixed_point(model: FourDVarNet, batch: Any, adjoint: AbstractAdjoint)
 _SOLVERS = {"learned": _solve_learned, "fixed_point": _solve_fixed_point}
 
 
-def solve_4dvarnet(model: FourDVarNet, batch: Any, adjoint: Any = None) -> Tensor:
-    """The model's inner solve (``model.solver``) on ``batch``, differentiated by ``adjoint``
-    (a spec or any `AbstractAdjoint`; ``None``: ``model.solver_adjoint``). The value does not
-    depend on the adjoint. Under ``torch.no_grad()`` the loop runs once without a graph.
+def solve_4dvarnet(model: nn.Module, batch: Any, adjoint: Any = None) -> Tensor:
+    """The model's inner solve (``model.config.solver``) on ``batch``, differentiated by
+    ``adjoint`` (a spec or any `AbstractAdjoint`; ``None``: ``model.solver_adjoint``). The value
+    does not depend on the adjoint. Under ``torch.no_grad()`` the loop runs once without a
+    graph. Nothing is checked here: the model's call, ``model(batch, adjoint=...)``, checks
+    the batch and the adjoint, then comes here.
 
     Examples
     --------
@@ -187,9 +189,11 @@ def solve_4dvarnet(model: FourDVarNet, batch: Any, adjoint: Any = None) -> Tenso
     assert (vd.to_numpy(x) == vd.to_numpy(y)).all()  # an adjoint never changes the value
     ```
     """
-    model.check_batch(batch)
-    native = model.solver_adjoint if adjoint is None else model.checked_adjoint(adjoint)
-    return _SOLVERS[model.solver](model, batch, native)
+    native = model.solver_adjoint if adjoint is None else to_native_adjoint(adjoint)
+    # The public entry refuses what cannot differentiate this solve (implicit on the learned one)
+    # before any work; the model's call has checked the same already.
+    check_solver_adjoint(model.config.solver, native)
+    return _SOLVERS[model.config.solver](model, batch, native)
 
 
 class _Unrolled(AbstractAdjoint):
@@ -199,7 +203,7 @@ class _Unrolled(AbstractAdjoint):
         return iterate(step, tuple(carry), args, max_steps, converged, graph=torch.is_grad_enabled())[0]
 
 
-def solve_4dvarnet_unrolled(model: FourDVarNet, batch: Any) -> Tensor:
+def solve_4dvarnet_unrolled(model: nn.Module, batch: Any) -> Tensor:
     """The model's solve with plain backprop through every step (the exact reference; memory O(K)).
 
     Examples
@@ -222,7 +226,7 @@ def solve_4dvarnet_unrolled(model: FourDVarNet, batch: Any) -> Tensor:
     return solve_4dvarnet(model, batch, _Unrolled())
 
 
-def solve_4dvarnet_checkpointed(model: FourDVarNet, batch: Any, checkpoints: int | None = None) -> Tensor:
+def solve_4dvarnet_checkpointed(model: nn.Module, batch: Any, checkpoints: int | None = None) -> Tensor:
     """The solve under `RecursiveCheckpointAdjoint` ``(checkpoints)``: exact gradient, memory
     ``O(checkpoints)`` carries (``None``: ``pipekit_cycle.checkpoint_schedule``, ``ceil(log2 K)``).
 
@@ -246,7 +250,7 @@ def solve_4dvarnet_checkpointed(model: FourDVarNet, batch: Any, checkpoints: int
     return solve_4dvarnet(model, batch, RecursiveCheckpointAdjoint(checkpoints))
 
 
-def solve_4dvarnet_kstep(model: FourDVarNet, batch: Any, k: int) -> Tensor:
+def solve_4dvarnet_kstep(model: nn.Module, batch: Any, k: int) -> Tensor:
     """The solve under `KStepAdjoint` ``(k)``: the steps before the last ``k`` run with state AND
     carry cut from the graph, the last ``k`` carry the gradient.
 
@@ -269,7 +273,7 @@ def solve_4dvarnet_kstep(model: FourDVarNet, batch: Any, k: int) -> Tensor:
     return solve_4dvarnet(model, batch, KStepAdjoint(k))
 
 
-def fixedpoint_unrolled(model: FourDVarNet, batch: Any, n_iterations: int) -> Tensor:
+def fixedpoint_unrolled(model: nn.Module, batch: Any, n_iterations: int) -> Tensor:
     """Plain backprop through exactly ``n_iterations`` iterations ``x <- T(x)`` from ``x_0 = m y``,
     no stopping test (the reference the implicit gradient is checked against).
 
@@ -291,7 +295,6 @@ def fixedpoint_unrolled(model: FourDVarNet, batch: Any, n_iterations: int) -> Te
     assert (x[observed] == vd.to_numpy(batch.input)[observed]).all()  # T(x) keeps y where m = 1
     ```
     """
-    model.check_batch(batch)
     args = _args(model, batch)
     return iterate(ft.partial(fixedpoint_map, model), (batch.mask * batch.input,), args, n_iterations,
                    graph=torch.is_grad_enabled())[0][0]

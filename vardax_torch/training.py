@@ -132,6 +132,16 @@ def loss_and_grads(model: FourDVarNet, batch: Any, *, adjoint: Any = None) -> tu
     return float(loss.detach()), {name: g.detach().cpu().numpy() for name, g in zip(names, grads, strict=True)}
 
 
+# The update rule by OptimizerConfig.name, chosen once when the optimizer is built; foreach=False:
+# the plain single-tensor loop, the textbook formula in order.
+_OPTIMIZERS: dict[str, Callable[[list[Tensor], OptimizerConfig], torch.optim.Optimizer]] = {
+    "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                                 weight_decay=cfg.weight_decay, foreach=False),
+    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay,
+                                               foreach=False),
+}
+
+
 def make_optimizer(optimizer_config: OptimizerConfig, model: FourDVarNet) -> tuple[torch.optim.Optimizer, dict]:
     """``(torch.optim optimizer over model.parameters(), a snapshot of its state_dict())``.
 
@@ -154,17 +164,10 @@ def make_optimizer(optimizer_config: OptimizerConfig, model: FourDVarNet) -> tup
     ```
     """
     cfg = optimizer_config
-    params = list(model.parameters())
-    if cfg.name == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(
-            params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
-            foreach=False,  # the plain single-tensor loop: the textbook formula, in order
-        )
-    else:
-        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay, foreach=False)
+    optimizer = _OPTIMIZERS[cfg.name](list(model.parameters()), cfg)
     for group in optimizer.param_groups:
         group["clip_norm"] = cfg.clip_norm
-    return optimizer, _snapshot(optimizer)
+    return optimizer, snapshot_optimizer(optimizer)
 
 
 def _clip(grads: list[Tensor], clip_norm: float | None) -> list[Tensor]:
@@ -225,7 +228,7 @@ def _forget(optimizer: torch.optim.Optimizer, *_: Any) -> None:
     _CURRENT.pop(optimizer, None)
 
 
-def _snapshot(optimizer: torch.optim.Optimizer) -> dict:
+def snapshot_optimizer(optimizer: torch.optim.Optimizer) -> dict:
     """A deep copy of ``optimizer.state_dict()`` (every buffer cloned: later steps never
     change it), remembered as the optimizer's current state."""
     if optimizer not in _WATCHED:
@@ -315,7 +318,7 @@ def make_train_step(loss_fn: LossFn, *, name: str = "train_step") -> TrainStepFn
         optimizer.step()
         for p in params:  # no gradient state left on the module between calls
             p.grad = None
-        return model, _snapshot(optimizer), loss.detach()
+        return model, snapshot_optimizer(optimizer), loss.detach()
 
     train_step.__name__ = train_step.__qualname__ = name
     return train_step
@@ -366,8 +369,9 @@ def eval_step(model: FourDVarNet, batch: Any) -> Tensor:
 
 
 def predict(model: FourDVarNet, batch: Any) -> Tensor:
-    """The inference output under ``torch.no_grad()``: ``phi(x_K)`` when ``config.output ==
-    "prior"`` (ocean4dvarnet's eval mode), else ``x_K`` (``model(batch)``).
+    """The inference output under ``torch.no_grad()``: the model's output component applied to
+    ``x_K = model(batch)``, `PriorOutput` ``phi(x_K)`` (``config.output="prior"``,
+    ocean4dvarnet's eval mode) or `StateOutput` ``x_K``.
 
     Examples
     --------
@@ -384,5 +388,4 @@ def predict(model: FourDVarNet, batch: Any) -> Tensor:
     ```
     """
     with torch.no_grad():
-        x = model(batch)
-        return model.prior(x) if model.output == "prior" else x
+        return model.output(model(batch), model.prior)

@@ -223,7 +223,8 @@ def test_a_sign_flip_in_the_prior_cost_is_caught(monkeypatch):
     cost = solver._cost
 
     def flipped_cost(model, args, x):  # obs - prior instead of obs + prior
-        prior = cost(model, args, x) - model.obs_weight * (args["m"] * (x - args["y"]) ** 2).flatten(1).sum(dim=1)
+        obs = (args["m"] * (x - args["y"]) ** 2).flatten(1).sum(dim=1)
+        prior = cost(model, args, x) - model.config.obs_weight * obs
         return cost(model, args, x) - 2 * prior
 
     monkeypatch.setattr(solver, "_cost", flipped_cost)

@@ -25,10 +25,12 @@ def grad_rel(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 
 def test_specs_map_to_each_librarys_mechanism():
     assert jd.to_dynamics_adjoint(pc.DirectAdjoint()) == diffrax.DirectAdjoint()
-    assert jd.to_dynamics_adjoint(pc.RecursiveCheckpointAdjoint(4)) == diffrax.RecursiveCheckpointAdjoint(4)
-    assert jd.to_dynamics_adjoint(None) == diffrax.RecursiveCheckpointAdjoint(None)
+    # diffrax's own classes, with the project's schedule (checkpoints) and backward step rule.
+    assert jd.to_dynamics_adjoint(pc.RecursiveCheckpointAdjoint(4)) == jd.ScheduledCheckpointAdjoint(4)
+    assert jd.to_dynamics_adjoint(None) == jd.ScheduledCheckpointAdjoint(None)
+    assert isinstance(jd.to_dynamics_adjoint(None), diffrax.RecursiveCheckpointAdjoint)
     backsolve = jd.to_dynamics_adjoint(pc.BacksolveAdjoint(rtol=1e-7))
-    assert isinstance(backsolve, diffrax.BacksolveAdjoint)
+    assert isinstance(backsolve, jd.MatchedBacksolveAdjoint) and isinstance(backsolve, diffrax.BacksolveAdjoint)
     assert backsolve.kwargs["stepsize_controller"].rtol == 1e-7
     assert backsolve.kwargs["stepsize_controller"].atol == jd.DEFAULT_ATOL
     assert jd.to_dynamics_adjoint("backsolve").kwargs == {}

@@ -185,3 +185,45 @@ def test_both_convolution_lowerings_match_a_direct_sum(space):
     for a, b in zip(second_order(_correlate_im2col), second_order(_correlate_xla), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
         assert float(jnp.max(jnp.abs(a))) > 1e-3
+
+
+# ------------------------------------------------------------------ components (DESIGN 7)
+
+OCEAN = pk.ocean4dvarnet_config((4, 4), T, n_step=3, hidden_dim=2, prior_hidden_dim=2, dropout=0.0, lbd=2.0)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (pk.FourDVarNetConfig(state_shape=(N,), n_time=T, alpha=0.3, obs_weight=0.5),
+         (vd.SumCost(0.5, 1.0), vd.AlphaStep(0.3), vd.StateOutput())),
+        (OCEAN, (vd.MeanCost(4.0, 1.0), vd.AnnealedStep(0.2, 3), vd.PriorOutput())),
+    ],
+    ids=["defaults", "ocean4dvarnet"],
+)
+def test_components_are_chosen_once_from_the_config(config, expected):
+    assert vd.make_components(config) == expected
+    model = vd.build_model(config, seed=0)
+    assert model.config == config  # the one place the settings live
+    assert (model.cost, model.step_rule, model.output) == expected
+    mixed = config.replace(cost="sum", step_rule="annealed", output="state")  # each choice on its own
+    assert [type(c) for c in vd.make_components(mixed)] == [vd.SumCost, vd.AnnealedStep, vd.StateOutput]
+
+
+def test_predict_applies_the_output_component(batch):
+    for output in ("state", "prior"):
+        model = vd.build_model(pk.FourDVarNetConfig(state_shape=(N,), n_time=T, hidden_dim=3, prior_hidden_dim=3,
+                                                    n_solver_steps=2, output=output), seed=0)
+        x = model(batch)
+        expected = model.prior(x) if output == "prior" else x
+        np.testing.assert_array_equal(np.asarray(vd.predict(model, batch)), np.asarray(expected))
+
+
+def test_with_adjoint_keeps_the_arrays_and_updates_the_config(model, batch):
+    swapped = model.with_adjoint(pk.TruncatedAdjoint(2))
+    assert swapped.config == model.config.replace(solver_adjoint=pk.TruncatedAdjoint(2))
+    assert model.config.solver_adjoint == pk.RecursiveCheckpointAdjoint()  # a new model; this one unchanged
+    assert all(a is b for a, b in zip(jax.tree.leaves((model.prior, model.grad_mod)),
+                                      jax.tree.leaves((swapped.prior, swapped.grad_mod)), strict=True))
+    assert (swapped.cost, swapped.step_rule, swapped.output) == (model.cost, model.step_rule, model.output)
+    np.testing.assert_array_equal(np.asarray(swapped(batch)), np.asarray(model(batch)))

@@ -4,8 +4,16 @@ import vardax_jax
 import vardax_torch
 
 BACKEND_NAMED = {
-    "vardax_jax": {"DiffraxForwardModel", "FixedPointNeumann", "ThreeEighthsRK4", "to_optimistix_adjoint"},
+    "vardax_jax": {
+        "DiffraxForwardModel",
+        "FixedPointNeumann",
+        "MatchedBacksolveAdjoint",
+        "ScheduledCheckpointAdjoint",
+        "ThreeEighthsRK4",
+        "to_optimistix_adjoint",
+    },
     "vardax_torch": {
+        "AbstractOdeintAdjoint",
         "BacksolveOdeint",
         "CheckpointedOdeint",
         "DirectOdeint",

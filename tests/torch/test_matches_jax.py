@@ -127,3 +127,16 @@ def test_stitched_ssh_reconstruction_matches_jax():
     assert jax_map.shape == data.truth.shape and np.isfinite(jax_map).all()
     assert np.abs(jax_map - data.obs)[np.isfinite(data.obs)].max() > 0  # the solver changed the map
     assert rel(torch_map, jax_map) < 1e-10
+
+
+def test_the_public_solve_refuses_implicit_on_the_learned_solver_in_both_backends():
+    # Called directly (not through the model), both backends refuse before solving, in the same words.
+    cfg = pk.FourDVarNetConfig(state_shape=(8,), n_time=3, hidden_dim=2, prior_hidden_dim=2, n_solver_steps=2)
+    obs = np.zeros((1, 3, 8))
+    messages = []
+    for backend in (vt, vj):
+        model = backend.build_model(cfg, seed=0)
+        with pytest.raises(ValueError, match='solver="fixed_point"') as caught:
+            backend.solve_4dvarnet(model, backend.make_batch(obs), adjoint=pk.ImplicitAdjoint())
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]

@@ -219,3 +219,64 @@ def test_device_is_kept_and_a_mismatch_is_a_clear_error():
     # The parameters were drawn on the host, then moved: the seed gives the same model anywhere.
     same = vd.build_model(config, seed=0, device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(on_cpu.parameters(), same.parameters(), strict=True))
+
+
+# ------------------------------------------------------------------ components (DESIGN 7)
+
+OCEAN = pk.ocean4dvarnet_config((4, 4), 4, n_step=3, hidden_dim=2, prior_hidden_dim=2, dropout=0.0, lbd=2.0)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (pk.FourDVarNetConfig(state_shape=(8,), n_time=4, alpha=0.3, obs_weight=0.5),
+         (vd.SumCost(0.5, 1.0), vd.AlphaStep(0.3), vd.StateOutput())),
+        (OCEAN, (vd.MeanCost(4.0, 1.0), vd.AnnealedStep(0.2, 3), vd.PriorOutput())),
+    ],
+    ids=["defaults", "ocean4dvarnet"],
+)
+def test_components_are_chosen_once_from_the_config(config, expected):
+    assert vd.make_components(config) == expected
+    model = vd.build_model(config, seed=0)
+    assert model.config == config  # the one place the settings live
+    assert (model.cost, model.step_rule, model.output) == expected
+    mixed = config.replace(cost="sum", step_rule="annealed", output="state")  # each choice on its own
+    assert [type(c) for c in vd.make_components(mixed)] == [vd.SumCost, vd.AnnealedStep, vd.StateOutput]
+
+
+def test_predict_applies_the_output_component():
+    _, _, batch = make_problem()
+    for output in ("state", "prior"):
+        model = vd.build_model(pk.FourDVarNetConfig(state_shape=(8,), n_time=4, hidden_dim=3, prior_hidden_dim=3,
+                                                    n_solver_steps=2, output=output), seed=0, dtype=F64)
+        with torch.no_grad():
+            x = model(batch)
+            expected = model.prior(x) if output == "prior" else x
+        assert torch.equal(vd.predict(model, batch), expected)
+
+
+def test_with_adjoint_updates_the_config():
+    model = vd.build_model(pk.FourDVarNetConfig(state_shape=(8,), n_time=4, hidden_dim=2, prior_hidden_dim=2), seed=0)
+    swapped = model.with_adjoint(pk.TruncatedAdjoint(2))
+    assert swapped.config == model.config.replace(solver_adjoint=pk.TruncatedAdjoint(2))
+    assert model.config.solver_adjoint == pk.RecursiveCheckpointAdjoint()
+
+
+def test_the_model_checks_once_and_the_solver_calls_nothing_back(monkeypatch):
+    """The model's call checks the batch and resolves the adjoint, once; the solver's functions
+    read the model's parts and never call the model's checks."""
+    model = vd.build_model(pk.FourDVarNetConfig(state_shape=(8,), n_time=4, hidden_dim=2, prior_hidden_dim=2,
+                                                n_solver_steps=2), seed=0, dtype=F64)
+    _, _, batch = make_problem()
+    calls: list[str] = []
+    for name in ("check_batch", "checked_adjoint"):
+        method = getattr(vd.FourDVarNet1D, name)
+        monkeypatch.setattr(vd.FourDVarNet1D, name,
+                            lambda self, *args, _m=method, _n=name: calls.append(_n) or _m(self, *args))
+    model(batch, adjoint="truncated:1")
+    assert calls == ["check_batch", "checked_adjoint"]
+    calls.clear()
+    vd.solve_4dvarnet(model, batch, adjoint="truncated:1")
+    vd.variational_cost(model, batch.input, batch)
+    vd.fixedpoint_unrolled(model, batch, 2)
+    assert calls == []
