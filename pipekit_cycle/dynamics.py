@@ -42,7 +42,7 @@ import numpy as np
 
 from . import adjoints as specs
 from .errors import ConvergenceWarning
-from .validation import SOLVERS, check_count, check_state_shape, check_tolerance, dynamics_message
+from .validation import INTEGRATORS, check_count, check_state_shape, check_tolerance, dynamics_message
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -124,8 +124,8 @@ class SolverSettings(NamedTuple):
 
 def check_solver_settings(solver: Any, substeps: Any, rtol: Any, atol: Any, max_steps: Any) -> SolverSettings:
     """Check a forward model's solver arguments, in this order: ``solver`` one of
-    ``SOLVERS``, ``substeps >= 1`` and ``max_steps >= 1`` ints, ``rtol``/``atol`` finite > 0."""
-    if solver not in SOLVERS:
+    ``INTEGRATORS``, ``substeps >= 1`` and ``max_steps >= 1`` ints, ``rtol``/``atol`` finite > 0."""
+    if solver not in INTEGRATORS:
         raise ValueError(dynamics_message("solver", value=solver))
     return SolverSettings(
         solver=solver,

@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = [
     "DYNAMICS_MESSAGES",
-    "SOLVERS",
+    "INTEGRATORS",
     "SYSTEMS",
     "as_observations",
     "check_batch_divisible",
@@ -151,7 +151,8 @@ def require_target(target: object | None, where: str) -> None:
 
 # --- the dynamics layer (vardax_*/dynamics.py): every user-facing error, word for word -------
 
-SOLVERS = ("rk4", "dopri5")
+# The ODE integrators of the dynamics layer (not the inner solvers: pipekit_cycle.adjoints.SOLVERS).
+INTEGRATORS = ("rk4", "dopri5")
 SYSTEMS = ("lorenz63", "lorenz96", "linear")
 DYNAMICS_MESSAGES = {
     "state_shape": "{name} must have shape {expected} with the state dimension N={n} last, got shape {shape}",

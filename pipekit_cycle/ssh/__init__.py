@@ -2,7 +2,10 @@
 
 One module per idea, the public names re-exported here:
 
-* `pipekit_cycle.ssh.osse`: the simulated ocean observed by altimeters (`ssh_osse`);
+* `pipekit_cycle.ssh.simulation`: the OSSE, a spun-up two-layer ocean seen by altimeters (`simulate`);
+* `pipekit_cycle.ssh.qg`: the two-layer quasi-geostrophic model (`TwoLayerQG`);
+* `pipekit_cycle.ssh.observations`: nadir altimeters and a SWOT-like swath (`observe`);
+* `pipekit_cycle.ssh.osse`: the earlier 1.5-layer simulated ocean (`ssh_osse`);
 * `pipekit_cycle.ssh.gridded`: `GriddedData`, the daily maps a mapping job reads (`simulated`);
 * `pipekit_cycle.ssh.files`: netCDF in and out (`read_netcdf`, `write_netcdf`);
 * `pipekit_cycle.ssh.patches`: space patches cut out and stitched back (`extract`, `stitch`);
@@ -14,24 +17,45 @@ One module per idea, the public names re-exported here:
 Nothing here imports a deep-learning framework: a backend's ``predict`` is passed in.
 """
 
-from . import baselines, files, gridded, mapping, metrics, osse, patches
+from . import baselines, files, gridded, mapping, metrics, observations, osse, patches, qg, simulation
 from .baselines import linear_interpolation_time, optimal_interpolation
 from .files import NETCDF_HINT, read_netcdf, write_netcdf
 from .gridded import GriddedData, simulated
 from .mapping import Standardiser, learned_map, oi_background, reconstruct, samples, score, time_tent, window_starts
 from .metrics import psd_score, rmse, rmse_score, spectral_score
-from .osse import DEFAULT_CONSTELLATION, DEFAULT_DX_DEG, SSHOSSE, Satellite, ssh_osse
+from .observations import (
+    DEFAULT_CONSTELLATION,
+    DEFAULT_INSTRUMENTS,
+    INSTRUMENTS,
+    AlongTrack,
+    Satellite,
+    coverage,
+    observe,
+)
+from .osse import DEFAULT_DX_DEG, SSHOSSE, ssh_osse
 from .patches import extract, patch_origins, stitch, tent
+from .qg import TwoLayerQG
+from .simulation import MODELS, START_DATE, SSHSimulation, TwoLayerSettings, cache_directory, simulate
 
 __all__ = [
     "DEFAULT_CONSTELLATION",
     "DEFAULT_DX_DEG",
+    "DEFAULT_INSTRUMENTS",
+    "INSTRUMENTS",
+    "MODELS",
     "NETCDF_HINT",
     "SSHOSSE",
+    "START_DATE",
+    "AlongTrack",
     "GriddedData",
+    "SSHSimulation",
     "Satellite",
     "Standardiser",
+    "TwoLayerQG",
+    "TwoLayerSettings",
     "baselines",
+    "cache_directory",
+    "coverage",
     "extract",
     "files",
     "gridded",
@@ -39,19 +63,24 @@ __all__ = [
     "linear_interpolation_time",
     "mapping",
     "metrics",
+    "observations",
+    "observe",
     "oi_background",
     "optimal_interpolation",
     "osse",
     "patch_origins",
     "patches",
     "psd_score",
+    "qg",
     "read_netcdf",
     "reconstruct",
     "rmse",
     "rmse_score",
     "samples",
     "score",
+    "simulate",
     "simulated",
+    "simulation",
     "spectral_score",
     "ssh_osse",
     "stitch",

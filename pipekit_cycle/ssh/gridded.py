@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from .osse import ssh_osse
+from .simulation import simulate
 
 __all__ = ["GriddedData", "simulated"]
 
@@ -46,7 +46,8 @@ class GriddedData:
 
 
 def simulated(*, n_days: int, grid: int, seed: int) -> GriddedData:
-    """The default `pipekit_cycle.ssh.ssh_osse` on a ``grid x grid`` box (``n_days`` days).
+    """The default `pipekit_cycle.ssh.simulate` (the two-layer model seen by the four nadirs) on
+    a ``grid x grid`` box (``n_days`` days; ``time`` in days from its first map).
 
     Examples
     --------
@@ -54,12 +55,15 @@ def simulated(*, n_days: int, grid: int, seed: int) -> GriddedData:
     from pipekit_cycle import ssh
 
     data = ssh.simulated(n_days=3, grid=32, seed=0)
-    assert data.truth.shape == (3, 32, 32) and data.noise_std == 0.03 and data.source.startswith("ssh_osse(")
+    assert data.truth.shape == (3, 32, 32) and data.noise_std == 0.03 and data.source.startswith("simulate(")
     ```
     """
-    osse = ssh_osse(n_days=n_days, shape=(grid, grid), seed=seed)
+    run = simulate(n_days, shape=(grid, grid), seed=seed)
+    noise = sorted({satellite.noise_std for satellite in run.instruments})
+    # One noise level for OI: the instruments' own when they share it, else their rms.
+    noise_std = float(np.sqrt(np.mean(np.square(noise)))) if len(noise) > 1 else (noise[0] if noise else None)
     return GriddedData(
-        truth=osse.truth, obs=osse.obs, lat=osse.lat, lon=osse.lon, time=osse.time, dx_deg=osse.dx_deg,
-        dx_km=osse.dx_km, noise_std=osse.noise_std, source=f"ssh_osse(n_days={n_days}, shape=({grid}, {grid}), "
-        f"seed={seed})",
+        truth=run.truth, obs=run.obs, lat=run.lat, lon=run.lon, time=run.days, dx_deg=run.dx_deg, dx_km=run.dx_km,
+        noise_std=noise_std,
+        source=f"simulate({n_days}, shape=({grid}, {grid}), seed={seed})",
     )

@@ -1,5 +1,8 @@
 r"""A seeded sea-surface-height OSSE: a spun-up quasi-geostrophic flow seen by nadir altimeters.
 
+The earlier, smoother model: `pipekit_cycle.ssh.simulate` runs the two-layer model by default
+and this one as ``model="one_and_half_layer"``; the tracks are `pipekit_cycle.ssh.coverage`'s.
+
 The truth is a 1.5-layer (equivalent-barotropic) quasi-geostrophic flow on a doubly periodic
 :math:`L_x \times L_y` box on a :math:`\beta`-plane,
 
@@ -82,60 +85,15 @@ import math
 import numpy as np
 
 from ..validation import check_int, check_positive
+from .observations import DEFAULT_CONSTELLATION, EARTH_RADIUS_KM, KM_PER_DEG, Satellite, coverage
 
 __all__ = ["DEFAULT_CONSTELLATION", "DEFAULT_DX_DEG", "SSHOSSE", "Satellite", "ssh_osse"]
 
-EARTH_RADIUS_KM = 6371.0
-KM_PER_DEG = EARTH_RADIUS_KM * math.pi / 180.0
 EARTH_ROTATION = 7.2921e-5  # rad / s
 GRAVITY = 9.81  # m / s²
 SECONDS_PER_DAY = 86400.0
 DEFAULT_DX_DEG = 10.0 / 128.0  # a 10° box at the default 128 points
 _CFL = 2.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Satellite:
-    """A nadir altimeter on a repeat orbit: ``inclination_deg`` sets the track heading,
-    ``revs_per_day`` the spacing of one day's passes, and the daily pattern moves by
-    ``subcycle_step / cycle_days`` of that spacing per day.
-
-    Examples
-    --------
-    ```python
-    from pipekit_cycle.ssh import DEFAULT_CONSTELLATION, Satellite, ssh_osse
-
-    mine = Satellite("mine", inclination_deg=66.0, revs_per_day=12.8, cycle_days=10, subcycle_step=3)
-    alone = ssh_osse(n_days=4, shape=(32, 32), seed=0, spinup_days=5, satellites=(mine,))
-    default = ssh_osse(n_days=4, shape=(32, 32), seed=0, spinup_days=5)
-    assert alone.satellites == (mine,) and len(default.satellites) == 4 == len(DEFAULT_CONSTELLATION[:4])
-    ```
-    """
-
-    name: str
-    inclination_deg: float
-    revs_per_day: float
-    cycle_days: int
-    subcycle_step: int
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.inclination_deg < 180.0:
-            raise ValueError(f"inclination_deg must be in (0, 180), got {self.inclination_deg!r}")
-        if not self.revs_per_day > 0.0:
-            raise ValueError(f"revs_per_day must be > 0, got {self.revs_per_day!r}")
-        if self.cycle_days < 1 or not 0 <= self.subcycle_step < self.cycle_days:
-            raise ValueError(
-                f"cycle_days must be >= 1 and subcycle_step in [0, cycle_days), got {self.cycle_days}, "
-                f"{self.subcycle_step}"
-            )
-
-
-DEFAULT_CONSTELLATION: tuple[Satellite, ...] = (
-    Satellite("jason-like", 66.0, 12.81, 10, 3),
-    Satellite("envisat-like", 98.5, 14.32, 35, 11),
-    Satellite("gfo-like", 108.0, 14.29, 17, 5),
-    Satellite("topex-interleaved-like", 66.0, 12.81, 10, 7),
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,14 +262,6 @@ def _simulate(
 # --------------------------------------------------------------------------------------------
 
 
-def _heading(satellite: Satellite, lat_deg: float) -> float:
-    """Ground-track heading (radians from north) of the ascending pass at ``lat_deg``."""
-    ratio = math.cos(math.radians(satellite.inclination_deg)) / math.cos(math.radians(lat_deg))
-    if abs(ratio) >= 1.0:
-        raise ValueError(f"{satellite.name} (inclination {satellite.inclination_deg}°) never reaches {lat_deg}°")
-    return math.asin(ratio)
-
-
 def _track_masks(
     satellites: tuple[Satellite, ...],
     *,
@@ -323,23 +273,10 @@ def _track_masks(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """``(n_days, ny, nx)`` bool: the points within half a track width of a ground track."""
-    dx = float(x_km[1] - x_km[0]) if x_km.size > 1 else 1.0
-    dy = float(y_km[1] - y_km[0]) if y_km.size > 1 else 1.0
-    x, y = x_km[None, :], y_km[:, None]
     mask = np.zeros((n_days, y_km.size, x_km.size), dtype=bool)
     for satellite in satellites:
-        heading = _heading(satellite, lat_mid)
-        zonal_spacing = 360.0 / satellite.revs_per_day * KM_PER_DEG * math.cos(math.radians(lat_mid))
-        for sign in (1.0, -1.0):  # ascending, descending
-            h = sign * heading
-            spacing = zonal_spacing * math.cos(h)  # perpendicular distance between passes
-            width = width_cells * max(dx * abs(math.cos(h)), dy * abs(math.sin(h)))
-            across = x * math.cos(h) - y * math.sin(h)  # distance across the tracks
-            phase = rng.uniform(0.0, spacing)
-            for day in range(n_days):
-                shift = (day * satellite.subcycle_step % satellite.cycle_days) / satellite.cycle_days * spacing
-                offset = np.mod(across - phase - shift, spacing)
-                mask[day] |= np.minimum(offset, spacing - offset) < 0.5 * width
+        mask |= coverage(satellite, n_days=n_days, x_km=x_km, y_km=y_km, lat_mid=lat_mid, rng=rng,
+                         width_cells=width_cells)
     return mask
 
 
