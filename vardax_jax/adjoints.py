@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools as ft
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -141,65 +142,143 @@ class RecursiveCheckpointAdjoint(optx.RecursiveCheckpointAdjoint):
         return primal_fn((*inputs, ft.partial(_checkpointed_while_loop, checkpoints=self.checkpoints)))
 
 
-def _truncated_while_loop(cond_fun, body_fun, init_val, *, k: int, max_steps=None, buffers=None, **kwargs):
-    r"""``while_loop`` with the same iterates, differentiated through its last ``k`` steps only.
+def _checkpoint_count(max_steps: int | None) -> int:
+    # equinox's checkpointed loop needs a count when there is no step bound; it is only read
+    # when that loop is differentiated, which the K-step loop's primal never is.
+    return 1 if max_steps is None else checkpoint_schedule(max(max_steps, 1), None)
 
-    1. Warm-up, nothing linearised: the loop runs on ``stop_gradient`` of its carry and of
-       every array ``body_fun``/``cond_fun`` close over (``eqx.filter_closure_convert``), until
-       it stops or ``max_steps - k`` steps are done, keeping its last ``k`` carries in a ring.
-    2. Live: from the carry at step ``max(n - k, 0)`` (the original, differentiable ``init_val``
-       at step 0), at most ``k`` steps of the original ``body_fun`` in equinox's checkpointed
-       loop (reverse mode), under the same ``cond_fun``. These are the solve's own last steps, so the value is
-       the solve's own; ``n <= k`` differentiates every step (the exact gradient).
+
+def _truncated_while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any, *, k: int,
+                          max_steps: int | None = None, buffers: Callable | None = None, **kwargs) -> Any:
+    r"""``while_loop`` whose value is the default loop's and whose gradient flows through the last
+    ``k`` steps only.
+
+    With ``n`` the number of steps the loop takes (known only once it stops),
+    ``s = \max(n - k, 0)`` and ``y_{i+1} = f(y_i, \theta)`` the body (``\theta``: everything it
+    closes over), the value is ``y_n`` and the gradient is that of
+
+    .. math::
+
+        y_n = f^{\,n - s}(\bar y_s, \theta), \qquad
+        \bar y_s = y_s \text{ held constant unless } s = 0 ,
+
+    that is, the chain rule through steps ``s, ..., n - 1`` only.
+
+    * No gradient taken: optimistix's default loop itself (equinox's checkpointed loop, the
+      loop of ``optx.RecursiveCheckpointAdjoint``), so values, dtypes (weak types included) and
+      the step count are the default's, bit for bit.
+    * ``k >= max_steps``: every step is one of the last ``k``, and the loop is
+      `RecursiveCheckpointAdjoint` ``()``'s, gradient (the exact one) included.
+    * Otherwise `_kstep_loop`, a custom VJP. Forward: one loop of the same body that also keeps
+      the carries at the last two multiples of ``k`` (memory: two carries, for every ``k``),
+      written as equinox's differentiated checkpointed loop writes its checkpoints, so that XLA
+      compiles the body alike and the value is the default's under a gradient too (measured on
+      every optimistix solver family; XLA's fusion, not this code, owns those last bits).
+      Backward: from the kept carry at or before ``s``, fewer than ``k`` steps replayed without
+      a graph, then the ``n - s`` last steps differentiated in equinox's checkpointed loop
+      (``ceil(log2 k)`` stored carries).
     """
     del kwargs
-    dynamic, static = eqx.partition(init_val, eqx.is_array)
     if max_steps is not None and k >= max_steps:
-        start = init_val
-    else:
-        frozen_body = nondiff(eqx.filter_closure_convert(body_fun, init_val))
-        frozen_cond = nondiff(eqx.filter_closure_convert(cond_fun, init_val))
-        warm_limit = None if max_steps is None else max_steps - k
-        ring = jtu.tree_map(lambda a: jnp.zeros((k, *a.shape), a.dtype), dynamic)
+        return eqxi.while_loop(cond_fun, body_fun, init_val, max_steps=max_steps, buffers=buffers,
+                               kind="checkpointed", checkpoints=_checkpoint_count(max_steps))
+    # As equinox's loops do first: Python scalars in the carry become (weakly typed) arrays, so
+    # the body below is traced at the carry's own types, weak ones included.
+    init_val = jtu.tree_map(jnp.array, init_val)
+    body = eqx.filter_closure_convert(body_fun, init_val)
+    cond = nondiff(eqx.filter_closure_convert(cond_fun, init_val))
+    return _kstep_loop((init_val, body), cond, k, max_steps, buffers)
 
-        def warm_cond(carry):
-            i, dyn, _ = carry
-            go = frozen_cond(eqx.combine(dyn, static))
-            return go if warm_limit is None else go & (i < warm_limit)
 
-        def warm_body(carry):
-            i, dyn, ring = carry
-            ring = jtu.tree_map(lambda r, a: r.at[i % k].set(a), ring, dyn)
-            new = frozen_body(eqx.combine(dyn, static))
-            # Closure conversion hands constant outputs back as Python scalars: re-array them.
-            new = jtu.tree_map(lambda ref, x: jnp.asarray(x, ref.dtype) if eqx.is_array(ref) else x, init_val, new)
-            return i + 1, eqx.filter(new, eqx.is_array), ring
+@eqx.filter_custom_vjp
+def _kstep_loop(vjp_arg, cond_fun, k, max_steps, buffers):
+    # Not differentiated: the default loop, so this program is optimistix's own.
+    del k
+    init_val, body_fun = vjp_arg
+    return eqxi.while_loop(cond_fun, body_fun, init_val, max_steps=max_steps, buffers=buffers,
+                           kind="checkpointed", checkpoints=_checkpoint_count(max_steps))
 
-        n, dyn, ring = jax.lax.while_loop(warm_cond, warm_body, (jnp.array(0), nondiff(dynamic), ring))
-        stopped = jnp.logical_not(frozen_cond(eqx.combine(dyn, static)))
-        first_live = jnp.where(stopped, n - k, n)
-        slot = jnp.maximum(first_live, 0) % k
-        cut = jtu.tree_map(lambda r, a: jnp.where(stopped, r[slot], a), ring, dyn)
-        start_dyn = jtu.tree_map(lambda a, c: jnp.where(first_live <= 0, a, c), dynamic, cut)
-        start = eqx.combine(start_dyn, static)
-    live_steps = k if max_steps is None else min(k, max_steps)
 
-    def live_cond(carry):
-        j, val = carry
-        return cond_fun(val) & (j < live_steps)
+def _keep_if(save, index, slots, value):
+    # equinox's way to write a checkpoint: one in-place update per step, a no-op unless `save`.
+    kept = jnp.where(save, value, jax.lax.dynamic_index_in_dim(slots, index, keepdims=False))
+    return jax.lax.dynamic_update_index_in_dim(slots, kept, index, 0)
 
-    def live_body(carry):
-        j, val = carry
-        return j + 1, body_fun(val)
 
-    live_buffers = None if buffers is None else (lambda carry: buffers(carry[1]))
-    # The checkpointed loop, as RecursiveCheckpointAdjoint's: the same XLA program for the same
-    # steps, so the value is bit for bit the other adjoints' (a "bounded" loop, which would
-    # also allow forward mode, was measured to differ in the last bits).
-    _, out = eqxi.while_loop(live_cond, live_body, (jnp.array(0), start), max_steps=live_steps,
-                             kind="checkpointed", checkpoints=checkpoint_schedule(live_steps, None),
-                             buffers=live_buffers)
-    return out
+@_kstep_loop.def_fwd
+def _kstep_loop_fwd(perturbed, vjp_arg, cond_fun, k, max_steps, buffers):
+    del perturbed, buffers  # whole carries are kept; `buffers` only saves copies
+    init_val, body_fun = vjp_arg
+
+    def fwd_body(carry):
+        step, next_kept, kept, val = carry
+        # Slot (i // k) % 2 keeps the carry entering step i (and i), for the last two multiples i
+        # of k. Whether to keep is read from the carry, never folded from `k`, so that the
+        # bookkeeping around the body has one shape for every k, as in equinox's checkpointed
+        # forward: XLA then compiles the body's arithmetic alike (k = 1 rounded differently).
+        keep = step == next_kept
+        kept = jtu.tree_map(ft.partial(_keep_if, keep, (next_kept // k) % 2), kept, (step, val))
+        next_kept = jnp.where(keep, next_kept + k, next_kept)
+        return step + 1, next_kept, kept, body_fun(val)
+
+    zero = jnp.array(0)
+    kept = jtu.tree_map(lambda x: jnp.stack([x, x]), (zero, init_val))
+    n, _, kept, val = eqxi.while_loop(lambda carry: cond_fun(carry[-1]), fwd_body, (zero, zero, kept, init_val),
+                                      max_steps=max_steps, kind="lax")
+    return val, (n, kept)
+
+
+def _counted(body_fun: Callable, carry: tuple[Any, Any]) -> tuple[Any, Any]:
+    step, val = carry
+    return step + 1, body_fun(val)
+
+
+@_kstep_loop.def_bwd
+def _kstep_loop_bwd(residuals, grad_out, perturbed, vjp_arg, cond_fun, k, max_steps, buffers):
+    del cond_fun, buffers  # the backward replays exactly the n steps the forward took
+    n, (kept_steps, kept) = residuals
+    # Run eagerly, a perturbed input can arrive here as a Python scalar: make it an array so
+    # that it is differentiated.
+    init_val, body_fun = jtu.tree_map(lambda x, p: jnp.asarray(x) if p else x, vjp_arg, perturbed)
+    init_perturbed, body_perturbed = perturbed
+    first_live = jnp.maximum(n - k, 0)
+    # The later kept step at or before s (one always is: they are the last two multiples of k
+    # below n, or 0). Chosen from the kept steps themselves, so the replay's length is data to
+    # XLA for every k, and the forward loop's outputs are all used alike.
+    slot = jnp.argmax(jnp.where(kept_steps <= first_live, kept_steps, -1))
+    restart = jtu.tree_map(lambda x: jax.lax.dynamic_index_in_dim(x, slot, keepdims=False), (kept_steps, kept))
+    _, start = eqxi.while_loop(lambda carry: carry[0] < first_live, ft.partial(_counted, nondiff(body_fun)),
+                               restart, kind="lax")
+    bound = k if max_steps is None else min(k, max_steps)
+    live_steps = n - first_live
+    # Only what the caller differentiates (not, say, a float64 numpy constant of the body
+    # under float32, which equinox's backward could not mix with float32 cotangents).
+    start_diff, start_nondiff = eqx.partition(start, init_perturbed)
+    body_diff, body_nondiff = eqx.partition(body_fun, body_perturbed)
+
+    def live(diff_val, diff_body):
+        # Exactly the forward's last n - s steps: a step count, not `cond_fun`, stops it.
+        body = eqx.combine(diff_body, body_nondiff)
+        _, out = eqxi.while_loop(lambda carry: carry[0] < live_steps, ft.partial(_counted, body),
+                                 (jnp.array(0), eqx.combine(diff_val, start_nondiff)), max_steps=bound,
+                                 kind="checkpointed", checkpoints=checkpoint_schedule(bound, None))
+        return out
+
+    # Only the outputs that have a cotangent are differentiated: a symbolic-zero cotangent made
+    # an explicit zero would meet the body's own infinities (optimistix divides by atol + rtol|y|,
+    # 0 when both tolerances are) and turn 0 * inf into NaN.
+    has_cotangent = jtu.tree_map(lambda x, g: g is not None and eqx.is_inexact_array(x), init_val, grad_out,
+                                 is_leaf=lambda x: x is None)
+
+    def live_differentiated(diff_val, diff_body):
+        return eqx.filter(live(diff_val, diff_body), has_cotangent)
+
+    _, vjp_fn = eqx.filter_vjp(live_differentiated, start_diff, body_diff)
+    cotangent = eqx.filter(grad_out, has_cotangent)
+    grad_start, grad_body = vjp_fn(cotangent)
+    # The carry at s is the initial one only when s = 0; before that nothing is differentiated.
+    grad_init = jtu.tree_map(lambda g: jnp.where(first_live == 0, g, jnp.zeros_like(g)), grad_start)
+    return grad_init, grad_body
 
 
 class KStepAdjoint(optx.AbstractAdjoint):
@@ -220,18 +299,30 @@ class KStepAdjoint(optx.AbstractAdjoint):
     ``\sum_{j<k} A^j``; for Newton at convergence ``k = 1`` is the implicit-function-theorem
     gradient (Bolte, Pauwels & Vaiter 2023); ``k >= n`` is the exact (unrolled) gradient.
     Works as the ``adjoint=`` of ``optx.minimise``, ``optx.root_find``, ``optx.fixed_point`` and
-    ``optx.least_squares`` through the ``while_loop`` alone (see `_truncated_while_loop`): the
-    forward value, the step count and the result are the solve's own. optimistix's line-search
+    ``optx.least_squares`` through the ``while_loop`` alone (see `_truncated_while_loop`), and
+    never changes what the solve computes: with no gradient taken the solve is
+    ``optx.RecursiveCheckpointAdjoint``'s very program, and with one its forward runs the same
+    body in one loop that XLA compiles alike (tested on every optimistix solver family): the
+    value, its dtypes (weak types included), the step count and the result are the default's,
+    bit for bit, at every ``k``; ``k >= max_steps`` is
+    `RecursiveCheckpointAdjoint` ``()`` itself. optimistix's line-search
     methods (gradient descent, nonlinear CG, BFGS, Gauss-Newton, Levenberg-Marquardt, Dogleg)
     return their last accepted point and carry the next proposal, so there ``k`` updates of
     the output are ``k + 1`` loop steps, and ``k + 1`` are differentiated (on a quadratic,
     GradientDescent(lr) then gives exactly ``\sum_{j<k} lr (I - lr H)^j``). A line search that
     rejects its last proposals near convergence makes the last steps' gradient exactly zero
-    (it is the true truncated gradient): take k large enough to reach accepted steps. Cost: the steps before
-    ``n - k`` run once without a graph, the last ``k`` once with one (when the solve stops
-    early, those ``k`` also ran in the warm-up: a ring of ``k`` carries holds where to restart).
-    Reverse mode only, like ``optx.RecursiveCheckpointAdjoint`` (the live loop is equinox's
-    checkpointed loop).
+    (it is the true truncated gradient): take k large enough to reach accepted steps.
+
+    Cost: the forward runs the ``n`` steps once and keeps the carries at the last two multiples
+    of ``k`` (two carries for every ``k``, with or without ``max_steps``; ``n`` is known only
+    when the solve stops); the backward replays fewer than ``k`` steps from the kept carry at
+    or before ``n - k`` without a graph, then differentiates the last ``min(n, k)`` steps in
+    equinox's checkpointed loop (``ceil(log2 k)`` stored carries), so memory grows as
+    ``log2 k`` and never with ``n`` (measured: ``benchmarks/kstep_memory.py``).
+
+    Reverse mode only: ``jax.jvp`` (forward mode) raises ``TypeError``, as it does through
+    ``optx.RecursiveCheckpointAdjoint``; both are custom VJPs. Forward mode through a solve
+    needs ``optx.ImplicitAdjoint``.
 
     Examples
     --------
