@@ -74,7 +74,7 @@ class AbstractCost(eqx.Module):
 
     @abc.abstractmethod
     def __call__(self, obs: PerSample, prior: PerSample, mask: State, x: State) -> PerSample:
-        raise NotImplementedError
+        """The cost of each sample, ``(B,)``, from its two misfits."""
 
 
 class SumCost(AbstractCost):
@@ -153,7 +153,7 @@ class AbstractStepRule(eqx.Module):
 
     @abc.abstractmethod
     def __call__(self, x: State, u: State, g: State, k: ArrayLike) -> State:
-        raise NotImplementedError
+        """``x_{k+1}`` from ``x_k``, the modulator's output ``u``, the gradient ``g`` and the step ``k``."""
 
 
 class AlphaStep(AbstractStepRule):
@@ -228,7 +228,7 @@ class AbstractOutput(eqx.Module):
 
     @abc.abstractmethod
     def __call__(self, x: State, prior: Callable[[State], State]) -> State:
-        raise NotImplementedError
+        """What inference returns from the solve's output ``x`` and the prior ``phi``."""
 
 
 class StateOutput(AbstractOutput):

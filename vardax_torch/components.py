@@ -73,7 +73,7 @@ class AbstractCost(abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, obs: PerSample, prior: PerSample, mask: State, x: State) -> PerSample:
-        raise NotImplementedError
+        """The cost of each sample, ``(B,)``, from its two misfits."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +154,7 @@ class AbstractStepRule(abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, x: State, u: State, g: State, k: Tensor) -> State:
-        raise NotImplementedError
+        """``x_{k+1}`` from ``x_k``, the modulator's output ``u``, the gradient ``g`` and the step ``k``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +231,7 @@ class AbstractOutput(abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, x: State, prior: Callable[[State], State]) -> State:
-        raise NotImplementedError
+        """What inference returns from the solve's output ``x`` and the prior ``phi``."""
 
 
 @dataclasses.dataclass(frozen=True)
