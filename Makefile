@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo lint docs clean
+.PHONY: setup test demo lint docs clean wheel-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,18 @@ lint: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
+# The conformance suite runs once, in full, as the README shows it: each dtype in a fresh process
+# of its own (a float32 run alone starts with JAX's x64 off, which a test process never shows);
+# under pytest only its one-case-per-check sweep (PIPEKIT_QUICK), which tests the pytest route.
 test: $(STAMP) lint docs
-	$(PY) -m pytest -q tests
+	PIPEKIT_QUICK=1 $(PY) -m pytest -q tests
+	$(PY) -m conformance
+	$(PY) -m conformance --dtype float32
+
+# The wheel as a user installs it: built, installed with each framework's extra alone into a fresh
+# environment outside the checkout, and held to the golden files it ships (.ci/wheel-check). Needs no .venv.
+wheel-check:
+	PYTHON=$(PYTHON) .ci/wheel-check
 
 demo: $(STAMP)
 	$(PY) -m pipekit_cycle

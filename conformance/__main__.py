@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["float64", "float32"], default=None, help="default float64")
     parser.add_argument("--format", choices=["table", "markdown", "json"], default="table")
     parser.add_argument("--only", help="run only test ids matching this fnmatch pattern or substring")
+    parser.add_argument("--quick", action="store_true",
+                        help="one case per check (the edit-run loop; the full run is the verdict)")
     parser.add_argument(
         "--expected-failures", default=str(DEFAULT_EXPECTED_FAILURES), help="TOML file of known failures"
     )
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_golden(args.reference, (args.dtype,)):
             print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
         return 0
-    report = run_suite(args.backends, args.reference, args.dtype or "float64", args.expected_failures, args.only)
+    report = run_suite(args.backends, args.reference, args.dtype or "float64", args.expected_failures, args.only,
+                       args.quick)
     print(render(report, args.format))
     return 0 if report.ok else 1
 

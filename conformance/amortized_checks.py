@@ -7,13 +7,22 @@ import numpy as np
 
 from pipekit_cycle.amortized import amortized_schema
 
-from .cases import observations, tolerance
+from .cases import POINTWISE, layer_depth, observations, tolerance
 from .registry import Measurement, Pair, register, relative_error
 
 __all__ = ["AMORTIZED_SIZES"]
 
 AMORTIZED_SIZES = {"hidden": 8, "n_layers": 2, "n_coupling": 2}
 _CASES = tuple(f"{case}/{kind}" for case in ("1d", "2d") for kind in ("regression", "flow"))
+
+
+def _depth(case: str, kind: str) -> int:
+    """float32 depth (`conformance.cases`): every layer of the encoder and the head chained, with
+    their activations, and the sums over the window's entries of the log-density."""
+    obs, _ = observations(case)
+    shapes = amortized_schema(kind, obs.shape[2:], obs.shape[1], **AMORTIZED_SIZES)
+    n_layers = sum(name.endswith("weight") for name in shapes)
+    return layer_depth(shapes) + POINTWISE * n_layers + int(np.prod(obs.shape[1:]))
 
 
 def _models(pair: Pair, case: str, kind: str) -> list[tuple[object, object, object]]:
@@ -42,7 +51,8 @@ def _log_prob(pair: Pair, case_id: str) -> Measurement:
                 "map": backend.to_numpy(model(batch)),
             }
         )
-    return Measurement(relative_error(*outputs), tolerance(pair.dtype, "forward"), "log q(target), MAP")
+    return Measurement(relative_error(*outputs), tolerance(pair.dtype, "forward", _depth(case, kind)),
+                       "log q(target), MAP")
 
 
 @register("amortized_gradients", _CASES)
@@ -52,4 +62,5 @@ def _gradients(pair: Pair, case_id: str) -> Measurement:
         backend.amortized_loss_and_grads(model, batch) for backend, model, batch in _models(pair, case, kind)
     ]
     error = max(relative_error(loss_c, loss_r), relative_error(grads_c, grads_r))
-    return Measurement(error, tolerance(pair.dtype, "gradient"), "NLL and its parameter gradients")
+    return Measurement(error, tolerance(pair.dtype, "gradient", 3 * _depth(case, kind)),
+                       "NLL and its parameter gradients")

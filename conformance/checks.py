@@ -20,16 +20,24 @@ from pipekit_cycle import (
 )
 from pipekit_cycle.adjoints import SPEC_TYPES
 
+from .backends import precision
 from .cases import (
     CASES,
     FINITE_DIFFERENCE_TOLERANCE,
+    FIXED_POINT_TOLERANCE,
     adjoint_for,
     adjoints_for,
     batch_coupled,
     config,
     contractive,
+    cost_depth,
+    gradient_depth,
+    loss_depth,
     observations,
+    reference_adjoint,
+    solve_depth,
     tolerance,
+    trajectory_depth,
 )
 from .registry import Measurement, Pair, register, relative_error
 
@@ -102,16 +110,18 @@ def _spec_mapping(pair: Pair, case_id: str) -> Measurement:
 
 @register("forward", _grid(SOLVER_ADJOINTS))
 def _forward(pair: Pair, case_id: str) -> Measurement:
-    """The solver's output under each adjoint agrees across backends."""
+    """The candidate's output under each adjoint agrees with the reference's solve (under its
+    default adjoint: `reference_adjoint`)."""
     case, text = _split(case_id)
     spec = adjoint_for(text, pair.dtype)
     candidate, reference = _models(pair, case)
     got = pair.candidate.to_numpy(candidate(_batch(pair.candidate, case, pair.dtype), adjoint=spec))
-    want = pair.reference.to_numpy(reference(_batch(pair.reference, case, pair.dtype), adjoint=spec))
-    return Measurement(relative_error(got, want), tolerance(pair.dtype, "forward"), "solver output")
+    reference_spec = adjoint_for(reference_adjoint(text, "forward"), pair.dtype)
+    want = pair.reference.to_numpy(reference(_batch(pair.reference, case, pair.dtype), adjoint=reference_spec))
+    return Measurement(relative_error(got, want), tolerance(pair.dtype, "forward", solve_depth(case)), "solver output")
 
 
-@register("forward_invariance", _grid(SOLVER_ADJOINTS))
+@register("forward_invariance", _grid(SOLVER_ADJOINTS), quick="1d/truncated:2")
 def _forward_invariance(pair: Pair, case_id: str) -> Measurement:
     """An adjoint says how to differentiate, never what is computed: within the candidate, the
     output and the loss under each adjoint are bit-identical to those under the default
@@ -136,7 +146,8 @@ def _variational_cost(pair: Pair, case: str) -> Measurement:
     for backend, model in ((pair.candidate, candidate), (pair.reference, reference)):
         batch = _batch(backend, case, pair.dtype)
         results.append(backend.to_numpy(backend.variational_cost(model, batch.target, batch)))
-    return Measurement(relative_error(*results), tolerance(pair.dtype, "forward"), "U(target) per sample")
+    return Measurement(relative_error(*results), tolerance(pair.dtype, "forward", cost_depth(case)),
+                       "U(target) per sample")
 
 
 @register("losses", tuple(CASES))
@@ -151,18 +162,23 @@ def _losses(pair: Pair, case: str) -> Measurement:
             backend.eval_step(model, batch),
         )
         results.append([float(backend.to_numpy(loss)) for loss in losses])
-    return Measurement(relative_error(*results), tolerance(pair.dtype, "forward"), "reconstruction, train, eval")
+    return Measurement(relative_error(*results), tolerance(pair.dtype, "forward", loss_depth(case)),
+                       "reconstruction, train, eval")
 
 
-@register("gradients", _grid(SOLVER_ADJOINTS))
+@register("gradients", _grid(SOLVER_ADJOINTS), quick="1d/truncated:2")
 def _gradients(pair: Pair, case_id: str) -> Measurement:
+    """The candidate's loss and gradients under each adjoint agree with the reference's under the
+    same adjoint (a checkpoint schedule: its ``checkpoint``, `reference_adjoint`)."""
     case, text = _split(case_id)
     spec = adjoint_for(text, pair.dtype)
+    reference_spec = adjoint_for(reference_adjoint(text, "gradient"), pair.dtype)
     candidate, reference = _models(pair, case)
     loss_c, grads_c = pair.candidate.loss_and_grads(candidate, _batch(pair.candidate, case, pair.dtype), adjoint=spec)
-    loss_r, grads_r = pair.reference.loss_and_grads(reference, _batch(pair.reference, case, pair.dtype), adjoint=spec)
+    loss_r, grads_r = pair.reference.loss_and_grads(reference, _batch(pair.reference, case, pair.dtype),
+                                                    adjoint=reference_spec)
     error = max(relative_error(loss_c, loss_r), relative_error(grads_c, grads_r))
-    return Measurement(error, tolerance(pair.dtype, "gradient"), "loss and parameter gradients")
+    return Measurement(error, tolerance(pair.dtype, "gradient", gradient_depth(case)), "loss and parameter gradients")
 
 
 def _k_values(case: str) -> tuple[int, int]:
@@ -179,7 +195,8 @@ def _truncation_exact(pair: Pair, case_id: str) -> Measurement:
     batch = _batch(pair.candidate, case, pair.dtype)
     exact = pair.candidate.loss_and_grads(model, batch, adjoint=adjoint_for("checkpoint", pair.dtype))[1]
     truncated = pair.candidate.loss_and_grads(model, batch, adjoint=TruncatedAdjoint(k))[1]
-    return Measurement(relative_error(truncated, exact), tolerance(pair.dtype, "gradient"), "vs checkpointed")
+    return Measurement(relative_error(truncated, exact), tolerance(pair.dtype, "gradient", gradient_depth(case)),
+                       "vs checkpointed")
 
 
 @register("truncation_biased", tuple(f"{case}/k=1" for case in CASES))
@@ -192,16 +209,33 @@ def _truncation_biased(pair: Pair, case_id: str) -> Measurement:
     exact = pair.candidate.loss_and_grads(model, batch, adjoint=adjoint_for("checkpoint", pair.dtype))[1]
     truncated = pair.candidate.loss_and_grads(model, batch, adjoint=TruncatedAdjoint(1))[1]
     difference = relative_error(truncated, exact)
-    # 1e-5: well above float32 rounding of equal gradients, well below the bias of one step
-    # (6e-4 on the strongly contractive fixed-point cases, 1e-1 on the learned ones).
-    return Measurement(0.0 if difference > 1e-5 else 1.0, 0.0, f"relative difference from exact {difference:.3g}")
+    # The bias must exceed what rounding alone could make of two equal gradients (the gradient
+    # check's tolerance). Measured: 6e-4 (float64) and 3e-3 (float32) on the strongly
+    # contractive fixed-point cases, 0.7 on the learned ones; float32 bounds 1e-4 to 8e-4.
+    rounding = tolerance(pair.dtype, "gradient", gradient_depth(case))
+    return Measurement(0.0 if difference > rounding else 1.0, 0.0,
+                       f"relative difference from exact {difference:.3g} (rounding alone: {rounding:.1e})")
 
 
 _FIXED_POINT_CASES = tuple(case for case in CASES if CASES[case].config.solver == "fixed_point")
 
 
+def _stopped_early(dtype: str, case: str, unrolled: np.ndarray) -> float:
+    """How far the solve, stopped by its tolerance, may be from 200 iterations: the rounding of
+    the solve, plus (float32) the distance the stopping test leaves. It stops once a step is
+    below ``tol (1 + |x|)``; a map contracting by rho <= 1/2 is then within
+    ``rho / (1 - rho) <= 1`` such step of its fixed point. float64: DESIGN's 1e-10 (the
+    tolerance there is 1e-12)."""
+    rounding = tolerance(dtype, "forward", solve_depth(case))
+    if dtype == "float64":
+        return rounding
+    scale = float(np.abs(unrolled).max())
+    return rounding + FIXED_POINT_TOLERANCE[dtype] * (1.0 + scale) / scale
+
+
 @register("implicit_vs_unrolled", tuple(f"{c}/{v}" for c in _FIXED_POINT_CASES
-                                        for v in ("forward", "gradient", "directional_derivative")))
+                                        for v in ("forward", "gradient", "directional_derivative")),
+          quick="1d-fp/gradient")
 def _implicit_vs_unrolled(pair: Pair, case_id: str) -> Measurement:
     """The fixed-point solve equals 200 unrolled iterations; its implicit gradient equals the
     checkpointed gradient of those 200 iterations, and the derivative of the unrolled iteration
@@ -217,13 +251,14 @@ def _implicit_vs_unrolled(pair: Pair, case_id: str) -> Measurement:
     if what == "forward" or pair.dtype != "float64":
         implicit = backend.to_numpy(model(batch, adjoint=spec))
         unrolled = backend.to_numpy(backend.fixedpoint_unrolled(model, batch, 200))
-        return Measurement(relative_error(implicit, unrolled), tolerance(pair.dtype, "forward"), "x* vs 200 iterations")
+        return Measurement(relative_error(implicit, unrolled), _stopped_early(pair.dtype, case, unrolled),
+                           "x* vs 200 iterations")
     _, grads = backend.loss_and_grads(model, batch, adjoint=spec)
     if what == "gradient":
         long = _model(backend, case_config.replace(n_solver_steps=200, fixed_point_rtol=0.0, fixed_point_atol=0.0),
                       params)
         _, unrolled = backend.loss_and_grads(long, batch, adjoint=adjoint_for("checkpoint", pair.dtype))
-        return Measurement(relative_error(grads, unrolled), tolerance(pair.dtype, "gradient"),
+        return Measurement(relative_error(grads, unrolled), tolerance(pair.dtype, "gradient", gradient_depth(case)),
                            "vs checkpointed through 200 iterations")
     rng = np.random.default_rng(7)
     direction = {
@@ -262,7 +297,8 @@ def _train_trajectory(pair: Pair, case: str) -> Measurement:
             steps.append({"loss": np.asarray(float(loss)), **backend.export_params(model)})
         trajectories.append(steps)
     error = max(relative_error(c, r) for c, r in zip(*trajectories, strict=True))
-    return Measurement(error, tolerance(pair.dtype, "gradient"), f"{TRAJECTORY_STEPS} Adam steps")
+    limit = tolerance(pair.dtype, "gradient", trajectory_depth(case, TRAJECTORY_STEPS))
+    return Measurement(error, limit, f"{TRAJECTORY_STEPS} Adam steps")
 
 
 @register("functional_step", tuple(CASES))
@@ -320,7 +356,8 @@ def _batch_independence(pair: Pair, case_id: str) -> Measurement:
             for i in range(obs.shape[0])
         ]
     )
-    return Measurement(relative_error(together, alone), tolerance(pair.dtype, "forward"), "batch vs one by one")
+    return Measurement(relative_error(together, alone), tolerance(pair.dtype, "forward", solve_depth(case)),
+                       "batch vs one by one")
 
 
 def _bad_inputs() -> dict[str, Callable[[ModuleType, str], Any]]:
@@ -331,13 +368,23 @@ def _bad_inputs() -> dict[str, Callable[[ModuleType, str], Any]]:
     def solve(backend: ModuleType, dtype: str, batch: Any) -> Any:
         return backend.build_model(config, seed=0)(batch)
 
+    def float64_for_float32(backend: ModuleType, dtype: str) -> Any:
+        """A float32 model (built under float32 switches) given a float64 batch asked for under
+        the run's switches: the same input whatever they are, though JAX without x64 cannot
+        even make the batch."""
+        with precision("float32"):
+            model = backend.build_model(config, seed=0)
+        return model(backend.make_batch(obs, dtype="float64"))
+
     return {
         "integer_obs": lambda b, d: b.make_batch(np.zeros(obs.shape, dtype=np.int64)),
         "obs_rank_2": lambda b, d: b.make_batch(obs[0], dtype=d),
         "target_shape": lambda b, d: b.make_batch(obs, target=truth[:, :2], dtype=d),
-        "batch_shape": lambda b, d: solve(b, d, b.make_batch(obs[:, :, :5], dtype=d)),
+        # A grid the model's rule refuses (N below the kernel): any other grid it maps (issue 37).
+        "batch_shape": lambda b, d: solve(b, d, b.make_batch(obs[:, :, :2], dtype=d)),
         "batch_time_axis": lambda b, d: solve(b, d, b.make_batch(obs[:, :2], dtype=d)),
         "dtype_mismatch": lambda b, d: solve(b, d, b.make_batch(obs, dtype="float32" if d == "float64" else "float64")),
+        "float64_batch_float32_model": float64_for_float32,
         "missing_target": lambda b, d: b.train_loss_fn(b.build_model(config, seed=0), b.make_batch(obs, dtype=d)),
         "direct_at_inner_solve": lambda b, d: b.to_native_adjoint(adjoint_for("direct", d)),
         "implicit_with_learned_solver": lambda b, d: b.build_model(config, seed=0)(
@@ -354,7 +401,7 @@ def _bad_inputs() -> dict[str, Callable[[ModuleType, str], Any]]:
 BAD_INPUTS = tuple(_bad_inputs())
 
 
-@register("exceptions", BAD_INPUTS)
+@register("exceptions", BAD_INPUTS, quick="float64_batch_float32_model")
 def _exceptions(pair: Pair, case: str) -> Measurement:
     """The same bad input raises the same exception, with the same message, in both backends."""
     outcomes = []

@@ -42,17 +42,27 @@ class Pair:
 
 @dataclasses.dataclass(frozen=True)
 class Check:
+    """``quick``: the one case ``--quick`` runs (the edit-run loop): a cheap, telling one."""
+
     name: str
     cases: tuple[str, ...]
     run: Callable[[Pair, str], Measurement]
+    quick: str
 
 
 CHECKS: dict[str, Check] = {}
 
 
-def register(name: str, cases: tuple[str, ...]) -> Callable[[Callable[[Pair, str], Measurement]], Check]:
+def register(
+    name: str, cases: tuple[str, ...], quick: str | None = None
+) -> Callable[[Callable[[Pair, str], Measurement]], Check]:
+    """Register a check on ``cases``; ``quick`` (default: the first case) is its ``--quick`` case."""
+    chosen = cases[0] if quick is None else quick
+    if chosen not in cases:
+        raise ValueError(f"{name}: quick case {chosen!r} is not one of its cases")
+
     def register(run: Callable[[Pair, str], Measurement]) -> Check:
-        CHECKS[name] = Check(name, cases, run)
+        CHECKS[name] = Check(name, cases, run, chosen)
         return CHECKS[name]
 
     return register

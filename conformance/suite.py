@@ -14,8 +14,8 @@ from typing import Any
 
 from pipekit_cycle import BackendNotInstalledError
 
-from . import amortized_checks, checks, dynamics_checks  # noqa: F401  (they register the checks)
-from .backends import DEFAULT_REFERENCE, backends_under_test, bound_compiled_code, precision, resolve
+from . import amortized_checks, checks, dynamics_checks, grid_checks  # noqa: F401  (they register the checks)
+from .backends import DEFAULT_REFERENCE, backends_under_test, bound_compiled_code, one_thread, precision, resolve
 from .golden import GOLDEN_SUFFIX, Golden, Recorder, golden_path
 from .registry import CHECKS, Measurement, Pair
 
@@ -136,11 +136,14 @@ def _golden(name: str, dtype: str) -> _Reference:
     return f"{name} (golden)", golden.for_check
 
 
-def case_ids(candidate: str, reference: str, only: str | None = None) -> list[tuple[str, str, str]]:
-    """``(test_id, check, case)`` for every check and case, filtered by the fnmatch ``only``."""
+def case_ids(
+    candidate: str, reference: str, only: str | None = None, quick: bool = False
+) -> list[tuple[str, str, str]]:
+    """``(test_id, check, case)`` for every check and case (``quick``: each check's one quick
+    case), filtered by the fnmatch ``only``."""
     ids = []
     for check in CHECKS.values():
-        for case in check.cases:
+        for case in (check.quick,) if quick else check.cases:
             identifier = make_test_id(candidate, reference, check.name, case)
             if only is None or fnmatch.fnmatch(identifier, only) or only in identifier:
                 ids.append((identifier, check.name, case))
@@ -176,7 +179,7 @@ def _run(
     identifier = make_test_id(candidate[0], reference[0], check, case)
     expected = next((f for f in expected_failures if fnmatch.fnmatch(identifier, f.pattern)), None)
     try:
-        with precision(dtype):
+        with precision(dtype), one_thread():
             measurement = CHECKS[check].run(Pair(candidate[1], reference[1](f"{check}::{case}"), dtype), case)
         status = "pass" if measurement.passed else "FAIL"
     except Exception as error:
@@ -196,12 +199,14 @@ def check_backend(
     dtype: str = "float64",
     expected_failures: Iterable[ExpectedFailure] | str | os.PathLike[str] | None = DEFAULT_EXPECTED_FAILURES,
     only: str | None = None,
+    quick: bool = False,
 ) -> Report:
     """Hold ``backend`` to ``reference`` on every check; returns a `Report`.
 
     ``backend`` and ``reference`` are registered names, importable module names or modules.
     ``expected_failures`` is a TOML file path (default: the suite's own file), a list of
-    `ExpectedFailure`, or ``None``. ``only`` filters test ids (fnmatch pattern or substring).
+    `ExpectedFailure`, or ``None``. ``only`` filters test ids (fnmatch pattern or substring);
+    ``quick`` runs one case per check (the edit-run loop), not every case.
     """
     if expected_failures is None or isinstance(expected_failures, (str, os.PathLike)):
         failures = load_expected_failures(expected_failures)
@@ -212,7 +217,7 @@ def check_backend(
     return Report(
         tuple(
             _run(candidate, ref, check, case, dtype, failures)
-            for _, check, case in case_ids(candidate[0], ref[0], only)
+            for _, check, case in case_ids(candidate[0], ref[0], only, quick)
         )
     )
 
@@ -256,9 +261,11 @@ def run_suite(
     dtype: str = "float64",
     expected_failures: str | os.PathLike[str] | None = DEFAULT_EXPECTED_FAILURES,
     only: str | None = None,
+    quick: bool = False,
 ) -> Report:
-    """Every backend under test (see `backends_under_test`) against ``reference``."""
+    """Every backend under test (see `backends_under_test`) against ``reference``; ``quick``:
+    one case per check."""
     results: list[Result] = []
     for candidate, ref in pairs(backends_under_test(backends), reference):
-        results.extend(check_backend(candidate, ref, dtype, expected_failures, only).results)
+        results.extend(check_backend(candidate, ref, dtype, expected_failures, only, quick).results)
     return Report(tuple(results))

@@ -4,7 +4,7 @@
 come from ``$PIPEKIT_BACKENDS`` (else every installed one), the reference from
 ``$PIPEKIT_REFERENCE`` (default ``vardax_jax``), the precision from ``$PIPEKIT_DTYPE``
 (default ``float64``), known failures from ``$PIPEKIT_EXPECTED_FAILURES`` (default: the
-suite's own data file).
+suite's own data file); ``PIPEKIT_QUICK=1`` runs one case per check, as ``--quick`` does.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from conformance.suite import DEFAULT_EXPECTED_FAILURES, case_ids, load_expected
 _REFERENCE = os.environ.get("PIPEKIT_REFERENCE", DEFAULT_REFERENCE)
 _DTYPE = os.environ.get("PIPEKIT_DTYPE", "float64")
 _EXPECTED = load_expected_failures(os.environ.get("PIPEKIT_EXPECTED_FAILURES", DEFAULT_EXPECTED_FAILURES))
+_QUICK = os.environ.get("PIPEKIT_QUICK", "") not in ("", "0")
 _CASES = [
     pytest.param(candidate, reference, check, case, id=identifier)
     for candidate, reference in pairs(backends_under_test(), _REFERENCE)
-    for identifier, check, case in case_ids(candidate, reference)
+    for identifier, check, case in case_ids(candidate, reference, quick=_QUICK)
 ]
 
 

@@ -59,7 +59,17 @@ class FourDVarNetConfig:
     """Everything that fixes a 4DVarNet model's architecture and its inner solve.
 
     ``state_shape`` is ``(N,)`` (1D state, batches ``(B, T, N)``) or ``(H, W)`` (2D, batches
-    ``(B, T, H, W)``); ``n_time`` is T, the channel axis of every convolution.
+    ``(B, T, H, W)``): the number of its entries says 1D or 2D, and its sizes are the TRAINING
+    size, not a gate. The models are fully convolutional and map a batch of any grid
+    `pipekit_cycle.validation.grid_rule` allows (every size at least ``kernel_size`` on the
+    grid pooled by the largest down-sampling factor, and divisible by every factor); no
+    parameter depends on the grid (`pipekit_cycle.schema`). The sizes are used where something
+    needs them: the SSH driver's training patches, and the record of what a model was trained
+    on (`vardax_torch.from_ocean4dvarnet` writes the checkpoint's training patch, or the smallest
+    legal grid where none is known). Only the amortized posteriors (``build_amortized``, given
+    their own ``state_shape``) are bound to one grid: their heads are MLPs over the flattened
+    ``T * prod(state_shape)`` window. ``n_time`` is T, the channel axis of every convolution:
+    the parameters depend on it, so it is a gate.
     ``hidden_dim`` is the ConvLSTM's channel count, ``prior_hidden_dim`` the prior's;
     ``kernel_size`` (odd) is shared by every convolution, padded to keep the size
     (``padding="zeros"`` or ``"circular"`` for periodic domains).

@@ -20,6 +20,13 @@ project's own architecture (the config defaults) keeps samples independent.
 
 Parameters map one to one: ``prior_cost.*`` -> ``prior.*``, ``grad_mod.*`` -> ``grad_mod.*``;
 the gate rows keep ocean4dvarnet's order ``(i, f, o, c)``, which the normalised modulator uses.
+
+The grid is not part of the conversion: ``GradSolver`` is fully convolutional, and so are the
+models built from the config, which map any grid of `pipekit_cycle.validation.grid_rule` (at
+least the kernel on the pooled grid, divisible by the down-sampling factors). The config's
+``state_shape`` only records the training patch: a Lightning checkpoint's ``rec_weight`` (the
+loss weight over the training patch, ``(..., H, W)``) where the state_dict holds one, else the
+smallest grid the rule allows (`pipekit_cycle.validation.smallest_grid`), a placeholder.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ import numpy as np
 
 from .config import FourDVarNetConfig
 from .params import validate_params
+from .validation import grid_allows, smallest_grid
 
-__all__ = ["from_state_dict", "ocean4dvarnet_config"]
+__all__ = ["from_state_dict", "ocean4dvarnet_config", "training_patch"]
 
 _PRIOR_CONVS = ("conv_in", "conv_hidden", "bilin_1", "bilin_21", "bilin_22", "conv_out")
 _GRAD_MOD_CONVS = ("gates", "conv_out")
@@ -41,7 +49,7 @@ _SOLVER_PREFIXES = ("solver.", "")
 
 
 def ocean4dvarnet_config(
-    state_shape: Sequence[int],
+    state_shape: Sequence[int] | None,
     n_time: int,
     *,
     n_step: int,
@@ -60,8 +68,10 @@ def ocean4dvarnet_config(
     """The `FourDVarNetConfig` of ``GradSolver(BilinAEPriorCost(n_time, prior_hidden_dim,
     kernel_size, prior_downsample, bilin_quad), BaseObsCost(obs_weight),
     ConvLstmGradModel(n_time, hidden_dim, kernel_size, dropout, grad_mod_downsample),
-    n_step, lr_grad, lbd)`` on ``(B, n_time, *state_shape)`` states (ocean4dvarnet's defaults
-    for what it defaults). ``fields``: any other config field (e.g. ``solver_adjoint``).
+    n_step, lr_grad, lbd)`` (ocean4dvarnet's defaults for what it defaults). ``fields``: any
+    other config field (e.g. ``solver_adjoint``). ``state_shape`` ``(H, W)`` is the training
+    patch, recorded, not a gate (the model maps any grid the rule allows); ``None``: the
+    smallest grid the rule allows, a placeholder.
 
     Examples
     --------
@@ -73,8 +83,13 @@ def ocean4dvarnet_config(
     assert cfg.grad_mod == "convlstm_normalized" and cfg.step_rule == "annealed" and cfg.bilin_quad
     assert pk.ocean4dvarnet_config((32, 32), 15, n_step=5, hidden_dim=16, prior_hidden_dim=16,
                                    solver_adjoint=pk.TruncatedAdjoint(k=1)).solver_adjoint == pk.TruncatedAdjoint(k=1)
+    unknown = pk.ocean4dvarnet_config(None, 15, n_step=5, hidden_dim=16, prior_hidden_dim=16, prior_downsample=2)
+    assert unknown.state_shape == (6, 6)  # no training patch known: the smallest grid (kernel 3 x pooling 2)
     ```
     """
+    if state_shape is None:
+        factors = (prior_downsample or 1, grad_mod_downsample or 1)
+        state_shape = smallest_grid(2, int(kernel_size), factors)
     return FourDVarNetConfig(
         state_shape=tuple(int(s) for s in state_shape),
         n_time=int(n_time),
@@ -107,15 +122,39 @@ def _solver_prefix(state_dict: Mapping[str, np.ndarray]) -> str:
     )
 
 
+def training_patch(state_dict: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The ``(H, W)`` a Lightning ``Lit4dVarNet`` was trained on, read from its ``rec_weight``
+    buffer (the loss weight over a training patch, ``(..., H, W)``), or ``None`` where the
+    state_dict holds none (a bare ``GradSolver``'s).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle.ocean4dvarnet import training_patch
+
+    assert training_patch({"rec_weight": np.ones((15, 240, 240))}) == (240, 240)
+    assert training_patch({"prior_cost.conv_in.weight": np.ones((4, 3, 3, 3))}) is None
+    ```
+    """
+    weight = state_dict.get("rec_weight")
+    shape = np.shape(weight) if weight is not None else ()
+    return (int(shape[-2]), int(shape[-1])) if len(shape) >= 2 else None
+
+
 def from_state_dict(
-    state_dict: Mapping[str, np.ndarray], *, state_shape: Sequence[int], n_step: int, **settings: Any
+    state_dict: Mapping[str, np.ndarray], *, n_step: int, state_shape: Sequence[int] | None = None, **settings: Any
 ) -> tuple[dict[str, np.ndarray], FourDVarNetConfig]:
     """Canonical parameters and config of a ``GradSolver`` state_dict (numpy arrays; a
     Lightning module's, with the ``solver.`` prefix, is accepted). ``n_time``,
     ``hidden_dim``, ``prior_hidden_dim`` and ``kernel_size`` are read from the shapes;
-    ``state_shape`` and ``n_step`` are not stored in a state_dict and must be given;
-    ``settings`` are `ocean4dvarnet_config`'s other keywords (its defaults are
-    ocean4dvarnet's). The parameters are checked against the config's schema."""
+    ``n_step`` is not stored in a state_dict and must be given; ``settings`` are
+    `ocean4dvarnet_config`'s other keywords (its defaults are ocean4dvarnet's). The parameters
+    are checked against the config's schema, which no grid enters.
+
+    No grid is needed (module docstring). ``state_shape``, optional, is recorded as the
+    training patch; ``None``: `training_patch` where the rule allows it, else the smallest grid
+    the rule allows."""
     prefix = _solver_prefix(state_dict)
     conv_in = np.asarray(state_dict[f"{prefix}prior_cost.conv_in.weight"])
     gates = np.asarray(state_dict[f"{prefix}grad_mod.gates.weight"])
@@ -130,6 +169,10 @@ def from_state_dict(
     clash = sorted(set(inferred) & set(settings))
     if clash:
         raise ValueError(f"{clash} are read from the state_dict's shapes; do not pass them")
+    if state_shape is None:
+        patch = training_patch(state_dict)
+        factors = (settings.get("prior_downsample") or 1, settings.get("grad_mod_downsample") or 1)
+        state_shape = patch if patch is not None and grid_allows(patch, inferred["kernel_size"], factors) else None
     config = ocean4dvarnet_config(state_shape, n_step=n_step, **inferred, **settings)
     params: dict[str, np.ndarray] = {}
     for source, target, convs in (("prior_cost", "prior", _PRIOR_CONVS), ("grad_mod", "grad_mod", _GRAD_MOD_CONVS)):

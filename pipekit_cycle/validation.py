@@ -18,12 +18,14 @@ __all__ = [
     "SYSTEMS",
     "as_observations",
     "check_batch_divisible",
+    "check_batch_grid",
     "check_batch_shapes",
     "check_count",
     "check_field_float",
     "check_field_int",
     "check_float_dtype",
     "check_int",
+    "check_poolable",
     "check_positive",
     "check_same_device",
     "check_same_dtype",
@@ -32,7 +34,10 @@ __all__ = [
     "dims_text",
     "dynamics_message",
     "float_dtype_name",
+    "grid_allows",
+    "grid_rule",
     "require_target",
+    "smallest_grid",
 ]
 
 _FLOAT_NAMES = ("float32", "float64")
@@ -74,7 +79,8 @@ def float_dtype_name(dtype: object, default: str) -> str:
 
 def as_observations(obs: object, target: object | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Validate ``make_batch``'s numpy inputs: ``obs`` ``(B, T, N)`` or ``(B, T, H, W)`` floats
-    with NaN where unobserved, ``target`` (optional) of the same shape and finite."""
+    with NaN where unobserved, ``target`` (optional) of the same shape, NaN where there is no
+    target (land: `reconstruction_loss` leaves those points out), never inf, not all NaN."""
     obs_array = np.asarray(obs)
     check_float_dtype("obs", str(obs_array.dtype))
     if obs_array.ndim not in (3, 4):
@@ -87,8 +93,10 @@ def as_observations(obs: object, target: object | None = None) -> tuple[np.ndarr
         check_float_dtype("target", str(target_array.dtype))
         if target_array.shape != obs_array.shape:
             raise ValueError(f"target must have the shape of obs {obs_array.shape}, got {target_array.shape}")
-        if not np.isfinite(target_array).all():
-            raise ValueError("target must be finite everywhere")
+        if np.isinf(target_array).any():
+            raise ValueError("target must be finite where known (NaN marks no target, e.g. land), found inf")
+        if target_array.size and np.isnan(target_array).all():
+            raise ValueError("target is NaN everywhere: no point to train on (NaN marks no target, e.g. land)")
     return obs_array, target_array
 
 
@@ -111,13 +119,160 @@ def check_batch_shapes(
         raise ValueError(f"batch.target must have the shape of batch.input {input_shape}, got {tuple(target_shape)}")
 
 
+# --- the grid rule of the convolutional models (any grid the architecture allows) ----------
+
+
+def _factors(downsample: Sequence[int]) -> tuple[int, int]:
+    """``(multiple, coarsest)``: every size must divide by each factor, so by their lcm; the
+    coarsest grid is the one pooled by the largest."""
+    factors = [int(d) for d in downsample if int(d) > 1]
+    return (math.lcm(*factors), max(factors)) if factors else (1, 1)
+
+
+def grid_rule(ndim: int, kernel_size: int, downsample: Sequence[int] = ()) -> str:
+    """The words of the rule a spatial grid must satisfy for a convolutional model (its prior
+    and modulator): every size at least the kernel on the coarsest grid it is pooled to, and
+    divisible by every down-sampling factor (``downsample``: the config's ``prior_downsample``
+    and ``grad_mod_downsample``; 1 is none). Both backends raise these words.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.validation import grid_rule
+
+    assert grid_rule(1, 3) == "N at least 3 (the kernel)"
+    assert grid_rule(2, 3, (2, 1)) == (
+        "H and W multiples of 2 (the down-sampling) and at least 6 (the kernel 3 on the grid pooled by 2)"
+    )
+    ```
+    """
+    axes = "N" if ndim == 1 else "H and W"
+    multiple, coarsest = _factors(downsample)
+    if coarsest == 1:
+        return f"{axes} at least {kernel_size} (the kernel)"
+    return (f"{axes} multiples of {multiple} (the down-sampling) and at least {kernel_size * coarsest} "
+            f"(the kernel {kernel_size} on the grid pooled by {coarsest})")
+
+
+def grid_allows(spatial_shape: Sequence[int], kernel_size: int, downsample: Sequence[int] = ()) -> bool:
+    """Whether the grid ``spatial_shape`` (``(N,)`` or ``(H, W)``) satisfies `grid_rule`.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.validation import grid_allows
+
+    assert grid_allows((24, 32), 3, (2,)) and not grid_allows((24, 33), 3, (2,))  # 33 is odd
+    assert not grid_allows((4,), 5)  # smaller than the kernel
+    ```
+    """
+    multiple, coarsest = _factors(downsample)
+    return all(int(n) % multiple == 0 and int(n) >= kernel_size * coarsest for n in spatial_shape)
+
+
+def smallest_grid(ndim: int, kernel_size: int, downsample: Sequence[int] = ()) -> tuple[int, ...]:
+    """The smallest grid `grid_rule` allows, ``(n,)`` or ``(n, n)``: where a training size is
+    unknown (an ocean4dvarnet ``GradSolver`` records none), the config's placeholder.
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.validation import grid_allows, smallest_grid
+
+    assert smallest_grid(2, 3, (2, 1)) == (6, 6) and grid_allows((6, 6), 3, (2, 1))
+    ```
+    """
+    multiple, coarsest = _factors(downsample)
+    size = -(-kernel_size * coarsest // multiple) * multiple
+    return (size,) * ndim
+
+
+def check_poolable(shape: Sequence[int], factor: int) -> None:
+    """``ValueError`` unless the spatial sizes of ``(B, C, H, W)`` divide by the pooling
+    ``factor`` (a remainder would be dropped, and up-sampling would not give the grid back).
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.validation import check_poolable
+
+    check_poolable((1, 3, 8, 6), 2)
+    try:
+        check_poolable((1, 3, 8, 7), 2)
+    except ValueError as error:
+        assert str(error) == "average pooling by 2 needs H and W multiples of 2, got shape (1, 3, 8, 7)"
+    else:
+        raise AssertionError("an odd width was pooled")
+    ```
+    """
+    if any(int(n) % factor for n in tuple(shape)[2:]):
+        raise ValueError(f"average pooling by {factor} needs H and W multiples of {factor}, got shape {tuple(shape)}")
+
+
+def check_batch_grid(
+    input_shape: Sequence[int],
+    mask_shape: Sequence[int],
+    target_shape: Sequence[int] | None,
+    *,
+    ndim: int,
+    n_time: int,
+    kernel_size: int,
+    downsample: Sequence[int] = (),
+    name: str = "batch.input",
+) -> None:
+    """``ValueError`` unless input, mask and target all have one shape ``(B, n_time, *S)``, ``S``
+    a grid `grid_rule` allows: the gate of a convolutional model, whose parameters fix the time
+    axis (the channels) but not the grid. ``mask_shape`` and ``target_shape`` may be ``None``
+    (a prior or a modulator called alone checks its one input, named ``name``).
+
+    Examples
+    --------
+    ```python
+    from pipekit_cycle.validation import check_batch_grid
+
+    check_batch_grid((1, 5, 24, 32), (1, 5, 24, 32), None, ndim=2, n_time=5, kernel_size=3, downsample=(2,))
+    try:
+        check_batch_grid((1, 5, 24, 33), (1, 5, 24, 33), None, ndim=2, n_time=5, kernel_size=3, downsample=(2,))
+    except ValueError as error:
+        assert str(error) == (
+            "batch.input must have shape (B, T=5, H, W) with H and W multiples of 2 (the down-sampling) and at "
+            "least 6 (the kernel 3 on the grid pooled by 2), got (1, 5, 24, 33)"
+        )
+    else:
+        raise AssertionError("an odd width was accepted with 2x down-sampling")
+    ```
+    """
+    input_shape = tuple(int(n) for n in input_shape)
+    dims = f"(B, T={n_time}, N)" if ndim == 1 else f"(B, T={n_time}, H, W)"
+    if (len(input_shape) != 2 + ndim or input_shape[1] != n_time
+            or not grid_allows(input_shape[2:], kernel_size, downsample)):
+        raise ValueError(f"{name} must have shape {dims} with {grid_rule(ndim, kernel_size, downsample)}, "
+                         f"got {input_shape}")
+    if mask_shape is not None and tuple(mask_shape) != input_shape:
+        raise ValueError(f"batch.mask must have the shape of batch.input {input_shape}, got {tuple(mask_shape)}")
+    if target_shape is not None and tuple(target_shape) != input_shape:
+        raise ValueError(f"batch.target must have the shape of batch.input {input_shape}, got {tuple(target_shape)}")
+
+
+# How to build a model in the batch's precision instead, in words true in both backends (the
+# message is shared, so a user of either reads the same; JAX's x64 switch is the one trap).
+_BUILD_IN = {"float64": "float64 (in JAX, float64 needs jax_enable_x64 on)", "float32": "float32"}
+
+
 def check_same_dtype(batch_dtype: str, model_dtype: str) -> None:
-    """``TypeError`` when a batch's float dtype differs from the model's."""
+    """``TypeError`` when a batch's float dtype differs from the model's.
+
+    Both backends raise it for the same input whatever the frameworks' precision switches: a
+    batch that differs from its model, and a batch JAX cannot even make (float64 with
+    ``jax_enable_x64`` off, where every JAX model is float32), which `vardax_jax.make_batch`
+    reports with these words before converting anything.
+    """
     batch_short, model_short = batch_dtype.removeprefix("torch."), model_dtype.removeprefix("torch.")
     if batch_short != model_short:
+        alternative = f", or build the model in {_BUILD_IN[batch_short]}" if batch_short in _BUILD_IN else ""
         raise TypeError(
             f"batch dtype {batch_short} differs from the model's dtype {model_short}; "
-            f"make the batch with make_batch(..., dtype={model_short!r})"
+            f"make the batch with make_batch(..., dtype={model_short!r}){alternative}"
         )
 
 

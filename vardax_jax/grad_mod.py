@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from pipekit_cycle.validation import float_dtype_name
+from pipekit_cycle.validation import check_batch_grid, float_dtype_name
 
 from .resample import average_pool, upsample_bilinear
 
@@ -153,6 +153,14 @@ class Conv(eqx.Module):
         return out + self.bias.reshape((1, -1) + (1,) * ndim)
 
 
+def _check_grid(grad_mod: eqx.Module, shape: tuple[int, ...], downsample: int) -> None:
+    """The shared grid rule for a modulator's input: any grid its convolutions (on the pooled
+    grid) allow, the time axis its output channels."""
+    conv_out = grad_mod.conv_out.weight  # type: ignore[attr-defined]
+    check_batch_grid(shape, None, None, ndim=conv_out.ndim - 2, n_time=conv_out.shape[0],
+                     kernel_size=conv_out.shape[-1], downsample=(downsample,), name="the modulator's input grad")
+
+
 class LSTMState1D(eqx.Module):
     """ConvLSTM carry for a 1D state: ``hidden`` and ``cell``, each ``(B, hidden_dim, N)``.
 
@@ -235,6 +243,7 @@ class AbstractConvLSTMGradMod(eqx.Module):
     def __call__(self, grad: Float[Array, "batch time *space"], state: Float[Array, "batch time *space"], carry):
         if grad.shape != state.shape:
             raise ValueError(f"grad and state must have the same shape, got {grad.shape} and {state.shape}")
+        _check_grid(self, grad.shape, 1)
         expected = (state.shape[0], self.hidden_dim, *state.shape[2:])
         if carry.hidden.shape != expected or carry.cell.shape != expected:
             raise ValueError(f"carry must hold hidden and cell of shape {expected}, got {carry.hidden.shape}")
@@ -350,6 +359,7 @@ class AbstractNormalizedConvLSTMGradMod(eqx.Module):
     def __call__(self, grad: Float[Array, "batch time *space"], state: Float[Array, "batch time *space"],
                  carry: NormalizedLSTMState):
         del state
+        _check_grid(self, grad.shape, self.downsample)
         norm = jnp.where(carry.norm > 0, carry.norm, jnp.sqrt(jnp.mean(grad**2)))
         z = jnp.concatenate([average_pool(grad / norm, self.downsample), carry.hidden], axis=1)
         i, f, o, c = jnp.split(self.gates(z), 4, axis=1)

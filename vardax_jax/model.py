@@ -27,7 +27,13 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import pipekit_cycle as pk
-from pipekit_cycle.validation import as_observations, check_batch_divisible, check_batch_shapes, check_same_dtype
+from pipekit_cycle.validation import (
+    as_observations,
+    check_batch_divisible,
+    check_batch_grid,
+    check_same_dtype,
+    float_dtype_name,
+)
 
 from .adjoints import to_native_adjoint, to_spec
 from .components import AbstractCost, AbstractOutput, AbstractStepRule, make_components
@@ -134,6 +140,11 @@ def make_batch(obs: Any, target: Any = None, dtype: Any = None, sharding: Any = 
     ```
     """
     obs_array, target_array = as_observations(obs, target)
+    if not jax.config.jax_enable_x64:
+        # Without x64 JAX holds no float64 array, so a float64 batch would silently become
+        # float32; every JAX model is float32 then, and vardax_torch gives a float64 batch for a
+        # float32 model these words too. Checked before any conversion.
+        check_same_dtype(float_dtype_name(dtype, "float32"), "float32")
     dtype = default_dtype(dtype)
     cls = Batch1D if obs_array.ndim == 3 else Batch2D
     arrays = {
@@ -178,14 +189,19 @@ def to_numpy(array: Any) -> np.ndarray:
 
 
 def check_batch(model, batch) -> None:
-    """The shared shape and dtype checks (same words as vardax_torch)."""
+    """The shared shape and dtype checks (same words as vardax_torch). The grid is free within
+    `pipekit_cycle.validation.grid_rule` (the model is fully convolutional; ``config.state_shape``
+    is its training size, not a gate); the time axis is fixed, being the channels."""
+    config = model.config
     target_shape = None if batch.target is None else tuple(batch.target.shape)
-    check_batch_shapes(
+    check_batch_grid(
         tuple(jnp.shape(batch.input)),
         tuple(jnp.shape(batch.mask)),
         target_shape,
-        state_shape=model.config.state_shape,
-        n_time=model.config.n_time,
+        ndim=config.ndim,
+        n_time=config.n_time,
+        kernel_size=config.kernel_size,
+        downsample=(config.prior_downsample, config.grad_mod_downsample),
     )
     model_dtype = str(model.dtype)
     for array in (batch.input, batch.mask, batch.target):
@@ -331,6 +347,7 @@ class FourDVarNet2D(AbstractFourDVarNet):
     model = vd.FourDVarNet2D(3, 8, 8, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=2, key=jr.PRNGKey(0))
     assert model.config.state_shape == (8, 8)
     assert model(vd.make_batch(obs)).shape == (2, 3, 8, 8)
+    assert model(vd.make_batch(np.zeros((1, 3, 24, 5)))).shape == (1, 3, 24, 5)  # any grid: state_shape is no gate
     ```
     """
 

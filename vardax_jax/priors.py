@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from pipekit_cycle.validation import check_batch_grid
+
 from .grad_mod import Conv, Padding
 from .resample import average_pool, upsample_bilinear
 
@@ -79,6 +81,10 @@ class AbstractBilinAEPrior(eqx.Module):
         self.conv_out = conv(5, 2 * p, n_time)
 
     def __call__(self, x: Float[Array, "batch time *space"]) -> Float[Array, "batch time *space"]:
+        # Any grid the convolutions and the pooling allow: the parameters do not fix it.
+        n_time, kernel_size = self.conv_in.weight.shape[1], self.conv_in.weight.shape[-1]
+        check_batch_grid(x.shape, None, None, ndim=self.ndim, n_time=n_time, kernel_size=kernel_size,
+                         downsample=(self.downsample,), name="the prior's input x")
         x = average_pool(x, self.downsample)
         h = self.conv_hidden(jax.nn.relu(self.conv_in(x)))
         quadratic = self.bilin_21(h) ** 2 if self.bilin_quad else self.bilin_21(h) * self.bilin_22(h)
@@ -124,6 +130,7 @@ class BilinAEPrior2D(AbstractBilinAEPrior):
     assert tuple(out.shape) == (2, 5, 8, 8)  # phi(x) has the state's shape
     prior_cost = float(((x - out) ** 2).sum())  # the prior term of the solve's cost
     assert prior_cost > 0
+    assert tuple(phi(jnp.ones((1, 5, 24, 3))).shape) == (1, 5, 24, 3)  # any grid of at least the kernel
     ```
     """
 

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from pipekit_cycle.validation import check_poolable
+
 __all__ = ["average_pool", "upsample_bilinear"]
 
 
@@ -22,6 +24,7 @@ def average_pool(x: Float[Array, "batch c h w"], factor: int) -> Float[Array, "b
     """Means over non-overlapping ``factor x factor`` blocks (``H, W`` divisible by it)."""
     if factor == 1:
         return x
+    check_poolable(x.shape, factor)
     b, c, h, w = x.shape
     return x.reshape(b, c, h // factor, factor, w // factor, factor).mean(axis=(3, 5))
 

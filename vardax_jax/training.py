@@ -52,7 +52,13 @@ __all__ = [
 
 
 def reconstruction_loss(pred: Float[Array, "..."], target: Float[Array, "..."]) -> Scalar:
-    """Mean squared error over all elements.
+    r"""Mean squared error over the points that have a target: a NaN in ``target`` (land, or
+    a cell with no truth) is no target there,
+
+    $$ L = \frac{1}{|V|} \sum_{i \in V} (\hat x_i - x_i)^2, \quad V = \{i : x_i \text{ not NaN}\}, $$
+
+    and contributes neither value nor gradient (NaN when no point has a target); an infinite
+    target is a value, whose infinite loss the training step refuses.
 
     Examples
     --------
@@ -62,9 +68,14 @@ def reconstruction_loss(pred: Float[Array, "..."], target: Float[Array, "..."]) 
 
     loss = vd.reconstruction_loss(jnp.array([1.0, 3.0]), jnp.array([0.0, 1.0]))
     assert float(loss) == 2.5  # ((1 - 0)^2 + (3 - 1)^2) / 2
+    land = vd.reconstruction_loss(jnp.array([1.0, 3.0, 7.0]), jnp.array([0.0, 1.0, jnp.nan]))
+    assert float(land) == 2.5  # the NaN point is left out
     ```
     """
-    return jnp.mean((pred - target) ** 2)
+    valid = ~jnp.isnan(target)
+    # The inner where keeps the NaN out of the gradient (d/dpred of a discarded NaN is NaN * 0).
+    error = jnp.where(valid, pred - jnp.where(valid, target, 0.0), 0.0)
+    return jnp.sum(error**2) / jnp.sum(valid)
 
 
 def train_loss_fn(model, batch, *, adjoint: Any = None) -> Scalar:

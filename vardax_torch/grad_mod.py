@@ -31,6 +31,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from pipekit_cycle.validation import check_batch_grid
+
 from .priors import Conv, conv
 from .resample import average_pool, upsample_bilinear
 
@@ -102,6 +104,14 @@ def grad_mod_apply(
     return update, hidden, cell
 
 
+def _check_grid(grad_mod: nn.Module, shape: tuple[int, ...], downsample: int) -> None:
+    """The shared grid rule for a modulator's input: any grid its convolutions (on the pooled
+    grid) allow, the time axis its output channels."""
+    check_batch_grid(shape, None, None, ndim=grad_mod.ndim, n_time=grad_mod.n_time,  # type: ignore[arg-type]
+                     kernel_size=grad_mod.kernel_size, downsample=(downsample,),  # type: ignore[arg-type]
+                     name="the modulator's input grad")
+
+
 class _ConvLSTMGradMod(nn.Module):
     ndim: int
     state_type: type
@@ -132,9 +142,7 @@ class _ConvLSTMGradMod(nn.Module):
         if grad.shape != state.shape:
             raise ValueError(f"grad and state must have the same shape, got {tuple(grad.shape)} "
                              f"and {tuple(state.shape)}")
-        if state.ndim != 2 + self.ndim or state.shape[1] != self.n_time:
-            raise ValueError(f"grad_mod expects a state (B, T={self.n_time}, ...) of rank {2 + self.ndim}, "
-                             f"got shape {tuple(state.shape)}")
+        _check_grid(self, tuple(grad.shape), 1)
         hidden, cell = carry
         expected = (state.shape[0], self.hidden_dim, *state.shape[2:])
         if tuple(hidden.shape) != expected or tuple(cell.shape) != expected:
@@ -240,6 +248,7 @@ class _NormalizedConvLSTMGradMod(nn.Module):
     def forward(self, grad: Tensor, state: Tensor, carry) -> tuple[Tensor, NormalizedLSTMState]:
         """``(update, carry')`` for ``grad`` of shape ``(B, T, *S)``."""
         del state
+        _check_grid(self, tuple(grad.shape), self.downsample)
         hidden, cell, norm = carry
         norm = torch.where(norm > 0, norm, (grad**2).mean().sqrt())
         z = torch.cat([average_pool(grad / norm, self.downsample), hidden], dim=1)

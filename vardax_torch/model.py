@@ -29,7 +29,7 @@ from pipekit_cycle.adjoints import RecursiveCheckpointAdjoint as _CheckpointSpec
 from pipekit_cycle.adjoints import check_solver_adjoint
 from pipekit_cycle.validation import (
     as_observations,
-    check_batch_shapes,
+    check_batch_grid,
     check_same_device,
     check_same_dtype,
     float_dtype_name,
@@ -236,13 +236,17 @@ class FourDVarNet(nn.Module):
         return self.prior.conv_in.weight.device
 
     def check_batch(self, batch: Any) -> None:
-        """``ValueError`` for shapes other than ``(B, T, *state_shape)``, ``TypeError`` for a
+        """``ValueError`` for shapes other than ``(B, T, *S)`` with ``S`` a grid of
+        `pipekit_cycle.validation.grid_rule` (any size the convolutions allow: ``config.state_shape``
+        is the training size, not a gate; ``T`` is fixed, being the channels), ``TypeError`` for a
         dtype other than the model's, ``ValueError`` for a batch tensor on another device
         than the model's (words from `pipekit_cycle.validation`)."""
+        config = self.config
         target = getattr(batch, "target", None)
-        check_batch_shapes(
+        check_batch_grid(
             tuple(batch.input.shape), tuple(batch.mask.shape), None if target is None else tuple(target.shape),
-            state_shape=self.config.state_shape, n_time=self.config.n_time,
+            ndim=config.ndim, n_time=config.n_time, kernel_size=config.kernel_size,
+            downsample=(config.prior_downsample, config.grad_mod_downsample),
         )
         check_same_dtype(str(batch.input.dtype), str(self.dtype))
         model_device = str(self.device)
@@ -339,6 +343,7 @@ class FourDVarNet2D(FourDVarNet):
     model = vd.FourDVarNet2D(3, 8, 8, hidden_dim=4, prior_hidden_dim=4, n_solver_steps=2, seed=0)
     assert model.config.state_shape == (8, 8)
     assert tuple(model(vd.make_batch(obs)).shape) == (2, 3, 8, 8)
+    assert tuple(model(vd.make_batch(np.zeros((1, 3, 24, 5)))).shape) == (1, 3, 24, 5)  # any grid: no gate
     ```
     """
 

@@ -3,8 +3,12 @@
 `pipekit_cycle.FourDVarNetConfig` (the maths: `pipekit_cycle.ocean4dvarnet`), loadable by both
 backends with ``build_model`` + ``import_params``.
 
-``python -m vardax_torch import-ocean4dvarnet CKPT --out FILE.safetensors --state-shape H W
---n-step K`` writes them with ``pipekit_cycle.save_params``.
+No grid is asked for: ``GradSolver`` is fully convolutional, and so are the models built
+here, which map any grid of `pipekit_cycle.validation.grid_rule`; the config's
+``state_shape`` records the training patch where it is known (`pipekit_cycle.ocean4dvarnet`).
+
+``python -m vardax_torch import-ocean4dvarnet CKPT --out FILE.safetensors --n-step K`` writes
+them with ``pipekit_cycle.save_params``.
 """
 
 from __future__ import annotations
@@ -73,21 +77,26 @@ def _load_checkpoint(path: str | os.PathLike[str]) -> Mapping[str, Any]:
 
 
 def from_ocean4dvarnet(
-    obj: Any, *, state_shape: tuple[int, ...], **settings: Any
+    obj: Any, *, state_shape: tuple[int, int] | None = None, **settings: Any
 ) -> tuple[dict[str, np.ndarray], FourDVarNetConfig]:
     """``(params, config)`` of an ocean4dvarnet model: ``obj`` a ``GradSolver`` (or a module
     holding one as ``.solver``, like ``Lit4dVarNet``), the path of a Lightning checkpoint
     (``torch.load``-ed with ``weights_only=True``) or a state_dict (tensors or arrays).
 
-    ``state_shape`` ``(H, W)``: the grid, which no ocean4dvarnet object records. From a
-    ``GradSolver`` everything else is read (``n_step``, ``lr_grad``, ``lbd``, ``obs_cost.w``,
+    From a ``GradSolver`` everything is read (``n_step``, ``lr_grad``, ``lbd``, ``obs_cost.w``,
     the down-sampling factors, ``bilin_quad``, the dropout rate); from a file or a state_dict
     only the sizes are, so ``n_step`` is required and ``settings`` give the rest
     (`pipekit_cycle.ocean4dvarnet_config`'s keywords; ocean4dvarnet's defaults otherwise).
     The parameters keep their dtype (float32 or float64).
 
+    No grid: one conversion maps every grid the rule allows (module docstring).
+    ``config.state_shape`` is the training patch of a Lightning module or checkpoint (its
+    ``rec_weight``), else the smallest legal grid, a placeholder; ``state_shape``, kept for
+    the calls written before, overrides that record and changes nothing else.
+
     Loaded with ``build_model(config)`` + ``import_params`` in either backend, ``model(batch)``
-    is ``GradSolver``'s training-mode output and ``predict(model, batch)`` its eval-mode one.
+    is ``GradSolver``'s training-mode output and ``predict(model, batch)`` its eval-mode one,
+    on any grid.
     """
     if isinstance(obj, nn.Module):
         solver = obj.solver if hasattr(obj, "solver") and isinstance(obj.solver, nn.Module) else obj
@@ -97,7 +106,8 @@ def from_ocean4dvarnet(
         clash = sorted(set(known) & set(settings))
         if clash:
             raise ValueError(f"{clash} are read from the GradSolver; do not pass them")
-        return from_state_dict(_numpy_state_dict(solver.state_dict()), state_shape=state_shape, **known, **settings)
+        # The whole module's state: a Lit4dVarNet's holds its training patch (rec_weight).
+        return from_state_dict(_numpy_state_dict(obj.state_dict()), state_shape=state_shape, **known, **settings)
     if isinstance(obj, (str, os.PathLike)):
         obj = _load_checkpoint(obj)
     if not isinstance(obj, Mapping):

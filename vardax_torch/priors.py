@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipekit_cycle.validation import check_batch_grid
+
 from .resample import average_pool, upsample_bilinear
 
 __all__ = ["PRIOR_CONVS", "BilinAEPrior1D", "BilinAEPrior2D", "Conv", "conv", "prior_apply"]
@@ -111,9 +113,9 @@ class _BilinAEPrior(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``phi(x)``, the same shape as ``x`` ``(B, T, *S)``."""
-        if x.ndim != 2 + self.ndim or x.shape[1] != self.n_time:
-            raise ValueError(f"prior expects a state (B, T={self.n_time}, ...) of rank {2 + self.ndim}, "
-                             f"got shape {tuple(x.shape)}")
+        # Any grid the convolutions and the pooling allow: the parameters do not fix it.
+        check_batch_grid(tuple(x.shape), None, None, ndim=self.ndim, n_time=self.n_time, kernel_size=self.kernel_size,
+                         downsample=(self.downsample,), name="the prior's input x")
         return prior_apply(dict(self.named_parameters()), x, self.padding, downsample=self.downsample,
                            bilin_quad=self.bilin_quad)
 
@@ -153,6 +155,7 @@ class BilinAEPrior2D(_BilinAEPrior):
     x = torch.ones((2, 5, 8, 8))
     with torch.no_grad():
         out = phi(x)
+        assert tuple(phi(torch.ones((1, 5, 24, 3))).shape) == (1, 5, 24, 3)  # any grid of at least the kernel
     assert tuple(out.shape) == (2, 5, 8, 8)  # phi(x) has the state's shape
     prior_cost = float(((x - out) ** 2).sum())  # the prior term of the solve's cost
     assert prior_cost > 0

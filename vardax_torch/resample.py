@@ -13,12 +13,17 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from pipekit_cycle.validation import check_poolable
+
 __all__ = ["average_pool", "upsample_bilinear"]
 
 
 def average_pool(x: Float[Tensor, "batch c h w"], factor: int) -> Float[Tensor, "batch c h/d w/d"]:
     """Means over non-overlapping ``factor x factor`` blocks (``H, W`` divisible by it)."""
-    return x if factor == 1 else F.avg_pool2d(x, factor)
+    if factor == 1:
+        return x
+    check_poolable(tuple(x.shape), factor)  # avg_pool2d would drop the remainder silently
+    return F.avg_pool2d(x, factor)
 
 
 def upsample_bilinear(x: Float[Tensor, "batch c h w"], factor: int) -> Float[Tensor, "batch c dh dw"]:

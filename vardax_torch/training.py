@@ -52,7 +52,13 @@ __all__ = [
 
 
 def reconstruction_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error over all elements.
+    r"""Mean squared error over the points that have a target: a NaN in ``target`` (land, or
+    a cell with no truth) is no target there,
+
+    $$ L = \frac{1}{|V|} \sum_{i \in V} (\hat x_i - x_i)^2, \quad V = \{i : x_i \text{ not NaN}\}, $$
+
+    and contributes neither value nor gradient (NaN when no point has a target); an infinite
+    target is a value, whose infinite loss the training step refuses.
 
     Examples
     --------
@@ -62,9 +68,13 @@ def reconstruction_loss(pred: Tensor, target: Tensor) -> Tensor:
 
     loss = vd.reconstruction_loss(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 1.0]))
     assert float(loss) == 2.5  # ((1 - 0)^2 + (3 - 1)^2) / 2
+    land = vd.reconstruction_loss(torch.tensor([1.0, 3.0, 7.0]), torch.tensor([0.0, 1.0, float("nan")]))
+    assert float(land) == 2.5  # the NaN point is left out
     ```
     """
-    return ((pred - target) ** 2).mean()
+    valid = ~torch.isnan(target)
+    error = torch.where(valid, pred - torch.where(valid, target, torch.zeros_like(target)), torch.zeros_like(pred))
+    return (error**2).sum() / valid.sum()
 
 
 def train_loss_fn(model: FourDVarNet, batch: Any, *, adjoint: Any = None) -> Tensor:

@@ -28,6 +28,7 @@ from .errors import (
     FiguresSkippedWarning,
     NetcdfSkippedWarning,
     RunDirectoryError,
+    SparseObservationsWarning,
 )
 from .loop import run_experiment
 from .run_directory import latest_checkpoint, list_checkpoints
@@ -47,6 +48,7 @@ __all__ = [
     "NetcdfSkippedWarning",
     "RunDirectoryError",
     "Setting",
+    "SparseObservationsWarning",
     "Task",
     "TaskData",
     "available_tasks",

@@ -17,6 +17,7 @@ __all__ = [
     "FiguresSkippedWarning",
     "NetcdfSkippedWarning",
     "RunDirectoryError",
+    "SparseObservationsWarning",
 ]
 
 EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
@@ -129,5 +130,22 @@ class NetcdfSkippedWarning(UserWarning):
 
     warnings.simplefilter("error", NetcdfSkippedWarning)  # make a run without xarray fail instead
     assert issubclass(NetcdfSkippedWarning, UserWarning)
+    ```
+    """
+
+
+class SparseObservationsWarning(UserWarning):
+    """Few observations: less than half of the days, or a small fraction of the ocean cell-days,
+    hold one; the run goes on and the message names both fractions.
+
+    Examples
+    --------
+    ```python
+    import warnings
+
+    from pipekit_cycle.experiment import SparseObservationsWarning
+
+    warnings.simplefilter("error", SparseObservationsWarning)  # refuse to map from too few observations
+    assert issubclass(SparseObservationsWarning, UserWarning)
     ```
     """

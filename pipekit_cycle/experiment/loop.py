@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -76,7 +77,8 @@ def run_experiment(
     written to ``out/metrics.json``).
 
     ``resume``: continue the run in ``out`` from its newest readable checkpoint up to
-    ``config.steps`` exactly as if it had not stopped (same batches, same optimizer state).
+    ``config.steps`` exactly as if it had not stopped (same batches, same optimizer state), and
+    say so in one line on stderr (``resuming OUT from step N; continuing to step M``).
     ``overwrite``: remove the run in ``out`` and start again. Without either, a directory that
     holds a run is refused. Everything is checked before anything is written: a refusal
     (`RunDirectoryError`, `CheckpointError`) leaves the disk as it was. See the module
@@ -130,6 +132,10 @@ def run_experiment(
         training, damaged = fresh_training(backend, config, placement), []
     progress = progress and placement.writes
     data = config.task.prepare(config, progress=progress)  # may refuse the data (ConfigError): before any write
+    if resume and placement.writes:
+        # Said even under --no-progress: otherwise only the progress bar's start shows where the run goes on.
+        again = "evaluating it again" if training.step == config.steps else f"continuing to step {config.steps}"
+        print(f"resuming {out_dir} from step {training.step}; {again}", file=sys.stderr)
     # Everything above only read (on every rank); from here on the run directory changes.
     placement.barrier()
     if placement.writes:

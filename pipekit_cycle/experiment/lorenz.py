@@ -37,11 +37,11 @@ __all__ = ["LORENZ63", "LORENZ96", "QUASI_STATIC_STAGE", "LorenzTask", "fourdvar
 QUASI_STATIC_STAGE = 50
 FIGURE_FILES = ("reconstruction.png", "loss.png", "hovmoeller.png")
 
+# `train --help` appends each system's default (`LorenzTask.defaults`), so a text states none.
 SETTINGS = (
-    Setting("train_windows", int, "training windows (default: the system's)"),
-    Setting("test_windows", int, "held-out windows (default: the system's)"),
-    Setting("fourdvar_windows", int, "classical 4D-Var runs on up to this many held-out windows (0: none; "
-            "default: the system's)"),
+    Setting("train_windows", int, "training windows"),
+    Setting("test_windows", int, "held-out windows"),
+    Setting("fourdvar_windows", int, "classical 4D-Var runs on up to this many held-out windows (0: none)"),
 )
 
 

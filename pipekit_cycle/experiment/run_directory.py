@@ -16,9 +16,9 @@ Each checkpoint is written whole into a temporary directory and renamed into pla
 checkpoint directory is either complete or absent; then all but the two newest are removed.
 Files are written atomically with the mode the umask gives (`pipekit_cycle.params.atomic_write`).
 
-On resume the settings must be those of the run, except ``steps``, ``checkpoint_every`` and
-``fourdvar_windows`` (`RESUMABLE_CHANGES`), which change nothing about the training
-trajectory; a damaged checkpoint (unreadable safetensors or JSON, a missing file, contents that
+On resume the settings must be those of the run, except ``steps``, ``checkpoint_every``,
+``fourdvar_windows`` and ``held_out_map`` (`RESUMABLE_CHANGES`), which change nothing about the
+training trajectory; a damaged checkpoint (unreadable safetensors or JSON, a missing file, contents that
 do not fit) is reported with a `CheckpointFallbackWarning` naming the file, set aside as
 ``damaged-step-...``, and the previous checkpoint is used; with none readable,
 `CheckpointError` names every damaged file.
@@ -59,7 +59,7 @@ STATE_FILE = "state.json"
 METRICS_FILE = "metrics.json"
 KEEP_CHECKPOINTS = 2
 # Settings a resume may change: none of them alters the batches or the updates.
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "fourdvar_windows")
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "fourdvar_windows", "held_out_map")
 # The single top-level checkpoint of earlier versions: still recognised as a run, so it is
 # never silently overwritten, and removed by --overwrite.
 LEGACY_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)

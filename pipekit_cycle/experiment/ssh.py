@@ -3,10 +3,19 @@ r"""The SSH mapping job in the experiment driver: ``python -m <backend> train --
 `SSH` is the `pipekit_cycle.experiment.Task` that trains and scores a 4DVarNet on gridded
 maps; the training loop, the checkpoints and resume are the driver's.
 
-Data: the simulation (`pipekit_cycle.ssh.simulated`, ``train_days + test_days`` days on
-a ``grid x grid`` box from ``seed``) or a user's file (``data``, ``var``, ``obs_var``:
-`pipekit_cycle.ssh.read_netcdf`). The last ``test_days`` days are held out; training uses
-the ``train_days`` days before them (a file: all of them when ``train_days`` is unset).
+Data (`pipekit_cycle.experiment.ssh_inputs`): the simulation (`pipekit_cycle.ssh.simulated`,
+``train_days + test_days`` days on a ``grid x grid`` box from ``seed``), a gridded file
+(``data``, ``var``, ``obs_var``: `pipekit_cycle.ssh.read_netcdf`), or along-track files
+(``obs``, ``obs_var``) binned onto the grid of ``data`` or of ``grid_box``, ``resolution``
+and ``period``; land from the reference's NaNs or ``land_mask``. The last ``test_days`` days are
+held out; training uses the ``train_days`` days before them (files: all of them when
+``train_days`` is unset).
+
+Supervision: with a gridded reference the target is the truth (NaN on land: out of the loss,
+`reconstruction_loss`). Without one, from the observations alone: each satellite in turn is the
+target and the others the input, the departures taken from the OI of the others (so the target
+never reaches the input through the background); a sample is a (satellite, window, patch) whose
+target holds a point. Samples whose patch is all land, or whose target is empty, are not drawn.
 
 Background: with ``background="oi"`` the learned solver maps the anomaly from the optimal
 interpolation (`pipekit_cycle.ssh.oi_background`, Gaussian scales
@@ -27,22 +36,37 @@ functions a Python user calls to get the same map (README, "Mapping SSH from Pyt
 Samples (`pipekit_cycle.ssh.samples`): every window of ``window_length`` days (stride 1)
 of the training period times every patch of ``patch_size`` at ``patch_stride``; the held-out
 loss uses the held-out windows at stride ``window_length`` (at most `HELD_OUT_SAMPLES`).
-Scoring: the held-out period mapped whole (`pipekit_cycle.ssh.learned_map`) and scored
-by `pipekit_cycle.ssh.score` against the truth, like OI and linear interpolation in time
-(`pipekit_cycle.ssh.linear_interpolation_time`).
+Scoring: the held-out period mapped whole and scored by `pipekit_cycle.ssh.score` against
+the truth, like OI and linear interpolation in time (`pipekit_cycle.ssh.linear_interpolation_time`).
 
-Files: ``metrics.json`` (``scores``: ``rmse``, ``mu``, ``sigma``, ``lambda_x_deg``,
-``lambda_t_days`` of ``learned``, ``oi`` and ``interpolation``), ``reconstruction.nc`` (truth,
-observations and the three maps of the held-out period, with xarray and h5netcdf), and the
-figures ``maps.png``, ``psd_score.png`` and ``loss.png`` (with matplotlib).
+The map of the held-out period (``held_out_map``): the solver is fully convolutional, so the
+model trained on patches maps the whole domain in one pass per window (``whole``: every
+window over the full grid, blended in time with `pipekit_cycle.ssh.time_tent`, no seam in
+space), or patch by patch, stitched (``patches``: `pipekit_cycle.ssh.learned_map`, the
+triangular weight of `pipekit_cycle.ssh.stitch`). ``auto`` is ``whole`` when the grid obeys
+the model's rule (`pipekit_cycle.validation.grid_rule`: here even and at least 6 with the
+default pooling) and one window of it holds no more points than a batch of patches
+(``batch_size * patch_size**2``, the memory the patch mode uses), else ``patches``. The README
+compares the two (section "Mapping sea-surface height")
+
+Files: ``metrics.json`` (``scores``, with a reference: ``rmse``, ``mu``, ``sigma``,
+``lambda_x_deg``, ``lambda_t_days`` of ``learned``, ``oi`` and ``interpolation``;
+``along_track_scores`` with ``withhold``: the 2021a OSE scores of each map against the withheld
+satellite, `pipekit_cycle.ssh.track_scores`; ``units`` names every score's unit),
+``reconstruction.nc`` (CF-1.8, `pipekit_cycle.ssh.write_netcdf`: the reference, the observations
+and the three maps of the held-out period on the user's dates, with the backend, adjoint, steps,
+seed and package version), and the figures ``maps.png``, ``psd_score.png`` and ``loss.png`` (with
+matplotlib).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import json
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -52,46 +76,59 @@ import numpy as np
 from ..config import FourDVarNetConfig
 from ..placement import Placement
 from ..ssh.baselines import linear_interpolation_time
-from ..ssh.files import read_netcdf, write_netcdf
-from ..ssh.gridded import GriddedData, simulated
-from ..ssh.mapping import Standardiser, learned_map, oi_background, samples, score, window_starts
+from ..ssh.files import write_netcdf
+from ..ssh.gridded import GriddedData
+from ..ssh.mapping import Standardiser, learned_map, oi_background, samples, score, time_tent, window_starts
 from ..ssh.metrics import spectral_score
 from ..ssh.patches import patch_origins
+from ..ssh.track_metrics import track_scores
+from ..validation import grid_allows, grid_rule
 from .config import config_int, config_positive
 from .errors import ConfigError, FiguresSkippedWarning, NetcdfSkippedWarning
+from .ssh_inputs import DEFAULT_FILE_NOISE_STD, INPUT_SETTINGS, SSH_SIMULATION, SSHInputs, load_inputs, resolve_inputs
 from .task import Setting, progress_bar
 
 if TYPE_CHECKING:
     from ..adjoints import AdjointSpec
     from .config import ExperimentConfig
 
-__all__ = ["DEFAULT_FILE_NOISE_STD", "HELD_OUT_SAMPLES", "SSH", "SSH_SIMULATION", "SSHData", "SSHTask"]
+__all__ = [
+    "DEFAULT_FILE_NOISE_STD",
+    "HELD_OUT_MAPS",
+    "HELD_OUT_SAMPLES",
+    "SSH",
+    "SSH_SIMULATION",
+    "SSHData",
+    "SSHTask",
+    "whole_domain_map",
+]
 
 HELD_OUT_SAMPLES = 128
-# A file does not say how noisy its observations are: OI assumes a nadir altimeter's few cm.
-DEFAULT_FILE_NOISE_STD = 0.03
 RECONSTRUCTION_FILE = "reconstruction.nc"
 MAP_FILES = ("maps.png", "psd_score.png", "loss.png", RECONSTRUCTION_FILE)
 BACKGROUNDS = ("oi", "none")
-# Without --data, the job simulates this many days of training and this grid.
-SSH_SIMULATION = {"train_days": 960, "grid": 64}
+HELD_OUT_MAPS = ("auto", "whole", "patches")
+HELD_OUT_MAP_DEFAULT = "auto"
+# The units of metrics.json's scores, written next to them.
+SCORE_UNITS = {"rmse": "m", "mu": "1", "sigma": "1", "lambda_x_deg": "degrees of longitude", "lambda_t_days": "days",
+               "lambda_x_km": "km", "n_points": "1"}
 
+# `train --help` appends the defaults that `SSHTask.defaults` holds; a text states only the others.
 SETTINGS = (
-    Setting("patch_size", int, "the square patch the solver maps, in grid points (default 32)"),
-    Setting("patch_stride", int, "spacing of the patches (default 16)"),
-    Setting("prior_downsample", int, "the prior works on the patch average-pooled by this factor (default 2)"),
+    Setting("patch_size", int, "the square patch the solver maps, in grid points"),
+    Setting("patch_stride", int, "spacing of the patches"),
+    Setting("prior_downsample", int, "the prior works on the patch average-pooled by this factor"),
     Setting("train_days", int, f"training days before the held-out ones (default {SSH_SIMULATION['train_days']}; "
-            f"with --data: all of them)"),
-    Setting("test_days", int, "the last days, held out and mapped whole (default 60)"),
-    Setting("grid", int, f"the simulated box, grid x grid points 10/128 deg apart (default {SSH_SIMULATION['grid']})"),
-    Setting("data", str, "a netCDF file with (time, lat, lon) maps, mapped instead of the simulation"),
-    Setting("var", str, "the --data file's reference (truth) variable"),
-    Setting("obs_var", str, "the --data file's observation variable (NaN where unobserved)"),
-    Setting("obs_noise_std", float, f"the --data observations' noise (m), for OI (default {DEFAULT_FILE_NOISE_STD})"),
-    Setting("oi_space_km", float, "OI's Gaussian length scale (default 70.0)"),
-    Setting("oi_time_days", float, "OI's Gaussian time scale (default 7.0)"),
-    Setting("background", str, "oi: the solver maps the departure from OI; none: the observations alone "
-            "(default oi)", choices=BACKGROUNDS),
+            f"with --data or --obs: all of them)"),
+    Setting("test_days", int, "the last days, held out and mapped whole"),
+    *INPUT_SETTINGS,
+    Setting("oi_space_km", float, "OI's Gaussian length scale"),
+    Setting("oi_time_days", float, "OI's Gaussian time scale"),
+    Setting("background", str, "oi: the solver maps the departure from OI; none: the observations alone",
+            choices=BACKGROUNDS),
+    Setting("held_out_map", str, "how the held-out period is mapped: whole (the full grid per window, one pass), "
+            "patches (patch by patch, stitched), auto (whole when the grid obeys the model's rule and a window of "
+            "it holds at most batch-size x patch-size^2 points)", choices=HELD_OUT_MAPS),
 )
 
 
@@ -116,11 +153,11 @@ class SSHTask:
     """
 
     name: str = "ssh"
-    description: str = "sea-surface height maps from altimetry (simulated, or --data FILE.nc)"
+    description: str = "sea-surface height maps from altimetry (simulated, gridded --data, or along-track --obs)"
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {
         "steps": 2000, "batch_size": 8, "solver_steps": 5, "hidden_dim": 16, "prior_hidden_dim": 16,
         "window_length": 15, "patch_size": 32, "patch_stride": 16, "prior_downsample": 2, "test_days": 60,
-        "oi_space_km": 70.0, "oi_time_days": 7.0, "background": "oi"})
+        "oi_space_km": 70.0, "oi_time_days": 7.0, "background": "oi", "held_out_map": HELD_OUT_MAP_DEFAULT})
     settings: tuple[Setting, ...] = SETTINGS
     outputs: tuple[str, ...] = MAP_FILES
 
@@ -128,24 +165,7 @@ class SSHTask:
         given = {setting.name: getattr(config, setting.name) for setting in self.settings}
         ssh = {name: self.defaults[name] if value is None and name in self.defaults else value
                for name, value in given.items()}
-        if ssh["data"] is None:
-            for field in ("var", "obs_var", "obs_noise_std"):
-                if ssh[field] is not None:
-                    raise ConfigError(field, "is a setting of a --data file; the simulation has its own")
-            for field, value in SSH_SIMULATION.items():
-                if ssh[field] is None:
-                    ssh[field] = value
-            config_int("grid", ssh["grid"], 8)
-        else:
-            if not isinstance(ssh["data"], str) or not ssh["data"]:
-                raise ConfigError("data", f"must be the path of a netCDF file, got {ssh['data']!r}")
-            if ssh["grid"] is not None:
-                raise ConfigError("grid", "sets the simulation's size; a --data file has its own grid")
-            for field in ("var", "obs_var"):
-                if not isinstance(ssh[field], str) or not ssh[field]:
-                    raise ConfigError(field, "must name the file's variable (--data needs --var and --obs-var)")
-            if ssh["obs_noise_std"] is not None:
-                config_positive("obs_noise_std", ssh["obs_noise_std"])
+        resolve_inputs(ssh)
         for field in ("patch_size", "patch_stride", "prior_downsample", "test_days"):
             config_int(field, ssh[field], 1)
         if ssh["patch_size"] % ssh["prior_downsample"]:
@@ -157,6 +177,9 @@ class SSHTask:
             config_positive(field, ssh[field])
         if ssh["background"] not in BACKGROUNDS:
             raise ConfigError("background", f"must be one of {', '.join(BACKGROUNDS)}, got {ssh['background']!r}")
+        if ssh["held_out_map"] not in HELD_OUT_MAPS:
+            raise ConfigError("held_out_map", f"must be one of {', '.join(HELD_OUT_MAPS)}, got "
+                              f"{ssh['held_out_map']!r}")
         if ssh["patch_stride"] > ssh["patch_size"]:
             raise ConfigError("patch_stride", f"must be at most --patch-size ({ssh['patch_size']}) so that the "
                               f"patches cover the domain, got {ssh['patch_stride']}")
@@ -183,131 +206,261 @@ class SSHTask:
 SSH = SSHTask()
 
 
-def _load(config: ExperimentConfig) -> tuple[GriddedData, GriddedData]:
-    """The training and held-out periods; `ConfigError` when the data cannot hold them."""
-    if config.data is None:
-        data = simulated(n_days=config.train_days + config.test_days, grid=config.grid, seed=config.seed)
+def _split(config: ExperimentConfig, inputs: SSHInputs) -> tuple[slice, slice]:
+    """The training and held-out days; `ConfigError` when the data cannot hold them."""
+    data = inputs.data
+    n_days, ny, nx = data.obs.shape
+    if config.train_days is None:
+        # Training takes what the held-out days leave, so too few days is the held-out period's fault.
+        train_days = n_days - config.test_days
+        if train_days < config.window_length:
+            raise ConfigError(
+                "test_days", f"{data.source} holds {n_days} days, too few to hold out {config.test_days} and train "
+                f"on one window (--window-length {config.window_length}) before them",
+            )
     else:
-        try:
-            data = read_netcdf(config.data, config.var, config.obs_var)
-        except (ValueError, ImportError) as error:  # ImportError: no xarray; its message says what to install
-            raise ConfigError("data", str(error)) from None
-    n_days, ny, nx = data.truth.shape
-    train_days = n_days - config.test_days if config.train_days is None else config.train_days
-    if train_days + config.test_days > n_days:
-        raise ConfigError(
-            "test_days" if config.train_days is None else "train_days",
-            f"{data.source} holds {n_days} days, fewer than --train-days {train_days} + --test-days {config.test_days}",
-        )
-    if train_days < config.window_length:
-        raise ConfigError("train_days", f"{data.source} leaves {train_days} training days, fewer than one window "
-                          f"(--window-length {config.window_length})")
+        train_days = config.train_days
+        if train_days + config.test_days > n_days:
+            raise ConfigError("train_days", f"{data.source} holds {n_days} days, fewer than --train-days {train_days} "
+                              f"+ --test-days {config.test_days}")
     if config.patch_size > min(ny, nx):
         raise ConfigError("patch_size", f"must be at most the grid ({ny} x {nx}), got {config.patch_size}")
     start = n_days - config.test_days
-    return data.period(start - train_days, start), data.period(start, n_days)
+    return slice(start - train_days, start), slice(start, n_days)
+
+
+class _TruthTargets:
+    """Supervision by a gridded reference: the input is the observations' departure from the
+    background, the target the truth's (NaN on land)."""
+
+    variants = 1
+
+    def __init__(self, period: GriddedData, background: np.ndarray) -> None:
+        self.period, self.background = period, background
+
+    def departures(self) -> np.ndarray:
+        return self.period.truth - self.background
+
+    def pair(self, variant: int, scale: Standardiser) -> tuple[np.ndarray, np.ndarray]:
+        return scale.forward(self.period.obs - self.background), scale.forward(self.period.truth - self.background)
+
+
+class _SatelliteTargets:
+    """Supervision without a gridded reference, from the observations alone: variant ``s``
+    maps the other satellites (their mean, ``satellites`` ``(n, time, lat, lon)``) and is
+    scored on satellite ``s``'s cells, each departure taken from the OI of the other
+    satellites, so that no target value reaches the input through the background."""
+
+    def __init__(self, satellites: np.ndarray, backgrounds: list[np.ndarray]) -> None:
+        self.satellites, self.backgrounds = satellites, backgrounds
+        self.variants = len(satellites)
+
+    def others(self, variant: int) -> np.ndarray:
+        with warnings.catch_warnings():  # a cell none of the others saw: NaN, unobserved
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(np.delete(self.satellites, variant, axis=0), axis=0)
+
+    def departures(self) -> np.ndarray:
+        return np.concatenate([self.satellites[s] - self.backgrounds[s] for s in range(self.variants)])
+
+    def pair(self, variant: int, scale: Standardiser) -> tuple[np.ndarray, np.ndarray]:
+        background = self.backgrounds[variant]
+        return scale.forward(self.others(variant) - background), scale.forward(self.satellites[variant] - background)
 
 
 class SSHData:
     """The periods of an SSH run (`pipekit_cycle.experiment.TaskData`): standardised departures
-    from the background, cut into (window, patch) samples; the held-out period mapped whole."""
+    from the background, cut into (window, patch) samples (patches with some ocean only); the
+    held-out period mapped whole."""
 
     def __init__(self, config: ExperimentConfig, *, progress: bool = False) -> None:
-        self.config = config
-        self.train, self.test = _load(config)
-        # The samples are counted before the OI, which takes minutes on a large file.
-        self.origins = patch_origins(self.train.truth.shape[1:], config.patch_size, config.patch_stride)
-        starts = window_starts(self.train.truth.shape[0], config.window_length)
-        self._starts = np.repeat(starts, len(self.origins))
-        self._origins = np.tile(self.origins, (len(starts), 1))
-        self.n_samples = len(self._starts)
-        if config.batch_size > self.n_samples:
-            raise ConfigError("batch_size", f"must be at most the number of training samples ({self.n_samples}: "
-                              f"{len(starts)} windows x {len(self.origins)} patches), got {config.batch_size}")
+        self.config, self._progress = config, progress
+        inputs = load_inputs(config)
+        train_days, test_days = _split(config, inputs)
+        self.train, self.test = inputs.data.period(train_days.start, train_days.stop), \
+            inputs.data.period(test_days.start, test_days.stop)
+        self.withheld = inputs.withheld
+        satellites = None if inputs.satellites is None else (inputs.satellites[:, train_days],
+                                                             inputs.satellites[:, test_days])
+        self.origins = patch_origins(self.train.obs.shape[1:], config.patch_size, config.patch_stride)
         self.noise_std = next(
             value for value in (config.obs_noise_std, self.test.noise_std, DEFAULT_FILE_NOISE_STD) if value is not None
         )
-        if config.background == "oi":
+        if self.train.truth is not None:
             # Minutes on a large file: a bar that moves per period says the run is not stuck.
             with progress_bar(2, 0, progress, "OI background (train, held-out)") as bar:
-                self.background_train = self._optimal_interpolation(self.train)
+                self.supervision = _TruthTargets(self.train, self._background(self.train))
                 bar.update(1)
-                self.background_test = self._optimal_interpolation(self.test)
+                self.background_test = self._background(self.test)
                 bar.update(1)
+            held_out = _TruthTargets(self.test, self.background_test)
         else:
-            self.background_train = np.zeros_like(self.train.truth)
-            self.background_test = np.zeros_like(self.test.truth)
-        departure = self.train.truth - self.background_train
+            self.background_test = self._background(self.test)
+            self.supervision = self._satellite_targets(self.train, satellites[0])
+            held_out = self._satellite_targets(self.test, satellites[1])
         try:
-            self.scale = Standardiser.fit(departure)
-        except ValueError:
-            raise ConfigError("data", f"{self.train.source}: the training truth is constant; nothing to "
-                              f"learn") from None
-        self.inputs = self.scale.forward(self.train.obs - self.background_train)
-        self.targets = self.scale.forward(departure)
-        self.held_out = self._held_out()
+            self.scale = Standardiser.fit(self.supervision.departures())
+        except ValueError as error:
+            raise ConfigError("data" if config.data is not None else "obs",
+                              f"{self.train.source}: the training targets: {error}") from None
+        self._fields = [self.supervision.pair(variant, self.scale) for variant in range(self.supervision.variants)]
+        starts = window_starts(self.train.obs.shape[0], config.window_length)
+        self._variant, self._starts, self._origins = self._with_targets(self._fields, starts)
+        self.n_samples = len(self._starts)
+        if config.batch_size > self.n_samples:
+            raise ConfigError("batch_size", f"must be at most the number of training samples ({self.n_samples}: "
+                              f"{len(starts)} windows x {len(self.origins)} patches x {len(self._fields)} target(s), "
+                              f"those with a target point), got {config.batch_size}")
+        self.held_out = self._held_out(held_out)
+        self.held_out_map = self._held_out_map()
         self._drawn: dict[str, Any] = {}
+
+    def _with_targets(self, fields: list[tuple[np.ndarray, np.ndarray]], starts: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(variant, start, origin)`` of every sample whose target holds a finite point (land
+        and, without a reference, days the target satellite did not pass have none)."""
+        size, length = self.config.patch_size, self.config.window_length
+        chosen = []
+        for variant, (_, target) in enumerate(fields):
+            finite = np.isfinite(target)
+            seen = np.stack([finite[:, row : row + size, col : col + size].any(axis=(1, 2))
+                             for row, col in self.origins], axis=1)  # (time, patch)
+            total = np.concatenate([np.zeros((1, len(self.origins)), int), np.cumsum(seen, axis=0)])
+            start_index, patch = np.nonzero(total[starts + length] - total[starts] > 0)
+            chosen.append((np.full(len(patch), variant), starts[start_index], self.origins[patch]))
+        variant, start, origin = (np.concatenate(parts) for parts in zip(*chosen, strict=True))
+        return variant, start, origin.reshape(-1, 2)
+
+    def _background(self, period: GriddedData, obs: np.ndarray | None = None) -> np.ndarray:
+        """The OI of ``period``, or of ``obs`` on its days (``background="oi"``), else zeros."""
+        if self.config.background != "oi":
+            return np.zeros(period.obs.shape)
+        return self._optimal_interpolation(period if obs is None else dataclasses.replace(period, obs=obs))
+
+    def _satellite_targets(self, period: GriddedData, satellites: np.ndarray) -> _SatelliteTargets:
+        backgrounds = []
+        with progress_bar(len(satellites), 0, self._progress, "OI background without each satellite") as bar:
+            for variant in range(len(satellites)):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    others = np.nanmean(np.delete(satellites, variant, axis=0), axis=0)
+                backgrounds.append(self._background(period, others))
+                bar.update(1)
+        return _SatelliteTargets(satellites, backgrounds)
+
+    def _held_out_map(self) -> str:
+        """``held_out_map`` resolved to ``whole`` or ``patches`` for this grid (module docstring)."""
+        config, grid = self.config, self.test.obs.shape[1:]
+        model = config.model_config()
+        factors = (model.prior_downsample, model.grad_mod_downsample)
+        allowed = grid_allows(grid, model.kernel_size, factors)
+        if config.held_out_map == "whole" and not allowed:
+            raise ConfigError("held_out_map", f"whole needs a grid with {grid_rule(2, model.kernel_size, factors)}, "
+                              f"got {grid[0]} x {grid[1]}; use --held-out-map patches")
+        if config.held_out_map == "auto":
+            fits = grid[0] * grid[1] <= config.batch_size * config.patch_size**2
+            return "whole" if allowed and fits else "patches"
+        return config.held_out_map
 
     def _optimal_interpolation(self, period: GriddedData) -> np.ndarray:
         return oi_background(period, space_km=self.config.oi_space_km, time_days=self.config.oi_time_days,
                              noise_std=self.noise_std)
 
-    def _cut(self, field: np.ndarray, starts: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        return samples(field, starts, origins, self.config.window_length, self.config.patch_size)
-
-    def _held_out(self) -> tuple[np.ndarray, np.ndarray]:
+    def _held_out(self, supervision: _TruthTargets | _SatelliteTargets) -> tuple[np.ndarray, np.ndarray]:
+        """Held-out samples like the training ones, windows ``window_length`` apart, at most
+        `HELD_OUT_SAMPLES` spread over them."""
         length = self.config.window_length
-        starts = window_starts(self.test.truth.shape[0], length, stride=length)
-        all_starts = np.repeat(starts, len(self.origins))
-        all_origins = np.tile(self.origins, (len(starts), 1))
-        keep = np.unique(np.linspace(0, len(all_starts) - 1, min(HELD_OUT_SAMPLES, len(all_starts))).astype(int))
-        obs = self.scale.forward(self.test.obs - self.background_test)
-        truth = self.scale.forward(self.test.truth - self.background_test)
-        return (self._cut(obs, all_starts[keep], all_origins[keep]),
-                self._cut(truth, all_starts[keep], all_origins[keep]))
+        fields = [supervision.pair(variant, self.scale) for variant in range(supervision.variants)]
+        variant, starts, origins = self._with_targets(fields, window_starts(fields[0][0].shape[0], length,
+                                                                            stride=length))
+        if not len(starts):
+            raise ConfigError("test_days", f"{self.test.source}: no held-out window has a target point to score the "
+                              f"training on; hold out more days")
+        keep = np.unique(np.linspace(0, len(starts) - 1, min(HELD_OUT_SAMPLES, len(starts))).astype(int))
+        return self._samples(fields, variant[keep], starts[keep], origins[keep])
+
+    def _samples(self, fields: list[tuple[np.ndarray, np.ndarray]], variant: np.ndarray, starts: np.ndarray,
+                 origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        length, size = self.config.window_length, self.config.patch_size
+        obs = np.empty((len(starts), length, size, size))
+        truth = np.empty_like(obs)
+        for chosen in range(len(fields)):
+            rows = np.nonzero(variant == chosen)[0]
+            if len(rows):
+                obs[rows] = samples(fields[chosen][0], starts[rows], origins[rows], length, size)
+                truth[rows] = samples(fields[chosen][1], starts[rows], origins[rows], length, size)
+        return obs, truth
 
     def training_samples(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        starts, origins = self._starts[chosen], self._origins[chosen]
-        return self._cut(self.inputs, starts, origins), self._cut(self.targets, starts, origins)
+        return self._samples(self._fields, self._variant[chosen], self._starts[chosen], self._origins[chosen])
 
     def evaluate(self, backend: ModuleType, model: Any, placement: Placement, progress: bool) -> dict[str, Any]:
         config, test = self.config, self.test
 
         def predict(inputs: np.ndarray) -> np.ndarray:
-            return backend.to_numpy(model(backend.make_batch(inputs, **placement.batch_kwargs)))
+            # The inference output, without a gradient: no graph is kept while the period is mapped.
+            return backend.to_numpy(backend.predict(model, backend.make_batch(inputs, **placement.batch_kwargs)))
 
-        n_windows = len(window_starts(test.truth.shape[0], config.window_length))
-        with progress_bar(n_windows * len(self.origins), 0, progress, "map held-out period") as bar:
-            learned = learned_map(predict, test.obs, background=self.background_test, scale=self.scale,
-                                  length=config.window_length, size=config.patch_size, stride=config.patch_stride,
-                                  batch_size=config.batch_size, progress=bar.update)
+        n_days, *grid = test.obs.shape
+        n_windows = len(window_starts(n_days, config.window_length))
+        if self.held_out_map == "whole":
+            # As many windows per pass as hold the points of a batch of patches (at least one).
+            windows = max(1, config.batch_size * config.patch_size**2 // math.prod(grid))
+            with progress_bar(n_windows, 0, progress, "map held-out period (whole domain)") as bar:
+                learned = whole_domain_map(predict, test.obs, background=self.background_test, scale=self.scale,
+                                           length=config.window_length, batch_size=windows, progress=bar.update)
+        else:
+            with progress_bar(n_windows * len(self.origins), 0, progress, "map held-out period (patches)") as bar:
+                learned = learned_map(predict, test.obs, background=self.background_test, scale=self.scale,
+                                      length=config.window_length, size=config.patch_size,
+                                      stride=config.patch_stride, batch_size=config.batch_size, progress=bar.update)
         oi = self.background_test if config.background == "oi" else self._optimal_interpolation(test)
         interpolation = linear_interpolation_time(test.obs, time=test.time)
-        maps = {"learned": learned, "oi": oi, "interpolation": interpolation}
+        # Land is NaN in every map (DESIGN 8): no estimate is made there.
+        maps = {name: np.where(test.land, np.nan, field)
+                for name, field in (("learned", learned), ("oi", oi), ("interpolation", interpolation))}
         dt_days = float(np.diff(test.time).mean()) if len(test.time) > 1 else 1.0
-        scores = {name: score(field, test.truth, dx_deg=test.dx_deg, dt_days=dt_days) for name, field in maps.items()}
+        scores = {} if test.truth is None else {
+            name: score(field, test.truth, dx_deg=test.dx_deg, dt_days=dt_days) for name, field in maps.items()}
+        along_track = {} if self.withheld is None else {
+            name: _json_numbers(track_scores(field, dates=test.dates, lat=test.lat, lon=test.lon, track=self.withheld))
+            for name, field in maps.items()}
         self._drawn = {"maps": maps, "dt_days": dt_days}
-        return {
+        metrics: dict[str, Any] = {
             "data": test.source,
-            "held_out_days": int(test.truth.shape[0]),
-            "train_days": int(self.train.truth.shape[0]),
-            "grid": list(test.truth.shape[1:]),
+            "held_out_days": int(n_days),
+            "held_out_period": [str(test.dates[0]), str(test.dates[-1])],
+            "train_days": int(self.train.obs.shape[0]),
+            "grid": list(grid),
+            "land_fraction": float(test.land.mean()),
             "training_samples": self.n_samples,
-            "observed_fraction": float(np.isfinite(test.obs).mean()),
+            "observed_fraction": float(np.isfinite(test.obs).sum() / max(1, n_days * int((~test.land).sum()))),
             "obs_noise_std": self.noise_std,
-            "rmse_learned": scores["learned"]["rmse"],
-            "rmse_oi": scores["oi"]["rmse"],
-            "rmse_interpolation": scores["interpolation"]["rmse"],
-            "scores": scores,
+            "held_out_map": self.held_out_map,
+            "units": {**SCORE_UNITS, "obs_noise_std": "m", "observed_fraction": "1 (of the ocean cell-days)"},
         }
+        if scores:
+            metrics.update({f"rmse_{name}": scores[name]["rmse"] for name in maps})
+            metrics["scores"] = scores
+        if along_track:
+            metrics["withheld"] = config.withhold
+            metrics["along_track_scores"] = along_track
+        return metrics
 
     def write_outputs(
         self, out: Path, metrics: dict[str, Any], figures: bool, losses: list[float], held_out: list[list[float]]
     ) -> dict[str, Any]:
         maps = self._drawn["maps"]
         written: dict[str, Any] = {"reconstruction": None, "figures": []}
+        provenance = {
+            "title": "SSH maps of the held-out period: the learned 4DVarNet, optimal interpolation, interpolation in "
+                     "time",
+            "backend": metrics["backend"], "adjoint": metrics["adjoint"], "training_steps": metrics["steps"],
+            "seed": self.config.seed, "pipekit_cycle_version": _version(),
+            "config": json.dumps(self.config.to_dict(), sort_keys=True),
+        }
         try:
-            write_netcdf(out / RECONSTRUCTION_FILE, self.test, maps)
+            write_netcdf(out / RECONSTRUCTION_FILE, self.test, maps, attrs=provenance)
             written["reconstruction"] = RECONSTRUCTION_FILE
         except ImportError as error:
             warnings.warn(f"{RECONSTRUCTION_FILE} not written ({error})", NetcdfSkippedWarning, stacklevel=3)
@@ -319,29 +472,117 @@ class SSHData:
         from .figures import MATPLOTLIB_HINT, loss_figure, map_figure, psd_score_figure, save_figures
 
         maps, test = self._drawn["maps"], self.test
-        scores = metrics["scores"]
-        title = (
-            f"SSH mapping, {metrics['backend']}, adjoint {metrics['adjoint']}, {metrics['steps']} steps\n"
-            f"held-out {test.truth.shape[0]} days: mu learned {scores['learned']['mu']:.3f}, "
-            f"OI {scores['oi']['mu']:.3f}, interpolation {scores['interpolation']['mu']:.3f}; "
-            f"lambda_x learned {_degrees(scores['learned']['lambda_x_deg'])}, "
-            f"OI {_degrees(scores['oi']['lambda_x_deg'])}"
-        )
+        title = (f"SSH mapping, {metrics['backend']}, adjoint {metrics['adjoint']}, {metrics['steps']} steps; "
+                 f"held out {test.dates[0]} to {test.dates[-1]}: {_headline(metrics)}")
         day = int(np.argmax(np.isfinite(test.obs).sum(axis=(1, 2))))  # the best-observed day shows the tracks
-        curves = {label: spectral_score(maps[name], test.truth, dx=test.dx_deg, dt=self._drawn["dt_days"])
-                  for label, name in (("learned", "learned"), ("OI", "oi"))}
+        named = {"OI": maps["oi"], "learned": maps["learned"], "interpolation": maps["interpolation"]}
         try:
             figures = {
-                "maps.png": map_figure(title, test, day, {"OI": maps["oi"], "learned": maps["learned"]}),
-                "psd_score.png": psd_score_figure(title, curves),
-                "loss.png": loss_figure(title, losses, held_out, held_out_label=f"{len(self.held_out[0])} samples"),
+                "maps.png": map_figure(title, lat=test.lat, lon=test.lon, dates=test.dates, day=day, obs=test.obs,
+                                       truth=test.truth, land=test.land, estimates=named),
             }
+            if test.truth is not None:
+                ocean = ~test.land
+                truth = np.where(ocean, test.truth, 0.0)  # the spectra see land as zero (ssh.score)
+                curves = {label: spectral_score(np.where(ocean, field, 0.0), truth, dx=test.dx_deg,
+                                                dt=self._drawn["dt_days"]) for label, field in named.items()}
+                figures["psd_score.png"] = psd_score_figure(title, curves)
+            figures["loss.png"] = loss_figure(title, losses, held_out,
+                                              held_out_label=f"{len(self.held_out[0])} samples")
         except ImportError as error:
             warnings.warn(
                 f"figures skipped ({error}); to get them: {MATPLOTLIB_HINT}", FiguresSkippedWarning, stacklevel=4
             )
             return []
         return save_figures(out, figures)
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    """The scores in a line: the gridded ones with a reference, the along-track ones with a
+    withheld satellite."""
+    parts = []
+    if "scores" in metrics:
+        scores = metrics["scores"]
+        parts.append(f"mu learned {scores['learned']['mu']:.3f}, OI {scores['oi']['mu']:.3f}, interpolation "
+                     f"{scores['interpolation']['mu']:.3f}; lambda_x learned "
+                     f"{_degrees(scores['learned']['lambda_x_deg'])}, OI {_degrees(scores['oi']['lambda_x_deg'])}")
+    if "along_track_scores" in metrics:
+        track = metrics["along_track_scores"]
+        parts.append(f"against {metrics['withheld']}: mu learned {track['learned']['mu']:.3f}, OI "
+                     f"{track['oi']['mu']:.3f}")
+    return "; ".join(parts) or "no reference and no withheld satellite to score against"
+
+def whole_domain_map(
+    predict: Callable[[np.ndarray], np.ndarray],
+    obs: np.ndarray,
+    *,
+    background: np.ndarray,
+    scale: Standardiser,
+    length: int,
+    batch_size: int,
+    progress: Callable[[int], object] | None = None,
+) -> np.ndarray:
+    r"""`pipekit_cycle.ssh.learned_map` with one patch, the whole grid: every window of
+    ``length`` days of ``obs`` ``(time, lat, lon)`` passed through ``predict`` over the full
+    grid (``batch_size`` windows at a time), the windows blended in time with the tent of
+    `pipekit_cycle.ssh.time_tent`, exactly as `pipekit_cycle.ssh.reconstruct` blends them:
+
+    .. math::
+        \hat\eta = \eta_b + \frac{\sum_w \tau(t - t_w)\, s^{-1}\big(\Psi_\theta(s(y - \eta_b))\big)_w(t - t_w)}
+                                 {\sum_w \tau(t - t_w)}.
+
+    No patch, so no seam; the grid must be one the model maps (`pipekit_cycle.validation.grid_rule`).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle import ssh
+    from pipekit_cycle.experiment.ssh import whole_domain_map
+
+    data = ssh.simulated(n_days=6, grid=16, seed=0)
+    scale = ssh.Standardiser.fit(data.truth)
+    background = np.zeros_like(data.truth)
+    # A "solver" that returns its input: the observed departures come back where observed.
+    mapped = whole_domain_map(lambda x: x, data.obs, background=background, scale=scale, length=4, batch_size=2)
+    observed = np.isfinite(data.obs)
+    assert mapped.shape == data.truth.shape and np.allclose(mapped[observed], data.obs[observed])
+    patched = ssh.learned_map(lambda x: x, data.obs, background=background, scale=scale, length=4, size=16,
+                              stride=16, batch_size=2)  # one patch as large as the grid: the same map
+    assert np.allclose(mapped, patched, equal_nan=True)
+    ```
+    """
+    departures = scale.forward(obs - background)
+    n_days = obs.shape[0]
+    starts = window_starts(n_days, length)
+    tau = time_tent(length)
+    total = np.zeros(obs.shape)
+    norm = np.zeros(n_days)
+    for first in range(0, len(starts), batch_size):
+        chunk = starts[first : first + batch_size]
+        inputs = np.stack([departures[start : start + length] for start in chunk])
+        outputs = scale.inverse(np.asarray(predict(inputs), dtype=np.float64))
+        if outputs.shape != inputs.shape:
+            raise ValueError(f"predict must return an array shaped like its input {inputs.shape}, got {outputs.shape}")
+        for start, output in zip(chunk, outputs, strict=True):
+            total[start : start + length] += tau[:, None, None] * output
+            norm[start : start + length] += tau
+        if progress is not None:
+            progress(len(chunk))
+    return background + total / norm[:, None, None]
+
+
+def _json_numbers(values: dict[str, float | int]) -> dict[str, float | int | None]:
+    """``None`` for an infinite or NaN score (nothing resolved, or not enough data), so the
+    result is plain JSON, as `pipekit_cycle.ssh.score` does."""
+    return {key: value if math.isfinite(value) else None for key, value in values.items()}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("pipekit-cycle")
+    except importlib.metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "unknown"
 
 
 def _degrees(value: float | None) -> str:

@@ -52,7 +52,8 @@ class Setting:
     """A field a task adds to `ExperimentConfig`, and its flag ``--name-with-dashes``.
 
     ``default`` ``None`` means the task resolves it (`Task.resolve`), and ``help`` says how;
-    ``type`` parses the flag's text (``int``, ``float``, ``str``); ``choices`` limits it.
+    ``type`` parses the flag's text (``int``, ``float``, ``str``); ``choices`` limits it;
+    ``nargs`` (argparse's: a count or ``"+"``) makes it a list, with ``metavar`` naming the words.
 
     Examples
     --------
@@ -69,6 +70,8 @@ class Setting:
     help: str
     default: Any = None
     choices: tuple[Any, ...] | None = None
+    nargs: int | str | None = None
+    metavar: str | tuple[str, ...] | None = None
 
     @property
     def flag(self) -> str:

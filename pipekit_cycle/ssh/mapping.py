@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -169,7 +170,9 @@ def score(estimate: np.ndarray, truth: np.ndarray, *, dx_deg: float, dt_days: fl
     """``rmse`` (units of the fields), ``mu``, ``sigma``, ``lambda_x_deg`` and
     ``lambda_t_days`` of ``estimate`` against ``truth`` (``(time, lat, lon)``); a scale that is
     resolved nowhere (infinite) or undefined (NaN, see `psd_score`) is ``None``, so the result is
-    plain JSON.
+    plain JSON. Land, NaN in ``truth`` (``estimate`` may be NaN there too), is left out of
+    ``rmse``, ``mu`` and ``sigma``; the spectra, which need whole fields, see it as zero in both
+    (no error there), the challenge's box having no land.
 
     Examples
     --------
@@ -181,12 +184,16 @@ def score(estimate: np.ndarray, truth: np.ndarray, *, dx_deg: float, dt_days: fl
     perfect = ssh.score(truth, truth, dx_deg=0.1)
     assert perfect["rmse"] == 0.0 and perfect["mu"] == 1.0
     assert ssh.score(np.zeros_like(truth), truth, dx_deg=0.1)["lambda_x_deg"] is None  # nothing resolved
+    coast = truth.copy()
+    coast[:, :, :4] = np.nan  # land: left out
+    assert np.isclose(ssh.score(np.where(np.isnan(coast), np.nan, truth + 0.1), coast, dx_deg=0.1)["rmse"], 0.1)
     ```
     """
     mu, sigma = rmse_score(estimate, truth)
-    lambda_x, lambda_t = psd_score(estimate, truth, dx=dx_deg, dt=dt_days)
+    ocean = np.isfinite(truth)
+    lambda_x, lambda_t = psd_score(np.where(ocean, estimate, 0.0), np.where(ocean, truth, 0.0), dx=dx_deg, dt=dt_days)
     return {
-        "rmse": rmse(estimate, truth),
+        "rmse": rmse(estimate[ocean], truth[ocean]),
         "mu": mu,
         "sigma": sigma,
         "lambda_x_deg": lambda_x if math.isfinite(lambda_x) else None,
@@ -222,9 +229,14 @@ class Standardiser:
 
     @classmethod
     def fit(cls, field: np.ndarray, *, axis: int | tuple[int, ...] | None = None) -> Standardiser:
-        """The statistics of ``field`` over ``axis``; ``ValueError`` if the field is constant there."""
+        """The statistics of ``field`` over ``axis``, NaN points (land) left out; ``ValueError``
+        if the field is constant there or NaN everywhere."""
         field = np.asarray(field, dtype=np.float64)
-        mean, std = field.mean(axis=axis), field.std(axis=axis)
+        if np.isnan(field).all():
+            raise ValueError("the training field is NaN everywhere (all land?): there is nothing to standardise by")
+        with warnings.catch_warnings():  # a component NaN everywhere: its std is NaN, refused below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(field, axis=axis), np.nanstd(field, axis=axis)
         if not np.all(std > 0):
             raise ValueError("the training field is constant: there is nothing to standardise by")
         return cls(mean=mean, std=std)

@@ -125,9 +125,12 @@ DEFAULT_INSTRUMENTS: tuple[str, ...] = tuple(satellite.name for satellite in DEF
 
 @dataclasses.dataclass(frozen=True)
 class AlongTrack:
-    """One instrument's observations as points: ``time`` (``datetime64[D]``, the day of the
-    pass), ``lat`` and ``lon`` (degrees, the centre of the observed grid cell) and ``value``
-    (m, truth plus noise), all 1-D and in the same order (by day, then grid row, then column).
+    """One instrument's observations as points: ``time`` (``datetime64``: the day of the pass,
+    ``[D]``, in the simulation; the instant of each point, ``[ns]``, as
+    `pipekit_cycle.ssh.alongtrack.read_along_track` reads a file), ``lat`` and ``lon``
+    (degrees, the centre of the observed grid cell in the simulation) and ``value`` (m, truth
+    plus noise), all 1-D and in the same order (the simulation's by day, then grid row, then
+    column; a file's as it holds them).
 
     Examples
     --------

@@ -1,5 +1,8 @@
-"""The ``train`` command line: usage errors, Ctrl-C, one-line messages."""
+"""The command line: ``--help`` (every command, every default), usage errors naming the flag, the
+resume line, Ctrl-C, one-line messages."""
 
+import argparse
+import importlib
 import json
 import shlex
 import signal
@@ -9,7 +12,46 @@ import time
 
 import pytest
 
-from pipekit_cycle.experiment import build_parser, list_checkpoints
+from pipekit_cycle import ssh
+from pipekit_cycle.experiment import available_tasks, build_parser, list_checkpoints, load_task
+
+
+def test_help_lists_every_command(module_cli):
+    result = module_cli(["--help"])
+    assert result.returncode == 0, result.stderr
+    assert "train, checkpoint and evaluate" in result.stdout
+    assert "import-ocean4dvarnet" in result.stdout and "ocean4dvarnet checkpoint" in result.stdout
+
+
+def _flag_helps(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {action.option_strings[-1]: action for action in parser._actions if action.option_strings}
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    commands = next(action for action in build_parser("x")._actions if action.dest == "command")
+    return commands.choices["train"]
+
+
+@pytest.mark.parametrize("command", ["train", "import-ocean4dvarnet"])
+def test_every_flag_shows_its_default(command):
+    if command == "train":
+        parser = _train_parser()
+    else:
+        parser = importlib.import_module("vardax_torch.__main__").import_parser()
+    for flag, action in _flag_helps(parser).items():
+        if action.nargs == 0:
+            continue  # --help and the switches: off unless given
+        words = "required" if action.required else "default"
+        assert words in (action.help or ""), f"{command} {flag}: {action.help!r}"
+
+
+def test_train_help_gives_each_systems_defaults():
+    helps = {flag: action.help for flag, action in _flag_helps(_train_parser()).items()}
+    for name in available_tasks():
+        task = load_task(name)
+        for field, value in task.defaults.items():
+            text = helps["--" + field.replace("_", "-")]
+            assert f"{value} for {name}" in text or text.endswith(f"default: {value}"), (name, field, text)
 
 
 @pytest.mark.parametrize(
@@ -118,9 +160,10 @@ def test_fallback_warning_is_one_line_at_the_cli(tmp_path, cli, tiny_flags, caps
     (latest / "optimizer.safetensors").write_bytes(b"\x00" * 20)
     status, err = cli(["train", *tiny_flags(), "--out", str(out), "--resume", "--no-progress", "--no-figures"])
     assert status == 0
-    assert err.count("\n") == 1 and err.startswith("warning: ")
-    assert f"{latest}/optimizer.safetensors: not a readable safetensors file" in err
-    assert "resuming from the previous checkpoint" in err
+    warning, resumed = err.splitlines()
+    assert warning.startswith("warning: ") and resumed == f"resuming {out} from step 2; continuing to step 4"
+    assert f"{latest}/optimizer.safetensors: not a readable safetensors file" in warning
+    assert "resuming from the previous checkpoint" in warning
     assert json.loads((out / "metrics.json").read_text())["steps"] == 4
 
 
@@ -137,3 +180,50 @@ def test_ctrl_c_during_the_evaluation(tmp_path, cli, tiny_flags, monkeypatch):
     assert f"the last checkpoint is {out / 'checkpoints' / 'step-000004'} (step 4 of 4)" in err
     assert err.rstrip().endswith(f"--out {out} --no-progress --no-figures --resume")  # --overwrite dropped
     assert not (out / "metrics.json").exists()
+
+
+def test_a_resume_says_the_step_it_continues_from(tmp_path, cli, tiny_flags):
+    out = tmp_path / "run"
+    quiet = ["--out", str(out), "--no-progress", "--no-figures"]
+    assert cli(["train", *tiny_flags(steps=2), *quiet]) == (0, "")
+    status, err = cli(["train", *tiny_flags(), *quiet, "--resume"])
+    assert status == 0 and err == f"resuming {out} from step 2; continuing to step 4\n"
+    status, err = cli(["train", *tiny_flags(), *quiet, "--resume"])
+    assert status == 0 and err == f"resuming {out} from step 4; evaluating it again\n"
+
+
+def test_an_error_caused_by_a_default_names_it_as_such(tmp_path, cli, tiny_flags):
+    status, err = cli(["train", *tiny_flags(), "--train-windows", "1", "--out", str(tmp_path / "run")])
+    assert status == 2 and err.count("\n") == 1
+    # tiny_flags gives --batch-size 2: the flag was given, so no word about its default.
+    assert "argument --batch-size: must be at most the number of training windows (1), got 2" in err
+    assert "not given" not in err
+    argv = tiny_flags()
+    del argv[argv.index("--batch-size"):argv.index("--batch-size") + 2]
+    status, err = cli(["train", *argv, "--train-windows", "1", "--out", str(tmp_path / "run")])
+    assert status == 2 and err.count("\n") == 1
+    assert err.rstrip().endswith("got 8 (--batch-size was not given: its default for --system l96, 8, applies; pass "
+                                 "--batch-size to change it)")
+
+
+@pytest.mark.parametrize(
+    ("given", "words"),
+    [
+        # The issue's case: a 10-day file and the default 60 held-out days.
+        ([], "holds 10 days, too few to hold out 60 and train on one window (--window-length 15) before them "
+             "(--test-days was not given: its default for --system ssh, 60, applies"),
+        (["--test-days", "8", "--window-length", "4"], "holds 10 days, too few to hold out 8 and train on one "
+                                                       "window (--window-length 4) before them"),
+    ],
+)
+def test_a_short_data_file_blames_the_held_out_days(tmp_path, cli, given, words):
+    file = tmp_path / "ten.nc"
+    ssh.write_netcdf(file, ssh.simulated(n_days=10, grid=32, seed=0), {})
+    out = tmp_path / "run"
+    status, err = cli(["train", "--system", "ssh", "--data", str(file), "--var", "truth", "--obs-var", "obs",
+                       *given, "--out", str(out), "--no-progress"])
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"argument --test-days: {file} {words}" in err
+    assert "--train-days" not in err and "-50" not in err
+    assert ("not given" in err) == (not given)
+    assert not out.exists()

@@ -126,13 +126,15 @@ def test_bad_inputs_raise_the_shared_errors(model, batch):
     kind, text = _message(validation.as_observations, obs[0])
     with pytest.raises(kind, match=re.escape(text)):
         vd.make_batch(obs[0])
-    # wrong shape for the model
-    wrong = vd.make_batch(_obs((B, T, N + 1))[0])
-    kind, text = _message(validation.check_batch_shapes, (B, T, N + 1), (B, T, N + 1), None, state_shape=(N,), n_time=T)
+    # a grid the architecture cannot take (smaller than the kernel); any other size is mapped
+    wrong = vd.make_batch(_obs((B, T, 2))[0])
+    kind, text = _message(validation.check_batch_grid, (B, T, 2), (B, T, 2), None, ndim=1, n_time=T, kernel_size=3)
     with pytest.raises(ValueError, match=re.escape(text)):
         model(wrong)
+    assert model(vd.make_batch(_obs((B, T, N + 1))[0])).shape == (B, T, N + 1)
     # wrong rank (a 2D batch to a 1D model)
-    with pytest.raises(ValueError, match=re.escape("batch.input must have shape (B, T=4, N=8), got (2, 4, 8, 1)")):
+    with pytest.raises(ValueError, match=re.escape("batch.input must have shape (B, T=4, N) with N at least 3 (the "
+                                                   "kernel), got (2, 4, 8, 1)")):
         model(vd.Batch2D(batch.input[..., None], batch.mask[..., None]))
     # mask of another shape
     with pytest.raises(ValueError, match=re.escape("batch.mask must have the shape of batch.input (2, 4, 8)")):

@@ -1,5 +1,6 @@
 """Losses, optimizer maths, train/eval steps, parameter round trips, and a Lorenz-96 run."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -9,6 +10,7 @@ import pytest
 
 import pipekit_cycle as pk
 import vardax_jax as vd
+from vardax_jax.params import get_param
 
 B, T, N = 2, 4, 8
 
@@ -73,7 +75,7 @@ def test_train_step_updates_and_refuses_non_finite(model):
     assert not np.array_equal(new_model.prior.conv_in.weight, model.prior.conv_in.weight)
     assert float(vd.eval_step(new_model, batch)) < float(loss)
     before = vd.export_params(new_model), jax.tree.map(np.asarray, new_state)
-    bad = vd.Batch1D(batch.input, batch.mask, batch.target.at[0, 0, 0].set(jnp.nan))
+    bad = vd.Batch1D(batch.input, batch.mask, batch.target.at[0, 0, 0].set(jnp.inf))  # NaN: no target (land)
     with pytest.raises(FloatingPointError, match="non-finite"):
         vd.train_step(new_model, bad, optimizer, new_state)
     after = vd.export_params(new_model), jax.tree.map(np.asarray, new_state)
@@ -150,3 +152,28 @@ def test_make_train_step_takes_any_loss_and_compiles_ahead(model):
     bad = vd.Batch1D(batch.input, batch.mask, batch.target.at[0, 0, 0].set(jnp.inf))
     with pytest.raises(FloatingPointError, match="^half_step: non-finite loss"):
         compiled(model, bad, optimizer, state)
+
+
+def test_a_nan_target_is_no_target_in_value_and_gradient(model):
+    # Land: the loss is the mean over the points that have a target, and the gradient of the
+    # parameters equals the one of the same batch with those points' errors cut out by hand.
+    rng = np.random.default_rng(3)
+    truth = rng.standard_normal((B, T, N))
+    land = np.zeros((B, T, N), bool)
+    land[..., :3] = True
+    obs = np.where(rng.random((B, T, N)) < 0.5, truth, np.nan)
+    obs[land] = np.nan
+    batch = vd.make_batch(obs, target=np.where(land, np.nan, truth))
+    pred = np.asarray(model(batch))
+    assert float(vd.train_loss_fn(model, batch)) == pytest.approx(np.mean((pred - truth)[~land] ** 2), rel=1e-12)
+
+    def cut_by_hand(m):
+        return jnp.sum(((m(batch) - truth) ** 2)[..., 3:]) / (~land).sum()
+
+    _, grads = vd.loss_and_grads(model, batch)
+    expected = eqx.filter_grad(cut_by_hand)(model)
+    for name in pk.schema(model.config):
+        np.testing.assert_allclose(grads[name], np.asarray(get_param(expected, name)), rtol=1e-10, atol=1e-14)
+    assert all(np.all(np.isfinite(g)) for g in grads.values())
+    with pytest.raises(ValueError, match="target is NaN everywhere"):
+        vd.make_batch(obs, target=np.full((B, T, N), np.nan))

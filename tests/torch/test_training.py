@@ -127,7 +127,7 @@ def test_non_finite_loss_or_gradient_changes_nothing(monkeypatch):
     model, state, _ = vd.train_step(model, batch, optimizer, state)  # non-empty Adam state
     snap = _snapshot(model, optimizer)
     bad_target = batch.target.clone()
-    bad_target[0, 0, 0] = float("nan")
+    bad_target[0, 0, 0] = float("inf")  # NaN would be no target there (land)
     bad = vd.Batch1D(batch.input, batch.mask, bad_target)
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         vd.train_step(model, bad, optimizer, state)
@@ -184,12 +184,13 @@ def test_bad_input_errors_use_the_shared_words():
     assert error_of(vd.make_batch, ints) == error_of(validation.as_observations, ints)
     assert error_of(vd.make_batch, ints)[0] is TypeError
     assert error_of(vd.make_batch, obs, truth[:, :2]) == error_of(validation.as_observations, obs, truth[:, :2])
-    # wrong state size / mask of another shape / dtype mismatch
-    _, _, wrong = make_problem((6,))
-    expected = error_of(validation.check_batch_shapes, (2, 4, 6), (2, 4, 6), (2, 4, 6), state_shape=(8,), n_time=4)
+    # a grid smaller than the kernel (any other size is mapped) / mask of another shape / dtype mismatch
+    _, _, wrong = make_problem((2,))
+    expected = error_of(validation.check_batch_grid, (2, 4, 2), (2, 4, 2), (2, 4, 2), ndim=1, n_time=4, kernel_size=3)
     assert error_of(model, wrong) == expected and expected[0] is ValueError
+    assert tuple(model(make_problem((6,))[2]).shape) == (2, 4, 6)
     bad_mask = vd.Batch1D(batch.input, batch.mask[:, :2], batch.target)
-    expected = error_of(validation.check_batch_shapes, (2, 4, 8), (2, 2, 8), None, state_shape=(8,), n_time=4)
+    expected = error_of(validation.check_batch_grid, (2, 4, 8), (2, 2, 8), None, ndim=1, n_time=4, kernel_size=3)
     assert error_of(model, bad_mask) == expected
     _, _, f32 = make_problem(dtype="float32")
     expected = error_of(validation.check_same_dtype, "float32", "float64")
@@ -270,3 +271,25 @@ def test_make_train_step_takes_any_loss_and_reads_the_device_once(monkeypatch):
     bad_target[0, 0, 0] = float("inf")
     with pytest.raises(FloatingPointError, match="^half_step: non-finite loss"):
         step(model, vd.Batch1D(batch.input, batch.mask, bad_target), optimizer, state)
+
+
+def test_a_nan_target_is_no_target_in_value_and_gradient():
+    # Land: the mean over the points that have a target; the gradient equals the one of the
+    # same batch with those points' errors cut out by hand (plain autograd).
+    model = make_model()
+    obs, truth, _ = make_problem(seed=3)
+    land = np.zeros(truth.shape, bool)
+    land[..., :3] = True
+    obs[land] = np.nan
+    batch = vd.make_batch(obs, target=np.where(land, np.nan, truth), dtype="float64")
+    value, grads = vd.loss_and_grads(model, batch)
+    pred = model(batch)
+    cut = ((pred - torch.as_tensor(truth)) ** 2)[..., 3:].sum() / (~land).sum()
+    assert value == pytest.approx(float(cut.detach()), rel=1e-12)
+    names, params = zip(*model.named_parameters(), strict=True)
+    expected = torch.autograd.grad(cut, list(params))
+    for name, grad in zip(names, expected, strict=True):
+        np.testing.assert_allclose(grads[name], grad.numpy(), rtol=1e-10, atol=1e-14)
+    assert all(np.all(np.isfinite(g)) for g in grads.values())
+    with pytest.raises(ValueError, match="target is NaN everywhere"):
+        vd.make_batch(obs, target=np.full(truth.shape, np.nan))
