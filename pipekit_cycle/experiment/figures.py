@@ -412,15 +412,18 @@ def map_figure(
 
 
 def _draw_errors(figure: Figure, axes: Sequence[Axes], grid: _MapGrid, errors: Mapping[str, np.ndarray]) -> None:
-    """Each estimate's error map on one symmetric scale, cells without a value hatched."""
-    bound = max(float(np.nanmax(np.abs(error), initial=0.0)) for error in errors.values()) or 1e-3
+    """Each estimate's error map on one symmetric scale, cells without a value hatched. The
+    scale is the median over the estimates of their largest error, so that one poor baseline
+    (linear interpolation's errors are several times OI's) does not wash the others out; larger
+    errors take the end colours (the bar's arrows)."""
+    bound = float(np.median([np.nanmax(np.abs(error), initial=0.0) for error in errors.values()])) or 1e-3
     style = {"cmap": ERROR_CMAP, "vmin": -bound, "vmax": bound}
     mesh = None
     for axis, (name, error) in zip(axes, errors.items(), strict=True):
         axis.patch.set_hatch("////")  # the background: shows where an estimate has no value
         axis.patch.set_edgecolor(HATCH_COLOUR)
         mesh = _draw_map(axis, grid, error, f"{name} - truth", style)
-    figure.colorbar(mesh, ax=list(axes), location="bottom", shrink=0.6, label="estimate - truth (m)")
+    figure.colorbar(mesh, ax=list(axes), location="bottom", shrink=0.6, label="estimate - truth (m)", extend="both")
 
 
 def psd_score_figure(title: str, scores: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Figure:
