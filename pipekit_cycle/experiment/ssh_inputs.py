@@ -225,11 +225,11 @@ def _with_land(data: GriddedData, satellites: np.ndarray | None, land: np.ndarra
     return dataclasses.replace(data, obs=obs, truth=truth, land=land), satellites
 
 
-def _warn_if_sparse(data: GriddedData) -> None:
+def _warn_if_sparse(data: GriddedData, flag: str) -> None:
+    """`ConfigError` naming ``flag`` without any observation on the ocean; a warning when few."""
     observed = np.isfinite(data.obs)
     ocean_cells = (~data.land).sum() * observed.shape[0]
     if not observed.any():
-        flag = "obs" if data.truth is None or "--obs" in data.source else "obs_var"
         raise ConfigError(flag, f"{data.source}: no observation on the map's ocean cells; nothing to map from")
     days = observed.any(axis=(1, 2)).mean()
     cells = observed.sum() / ocean_cells
@@ -265,7 +265,7 @@ def load_inputs(config: ExperimentConfig) -> SSHInputs:
     else:
         land = data.land
     data, satellites = _with_land(data, satellites, land)
-    _warn_if_sparse(data)
+    _warn_if_sparse(data, "obs" if config.obs is not None else "obs_var")
     withheld = None
     if config.withhold is not None:
         (withheld,) = _tracks(config, "withhold", [config.withhold])

@@ -191,3 +191,16 @@ def test_sparse_observations_warn_with_the_fraction_and_none_is_a_usage_error(tm
                        "--out", str(out)])
     assert status == 2 and err.count("\n") == 1 and "at least two --obs files" in err, err
     assert not out.exists()
+
+
+def test_gridded_observations_all_nan_are_a_usage_error_naming_the_variable(tmp_path, cli, altimetry):
+    run, _, _ = altimetry
+    path = tmp_path / "maps.nc"
+    xr.Dataset({"ssh": (("time", "lat", "lon"), run.truth), "sla": (("time", "lat", "lon"), np.full_like(run.truth,
+                                                                                                        np.nan))},
+               coords={"time": run.time.astype("datetime64[ns]"), "lat": run.lat, "lon": run.lon}).to_netcdf(
+        path, engine="h5netcdf")
+    out = tmp_path / "run"
+    status, err = cli([*_flags(), "--data", str(path), "--var", "ssh", "--obs-var", "sla", "--out", str(out)])
+    assert status == 2 and err.count("\n") == 1 and "--obs-var" in err and "no observation" in err, err
+    assert not out.exists()
