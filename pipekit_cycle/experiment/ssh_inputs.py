@@ -99,6 +99,19 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
+def _sequence(field: str, value: object, count: int, words: str) -> list[Any]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != count:
+        raise ConfigError(field, f"must be {count} values, {words}, got {value!r}")
+    return list(value)
+
+
+def _numbers(field: str, value: object, count: int, words: str) -> list[float]:
+    values = _sequence(field, value, count, words)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ConfigError(field, f"must be {count} numbers, {words}, got {value!r}")
+    return [float(v) for v in values]
+
+
 def resolve_inputs(ssh: dict[str, Any]) -> None:
     """Check the source flags together, in place (``ssh``: the task's settings, defaults
     applied); lists become lists (as JSON keeps them). `ConfigError` names the flag."""
@@ -121,14 +134,16 @@ def resolve_inputs(ssh: dict[str, Any]) -> None:
             if ssh[field] is not None:
                 raise ConfigError(field, "defines a grid when no --data does; --data has its own grid")
     if ssh["obs"] is not None:
-        ssh["obs"] = [_a_path("obs", path) for path in ssh["obs"]]
+        paths = [ssh["obs"]] if isinstance(ssh["obs"], str) else ssh["obs"]  # one file, from Python
+        ssh["obs"] = [_a_path("obs", path) for path in paths]
         _a_name("obs_var", ssh["obs_var"], "--obs")
         if ssh["data"] is None:
             missing = [field for field in _GRID_BOX if ssh[field] is None]
             if missing:
                 raise ConfigError(missing[0], "is needed with --obs and no --data: --grid-box LAT0 LAT1 LON0 LON1 "
                                   "--resolution DEG --period START END define the map")
-            ssh["grid_box"], ssh["period"] = [float(v) for v in ssh["grid_box"]], [str(v) for v in ssh["period"]]
+            ssh["grid_box"] = _numbers("grid_box", ssh["grid_box"], 4, "LAT0 LAT1 LON0 LON1 (degrees)")
+            ssh["period"] = [str(day) for day in _sequence("period", ssh["period"], 2, "START END (YYYY-MM-DD)")]
             config_positive("resolution", ssh["resolution"])
     else:
         _a_name("obs_var", ssh["obs_var"], "--data without --obs")

@@ -204,3 +204,21 @@ def test_gridded_observations_all_nan_are_a_usage_error_naming_the_variable(tmp_
     status, err = cli([*_flags(), "--data", str(path), "--var", "ssh", "--obs-var", "sla", "--out", str(out)])
     assert status == 2 and err.count("\n") == 1 and "--obs-var" in err and "no observation" in err, err
     assert not out.exists()
+
+
+def test_the_python_route_checks_the_grid_box_and_takes_one_obs_path():
+    from pipekit_cycle.experiment import ConfigError
+
+    box = {"obs_var": "sla", "resolution": 0.25, "period": ["2012-10-01", "2012-10-20"]}
+    with pytest.raises(ConfigError, match=r"grid_box: must be 4 values, LAT0 LAT1 LON0 LON1 \(degrees\)"):
+        ExperimentConfig(system="ssh", obs=["a.nc", "b.nc"], grid_box=[30.0, 35.0, -60.0], **box)
+    with pytest.raises(ConfigError, match="grid_box: must be 4 numbers"):
+        ExperimentConfig(system="ssh", obs=["a.nc", "b.nc"], grid_box=[30.0, 35.0, -60.0, "x"], **box)
+    with pytest.raises(ConfigError, match=r"period: must be 2 values, START END"):
+        ExperimentConfig(system="ssh", obs=["a.nc", "b.nc"], grid_box=[30, 35, -60, -55],
+                         **{**box, "period": "2012-10-01"})
+    # One path as a string is one file (not its characters): the two-satellite rule names it.
+    with pytest.raises(ConfigError, match="at least two --obs files .* got 1"):
+        ExperimentConfig(system="ssh", obs="a.nc", grid_box=[30, 35, -60, -55], **box)
+    config = ExperimentConfig(system="ssh", obs=["a.nc", "b.nc"], grid_box=[30, 35, -60, -55], **box)
+    assert config.grid_box == [30.0, 35.0, -60.0, -55.0] and ExperimentConfig.from_dict(config.to_dict()) == config
