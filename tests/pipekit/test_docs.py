@@ -203,3 +203,11 @@ def test_the_main_names_have_examples(backend):
 def test_docstring_example_runs_with_only_its_framework(kind, code, run_snippet):
     result = run_snippet(code, kind)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+def test_the_cite_block_names_the_packages_version():
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    cite = (ROOT / "docs" / "index.md").read_text().split("## Cite", 1)[1]
+    assert re.search(r"version = \{(.*?)\}", cite).group(1) == version
