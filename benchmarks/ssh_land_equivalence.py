@@ -19,7 +19,8 @@ import numpy as np
 
 import pipekit_cycle as pk
 from pipekit_cycle import load_backend, ssh
-from pipekit_cycle.experiment.ssh import whole_domain_map
+from pipekit_cycle.experiment.ssh import SSHTask
+from pipekit_cycle.ssh import whole_domain_map
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     data = ssh.simulated(n_days=1020, grid=64, seed=0)
     test = data.period(960, 1020)
     ocean = args.ocean_columns
-    oi = {"space_km": 70.0, "time_days": 7.0, "noise_std": data.noise_std}
+    defaults = SSHTask().defaults  # the OI the run was trained on, at the driver's defaults
+    oi = {"space_km": defaults["oi_space_km"], "time_days": defaults["oi_time_days"], "noise_std": data.noise_std}
 
     def predict(x: np.ndarray) -> np.ndarray:
         return backend.to_numpy(backend.predict(model, backend.make_batch(x)))

@@ -40,14 +40,14 @@ Scoring: the held-out period mapped whole and scored by `pipekit_cycle.ssh.score
 the truth, like OI and linear interpolation in time (`pipekit_cycle.ssh.linear_interpolation_time`).
 
 The map of the held-out period (``held_out_map``): the solver is fully convolutional, so the
-model trained on patches maps the whole domain in one pass per window (``whole``: every
-window over the full grid, blended in time with `pipekit_cycle.ssh.time_tent`, no seam in
-space), or patch by patch, stitched (``patches``: `pipekit_cycle.ssh.learned_map`, the
-triangular weight of `pipekit_cycle.ssh.stitch`). ``auto`` is ``whole`` when the grid obeys
-the model's rule (`pipekit_cycle.validation.grid_rule`: here even and at least 6 with the
-default pooling) and one window of it holds no more points than a batch of patches
-(``batch_size * patch_size**2``, the memory the patch mode uses), else ``patches``. The README
-compares the two (section "Mapping sea-surface height")
+model trained on patches maps the whole domain in one pass per window (``whole``:
+`pipekit_cycle.ssh.whole_domain_map`, every window over the full grid, blended in time with
+`pipekit_cycle.ssh.time_tent`, no seam in space), or patch by patch, stitched (``patches``:
+`pipekit_cycle.ssh.learned_map`, the triangular weight of `pipekit_cycle.ssh.stitch`).
+``auto`` is ``whole`` when the grid obeys the model's rule (`pipekit_cycle.validation.grid_rule`:
+here even and at least 6 with the default pooling) and one window of it holds no more points
+than a batch of patches (``batch_size * patch_size**2``, the memory the patch mode uses), else
+``patches``. The README compares the two (section "Mapping sea-surface height")
 
 Files: ``metrics.json`` (``scores``, with a reference: ``rmse``, ``mu``, ``sigma``,
 ``lambda_x_deg``, ``lambda_t_days`` of ``learned``, ``oi`` and ``interpolation``;
@@ -66,7 +66,7 @@ import importlib.metadata
 import json
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -78,7 +78,16 @@ from ..placement import Placement
 from ..ssh.baselines import linear_interpolation_time
 from ..ssh.files import write_netcdf
 from ..ssh.gridded import GriddedData
-from ..ssh.mapping import Standardiser, learned_map, oi_background, samples, score, time_tent, window_starts
+from ..ssh.mapping import (
+    Standardiser,
+    learned_map,
+    oi_background,
+    samples,
+    score,
+    whole_domain_map,
+    window_starts,
+    zero_land,
+)
 from ..ssh.metrics import spectral_score
 from ..ssh.patches import patch_origins
 from ..ssh.track_metrics import track_scores
@@ -100,7 +109,6 @@ __all__ = [
     "SSH_SIMULATION",
     "SSHData",
     "SSHTask",
-    "whole_domain_map",
 ]
 
 HELD_OUT_SAMPLES = 128
@@ -157,7 +165,7 @@ class SSHTask:
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {
         "steps": 2000, "batch_size": 8, "solver_steps": 5, "hidden_dim": 16, "prior_hidden_dim": 16,
         "window_length": 15, "patch_size": 32, "patch_stride": 16, "prior_downsample": 2, "test_days": 60,
-        "oi_space_km": 70.0, "oi_time_days": 7.0, "background": "oi", "held_out_map": HELD_OUT_MAP_DEFAULT})
+        "oi_space_km": 130.0, "oi_time_days": 5.0, "background": "oi", "held_out_map": HELD_OUT_MAP_DEFAULT})
     settings: tuple[Setting, ...] = SETTINGS
     outputs: tuple[str, ...] = MAP_FILES
 
@@ -245,27 +253,30 @@ class _TruthTargets:
         return scale.forward(self.period.obs - self.background), scale.forward(self.period.truth - self.background)
 
 
+def _leave_one_out_means(satellites: np.ndarray) -> list[np.ndarray]:
+    """Entry ``s``: the mean of the satellites ``(n, time, lat, lon)`` other than ``s``."""
+    with warnings.catch_warnings():  # a cell none of the others saw: NaN, unobserved
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return [np.nanmean(np.delete(satellites, variant, axis=0), axis=0) for variant in range(len(satellites))]
+
+
 class _SatelliteTargets:
     """Supervision without a gridded reference, from the observations alone: variant ``s``
-    maps the other satellites (their mean, ``satellites`` ``(n, time, lat, lon)``) and is
-    scored on satellite ``s``'s cells, each departure taken from the OI of the other
-    satellites, so that no target value reaches the input through the background."""
+    maps ``others[s]``, the mean of the other satellites (`_leave_one_out_means` of
+    ``satellites`` ``(n, time, lat, lon)``), and is scored on satellite ``s``'s cells, each
+    departure taken from ``backgrounds[s]``, the OI of ``others[s]``, so that no target value
+    reaches the input through the background."""
 
-    def __init__(self, satellites: np.ndarray, backgrounds: list[np.ndarray]) -> None:
-        self.satellites, self.backgrounds = satellites, backgrounds
+    def __init__(self, satellites: np.ndarray, others: list[np.ndarray], backgrounds: list[np.ndarray]) -> None:
+        self.satellites, self.others, self.backgrounds = satellites, others, backgrounds
         self.variants = len(satellites)
-
-    def others(self, variant: int) -> np.ndarray:
-        with warnings.catch_warnings():  # a cell none of the others saw: NaN, unobserved
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(np.delete(self.satellites, variant, axis=0), axis=0)
 
     def departures(self) -> np.ndarray:
         return np.concatenate([self.satellites[s] - self.backgrounds[s] for s in range(self.variants)])
 
     def pair(self, variant: int, scale: Standardiser) -> tuple[np.ndarray, np.ndarray]:
         background = self.backgrounds[variant]
-        return scale.forward(self.others(variant) - background), scale.forward(self.satellites[variant] - background)
+        return scale.forward(self.others[variant] - background), scale.forward(self.satellites[variant] - background)
 
 
 class SSHData:
@@ -338,15 +349,13 @@ class SSHData:
         return self._optimal_interpolation(period if obs is None else dataclasses.replace(period, obs=obs))
 
     def _satellite_targets(self, period: GriddedData, satellites: np.ndarray) -> _SatelliteTargets:
+        others = _leave_one_out_means(satellites)
         backgrounds = []
         with progress_bar(len(satellites), 0, self._progress, "OI background without each satellite") as bar:
-            for variant in range(len(satellites)):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    others = np.nanmean(np.delete(satellites, variant, axis=0), axis=0)
-                backgrounds.append(self._background(period, others))
+            for mean in others:
+                backgrounds.append(self._background(period, mean))
                 bar.update(1)
-        return _SatelliteTargets(satellites, backgrounds)
+        return _SatelliteTargets(satellites, others, backgrounds)
 
     def _held_out_map(self) -> str:
         """``held_out_map`` resolved to ``whole`` or ``patches`` for this grid (module docstring)."""
@@ -482,9 +491,8 @@ class SSHData:
                                        truth=test.truth, land=test.land, estimates=named),
             }
             if test.truth is not None:
-                ocean = ~test.land
-                truth = np.where(ocean, test.truth, 0.0)  # the spectra see land as zero (ssh.score)
-                curves = {label: spectral_score(np.where(ocean, field, 0.0), truth, dx=test.dx_deg,
+                truth = zero_land(test.truth, test.land)  # as `score` sees it
+                curves = {label: spectral_score(zero_land(field, test.land), truth, dx=test.dx_deg,
                                                 dt=self._drawn["dt_days"]) for label, field in named.items()}
                 figures["psd_score.png"] = psd_score_figure(title, curves)
             figures["loss.png"] = loss_figure(title, losses, held_out,
@@ -511,65 +519,6 @@ def _headline(metrics: dict[str, Any]) -> str:
         parts.append(f"against {metrics['withheld']}: mu learned {track['learned']['mu']:.3f}, OI "
                      f"{track['oi']['mu']:.3f}")
     return "; ".join(parts) or "no reference and no withheld satellite to score against"
-
-def whole_domain_map(
-    predict: Callable[[np.ndarray], np.ndarray],
-    obs: np.ndarray,
-    *,
-    background: np.ndarray,
-    scale: Standardiser,
-    length: int,
-    batch_size: int,
-    progress: Callable[[int], object] | None = None,
-) -> np.ndarray:
-    r"""`pipekit_cycle.ssh.learned_map` with one patch, the whole grid: every window of
-    ``length`` days of ``obs`` ``(time, lat, lon)`` passed through ``predict`` over the full
-    grid (``batch_size`` windows at a time), the windows blended in time with the tent of
-    `pipekit_cycle.ssh.time_tent`, exactly as `pipekit_cycle.ssh.reconstruct` blends them:
-
-    .. math::
-        \hat\eta = \eta_b + \frac{\sum_w \tau(t - t_w)\, s^{-1}\big(\Psi_\theta(s(y - \eta_b))\big)_w(t - t_w)}
-                                 {\sum_w \tau(t - t_w)}.
-
-    No patch, so no seam; the grid must be one the model maps (`pipekit_cycle.validation.grid_rule`).
-
-    Examples
-    --------
-    ```python
-    import numpy as np
-    from pipekit_cycle import ssh
-    from pipekit_cycle.experiment.ssh import whole_domain_map
-
-    data = ssh.simulated(n_days=6, grid=16, seed=0)
-    scale = ssh.Standardiser.fit(data.truth)
-    background = np.zeros_like(data.truth)
-    # A "solver" that returns its input: the observed departures come back where observed.
-    mapped = whole_domain_map(lambda x: x, data.obs, background=background, scale=scale, length=4, batch_size=2)
-    observed = np.isfinite(data.obs)
-    assert mapped.shape == data.truth.shape and np.allclose(mapped[observed], data.obs[observed])
-    patched = ssh.learned_map(lambda x: x, data.obs, background=background, scale=scale, length=4, size=16,
-                              stride=16, batch_size=2)  # one patch as large as the grid: the same map
-    assert np.allclose(mapped, patched, equal_nan=True)
-    ```
-    """
-    departures = scale.forward(obs - background)
-    n_days = obs.shape[0]
-    starts = window_starts(n_days, length)
-    tau = time_tent(length)
-    total = np.zeros(obs.shape)
-    norm = np.zeros(n_days)
-    for first in range(0, len(starts), batch_size):
-        chunk = starts[first : first + batch_size]
-        inputs = np.stack([departures[start : start + length] for start in chunk])
-        outputs = scale.inverse(np.asarray(predict(inputs), dtype=np.float64))
-        if outputs.shape != inputs.shape:
-            raise ValueError(f"predict must return an array shaped like its input {inputs.shape}, got {outputs.shape}")
-        for start, output in zip(chunk, outputs, strict=True):
-            total[start : start + length] += tau[:, None, None] * output
-            norm[start : start + length] += tau
-        if progress is not None:
-            progress(len(chunk))
-    return background + total / norm[:, None, None]
 
 
 def _json_numbers(values: dict[str, float | int]) -> dict[str, float | int | None]:

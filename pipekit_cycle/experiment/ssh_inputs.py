@@ -33,7 +33,6 @@ from ..ssh.files import read_netcdf
 from ..ssh.gridded import GriddedData, simulated
 from ..ssh.land import read_land_mask
 from ..ssh.observations import AlongTrack
-from ..ssh.osse import KM_PER_DEG
 from .config import config_int, config_positive
 from .errors import ConfigError, SparseObservationsWarning
 from .task import Setting
@@ -223,8 +222,7 @@ def _from_tracks(config: ExperimentConfig, reference: GriddedData | None) -> tup
     days = ((dates - dates[0]) / np.timedelta64(1, "D")).astype(np.float64)
     data = GriddedData(
         truth=None, obs=obs, lat=lat, lon=lon, time=days, dates=dates, land=np.zeros(obs.shape[1:], bool),
-        dx_deg=dx, dy_deg=dy, dx_km=dx * KM_PER_DEG * float(np.cos(np.radians(lat.mean()))),
-        noise_std=None, source=f"{len(paths)} --obs file(s) binned on --grid-box",
+        dx_deg=dx, dy_deg=dy, noise_std=None, source=f"{len(paths)} --obs file(s) binned on --grid-box",
     )
     return data, satellites
 

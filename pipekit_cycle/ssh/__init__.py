@@ -3,7 +3,7 @@
 One module per idea, the public names re-exported here:
 
 * `pipekit_cycle.ssh.simulation`: the OSSE, a spun-up two-layer ocean seen by altimeters (`simulate`);
-* `pipekit_cycle.ssh.qg`: the two-layer quasi-geostrophic model (`TwoLayerQG`);
+* `pipekit_cycle.ssh.qg`: the two-layer quasi-geostrophic model (`TwoLayerQG`, `JetRelaxation`);
 * `pipekit_cycle.ssh.observations`: nadir altimeters and a SWOT-like swath (`observe`);
 * `pipekit_cycle.ssh.osse`: the earlier 1.5-layer simulated ocean (`ssh_osse`);
 * `pipekit_cycle.ssh.gridded`: `GriddedData`, the daily maps a mapping job reads (`simulated`);
@@ -16,8 +16,9 @@ One module per idea, the public names re-exported here:
 * `pipekit_cycle.ssh.track_metrics`: the 2021a challenge's scores of a map against a withheld
   satellite (`track_scores`, `effective_resolution`);
 * `pipekit_cycle.ssh.baselines`: optimal interpolation and linear interpolation in time;
-* `pipekit_cycle.ssh.mapping`: windows, samples, the stitched reconstruction, scores, and the
-  preprocessing the learned solver uses (standardisation, the OI background).
+* `pipekit_cycle.ssh.mapping`: windows, samples, the stitched reconstruction, scores, the
+  preprocessing the learned solver uses (standardisation, the OI background) and its maps of a
+  period, patch by patch or the whole domain at once (`learned_map`, `whole_domain_map`).
 
 Nothing here imports a deep-learning framework: a backend's ``predict`` is passed in.
 """
@@ -42,7 +43,18 @@ from .baselines import linear_interpolation_time, optimal_interpolation
 from .files import NETCDF_HINT, read_netcdf, write_netcdf
 from .gridded import SEA_LEVEL_ANOMALY, GriddedData, simulated
 from .land import read_land_mask
-from .mapping import Standardiser, learned_map, oi_background, reconstruct, samples, score, time_tent, window_starts
+from .mapping import (
+    Standardiser,
+    learned_map,
+    oi_background,
+    reconstruct,
+    samples,
+    score,
+    time_tent,
+    whole_domain_map,
+    window_starts,
+    zero_land,
+)
 from .metrics import psd_score, rmse, rmse_score, spectral_score
 from .observations import (
     DEFAULT_CONSTELLATION,
@@ -55,7 +67,7 @@ from .observations import (
 )
 from .osse import DEFAULT_DX_DEG, SSHOSSE, ssh_osse
 from .patches import extract, patch_origins, stitch, tent
-from .qg import TwoLayerQG
+from .qg import JetRelaxation, TwoLayerQG
 from .simulation import MODELS, START_DATE, SSHSimulation, TwoLayerSettings, cache_directory, simulate
 from .track_metrics import (
     AlongTrackSpectrum,
@@ -79,6 +91,7 @@ __all__ = [
     "AlongTrack",
     "AlongTrackSpectrum",
     "GriddedData",
+    "JetRelaxation",
     "MapGrid",
     "SSHSimulation",
     "Satellite",
@@ -130,6 +143,8 @@ __all__ = [
     "time_tent",
     "track_metrics",
     "track_scores",
+    "whole_domain_map",
     "window_starts",
     "write_netcdf",
+    "zero_land",
 ]

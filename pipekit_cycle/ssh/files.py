@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from .gridded import LON_CONVENTIONS, SEA_LEVEL_ANOMALY, GriddedData
-from .osse import KM_PER_DEG
 
 __all__ = ["NETCDF_HINT", "read_netcdf", "write_netcdf"]
 
@@ -298,7 +296,7 @@ def read_netcdf(path: str | os.PathLike[str], var: str, obs_var: str | None = No
     return GriddedData(
         truth=truth, obs=np.where(land, np.nan, obs), lat=np.ascontiguousarray(lat), lon=lon,
         time=(dates - dates[0]) / np.timedelta64(1, "D"), dates=dates, land=land, dx_deg=dx_deg, dy_deg=dy_deg,
-        dx_km=dx_deg * KM_PER_DEG * math.cos(math.radians(float(lat.mean()))), noise_std=None, source=file,
+        noise_std=None, source=file,
         lat_descending=lat_descending, lon_convention=lon_convention,
         standard_name=standard_name if standard_name.startswith("sea_surface_height") else SEA_LEVEL_ANOMALY,
     )

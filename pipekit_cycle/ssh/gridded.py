@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
+from .observations import KM_PER_DEG
 from .simulation import simulate
 
 __all__ = ["LON_CONVENTIONS", "SEA_LEVEL_ANOMALY", "GriddedData", "simulated"]
@@ -26,8 +28,8 @@ class GriddedData:
 
     * ``lat`` (degrees, ascending) and ``lon`` (degrees, increasing and contiguous: a box that
       crosses 0° or 180° in its file's convention is unwrapped, e.g. 350..370 or 170..190),
-      the cell centres; ``dy_deg`` and ``dx_deg`` their spacings (they may differ), ``dx_km``
-      the zonal spacing at the central latitude;
+      the cell centres; ``dy_deg`` and ``dx_deg`` their spacings (they may differ), `dx_km`
+      the zonal spacing in km at the mean latitude (derived from them);
     * ``dates`` (``datetime64[D]``, one a map) and ``time``, float days since the first date of
       the data they were read or simulated as (`period` keeps it: a held-out period's ``time``
       starts where it starts in the whole);
@@ -63,7 +65,6 @@ class GriddedData:
     land: np.ndarray
     dx_deg: float
     dy_deg: float
-    dx_km: float
     noise_std: float | None
     source: str
     lat_descending: bool = False
@@ -84,6 +85,29 @@ class GriddedData:
         if self.lon_convention not in (None, *LON_CONVENTIONS):
             raise ValueError(f"GriddedData: lon_convention must be None or one of {LON_CONVENTIONS}, "
                              f"got {self.lon_convention!r}")
+
+    @property
+    def dx_km(self) -> float:
+        r"""The zonal spacing in km at the mean latitude :math:`\bar\varphi` of ``lat``,
+
+        .. math::
+            \Delta x = \frac{\pi R}{180} \, \Delta\lambda \cos\bar\varphi,
+
+        with :math:`\Delta\lambda` = ``dx_deg`` and :math:`R` = 6371 km (``KM_PER_DEG``, 111.2 km a
+        degree): derived from the grid, not stored, so it cannot disagree with it (the
+        simulation's ``dx_km`` is the same number).
+
+        Examples
+        --------
+        ```python
+        import math
+        from pipekit_cycle.ssh.gridded import simulated
+
+        data = simulated(n_days=1, grid=16, seed=0)
+        assert math.isclose(data.dx_km, data.dx_deg * 111.195 * math.cos(math.radians(data.lat.mean())), rel_tol=1e-5)
+        ```
+        """
+        return self.dx_deg * KM_PER_DEG * math.cos(math.radians(float(np.mean(self.lat))))
 
     def period(self, start: int, stop: int) -> GriddedData:
         """The days ``start:stop`` (``truth``, ``obs``, ``time`` and ``dates``)."""
@@ -116,6 +140,6 @@ def simulated(*, n_days: int, grid: int, seed: int) -> GriddedData:
     noise_std = float(np.sqrt(np.mean(np.square(noise)))) if len(noise) > 1 else (noise[0] if noise else None)
     return GriddedData(
         truth=run.truth, obs=run.obs, lat=run.lat, lon=run.lon, time=run.days, dates=run.time, land=run.land,
-        dx_deg=run.dx_deg, dy_deg=run.dx_deg, dx_km=run.dx_km, noise_std=noise_std,
+        dx_deg=run.dx_deg, dy_deg=run.dx_deg, noise_std=noise_std,
         source=f"simulate({n_days}, shape=({grid}, {grid}), seed={seed})",
     )

@@ -21,7 +21,10 @@ the weights cancel.
 
 `score` is the data challenge's report of one estimate: RMSE, :math:`\mu`, :math:`\sigma`
 (`pipekit_cycle.ssh.rmse_score`) and :math:`\lambda_x`, :math:`\lambda_t`
-(`pipekit_cycle.ssh.psd_score`).
+(`pipekit_cycle.ssh.psd_score`), the spectra seeing land as zero (`zero_land`).
+
+The learned solver maps a period patch by patch (`learned_map`) or, being fully
+convolutional, the whole grid one window at a time (`whole_domain_map`).
 
 """
 
@@ -47,7 +50,9 @@ __all__ = [
     "samples",
     "score",
     "time_tent",
+    "whole_domain_map",
     "window_starts",
+    "zero_land",
 ]
 
 
@@ -191,7 +196,7 @@ def score(estimate: np.ndarray, truth: np.ndarray, *, dx_deg: float, dt_days: fl
     """
     mu, sigma = rmse_score(estimate, truth)
     ocean = np.isfinite(truth)
-    lambda_x, lambda_t = psd_score(np.where(ocean, estimate, 0.0), np.where(ocean, truth, 0.0), dx=dx_deg, dt=dt_days)
+    lambda_x, lambda_t = psd_score(zero_land(estimate, ~ocean), zero_land(truth, ~ocean), dx=dx_deg, dt=dt_days)
     return {
         "rmse": rmse(estimate[ocean], truth[ocean]),
         "mu": mu,
@@ -199,6 +204,25 @@ def score(estimate: np.ndarray, truth: np.ndarray, *, dx_deg: float, dt_days: fl
         "lambda_x_deg": lambda_x if math.isfinite(lambda_x) else None,
         "lambda_t_days": lambda_t if math.isfinite(lambda_t) else None,
     }
+
+
+def zero_land(field: np.ndarray, land: np.ndarray) -> np.ndarray:
+    """``field`` with 0 on ``land`` (bool, broadcast against it: ``(lat, lon)`` for a
+    ``(time, lat, lon)`` field): the whole field a spectrum needs, land counted as a flat sea
+    surface, so that a map and its reference filled alike show no error there (`score`).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle import ssh
+
+    field = np.array([[[1.0, np.nan], [3.0, 4.0]]])  # (time, lat, lon): NaN on land
+    land = np.array([[False, True], [False, False]])
+    assert ssh.zero_land(field, land).tolist() == [[[1.0, 0.0], [3.0, 4.0]]]
+    ```
+    """
+    return np.where(land, 0.0, field)
 
 
 # --- the learned solver's preprocessing ---------------------------------------------------------
@@ -314,3 +338,64 @@ def learned_map(
 
     return background + reconstruct(standardised, obs - background, length=length, size=size, stride=stride,
                                     batch_size=batch_size, progress=progress)
+
+
+def whole_domain_map(
+    predict: Callable[[np.ndarray], np.ndarray],
+    obs: np.ndarray,
+    *,
+    background: np.ndarray,
+    scale: Standardiser,
+    length: int,
+    batch_size: int,
+    progress: Callable[[int], object] | None = None,
+) -> np.ndarray:
+    r"""`learned_map` with one patch, the whole grid: every window of ``length`` days of
+    ``obs`` ``(time, lat, lon)`` passed through ``predict`` over the full grid (``batch_size``
+    windows at a time), the windows blended in time with the tent of `time_tent`, exactly as
+    `reconstruct` blends them:
+
+    .. math::
+        \hat\eta = \eta_b + \frac{\sum_w \tau(t - t_w)\, s^{-1}\big(\Psi_\theta(s(y - \eta_b))\big)_w(t - t_w)}
+                                 {\sum_w \tau(t - t_w)}.
+
+    No patch, so no seam; the grid must be one the model maps (`pipekit_cycle.validation.grid_rule`).
+    ``progress(n)`` is called after each batch with the number of windows done.
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle import ssh
+    from pipekit_cycle.ssh import whole_domain_map
+
+    data = ssh.simulated(n_days=6, grid=16, seed=0)
+    scale = ssh.Standardiser.fit(data.truth)
+    background = np.zeros_like(data.truth)
+    # A "solver" that returns its input: the observed departures come back where observed.
+    mapped = whole_domain_map(lambda x: x, data.obs, background=background, scale=scale, length=4, batch_size=2)
+    observed = np.isfinite(data.obs)
+    assert mapped.shape == data.truth.shape and np.allclose(mapped[observed], data.obs[observed])
+    patched = ssh.learned_map(lambda x: x, data.obs, background=background, scale=scale, length=4, size=16,
+                              stride=16, batch_size=2)  # one patch as large as the grid: the same map
+    assert np.allclose(mapped, patched, equal_nan=True)
+    ```
+    """
+    departures = scale.forward(obs - background)
+    n_days = obs.shape[0]
+    starts = window_starts(n_days, length)
+    tau = time_tent(length)
+    total = np.zeros(obs.shape)
+    norm = np.zeros(n_days)
+    for first in range(0, len(starts), batch_size):
+        chunk = starts[first : first + batch_size]
+        inputs = np.stack([departures[start : start + length] for start in chunk])
+        outputs = scale.inverse(np.asarray(predict(inputs), dtype=np.float64))
+        if outputs.shape != inputs.shape:
+            raise ValueError(f"predict must return an array shaped like its input {inputs.shape}, got {outputs.shape}")
+        for start, output in zip(chunk, outputs, strict=True):
+            total[start : start + length] += tau[:, None, None] * output
+            norm[start : start + length] += tau
+        if progress is not None:
+            progress(len(chunk))
+    return background + total / norm[:, None, None]

@@ -47,6 +47,21 @@ spectral exponential filter
 (``filter_strength`` :math:`a`, 23.6 by default): it removes the enstrophy that cascades to
 the grid scale and the aliased products with it. `TwoLayerQG.tendency` is the right-hand side
 :math:`\partial_t \hat q` alone; the filter belongs to the stepper (`TwoLayerQG.integrate`).
+
+A jet (`JetRelaxation`, optional): the upper layer's zonal-mean PV is relaxed toward that of a
+Gaussian eastward jet over a lower layer at rest,
+
+.. math::
+    \partial_t q_1 \mathrel{+}= -\frac{\overline{q_1} - Q^*}{\tau}, \qquad
+    Q^* = \partial_{yy} \Psi^* - F_1 \Psi^*, \qquad
+    -\partial_y \Psi^* = U^*(y) = U_0\, e^{-(y - y_j)^2 / L^2} - \big\langle U_0\, e^{-(y - y_j)^2 / L^2} \big\rangle_y,
+
+:math:`\overline{\,\cdot\,}` the zonal mean (the ``k = 0`` column of the spectra). The mean is
+taken out of :math:`U^*` so that :math:`\Psi^*` is periodic: the jet's transport returns as a
+weak westward flow over the rest of the box. The relaxation restores the jet's vertical shear
+as its baroclinic (and barotropic) instability spends it, so the jet meanders and sheds eddies
+and the flow settles to a steady state between this forcing, the bottom drag and the filter.
+With ``jet=None`` the tendency is pyqg's ``QGModel``'s.
 """
 
 from __future__ import annotations
@@ -59,19 +74,79 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TwoLayerQG"]
+__all__ = ["JetRelaxation", "TwoLayerQG"]
 
 _FILTER_CUTOFF = 0.65 * math.pi
 _SECONDS_PER_DAY = 86400.0
 
 
 @dataclasses.dataclass(frozen=True)
+class JetRelaxation:
+    r"""Relax the upper layer's zonal-mean PV toward a Gaussian eastward jet (module docstring):
+    peak speed ``speed`` (:math:`U_0`, m/s), e-folding half-width ``width_m`` (:math:`L`),
+    axis at ``position`` (:math:`y_j` as a fraction of the box's meridional extent, from its
+    first row) and relaxation time ``timescale_s`` (:math:`\tau`, s).
+
+    Examples
+    --------
+    ```python
+    import numpy as np
+    from pipekit_cycle.ssh import JetRelaxation, TwoLayerQG
+
+    jet = JetRelaxation(speed=1.0, width_m=30e3, position=0.25, timescale_s=20 * 86400.0)
+    model = TwoLayerQG(ny=64, nx=16, dx_m=8e3, dy_m=8e3, beta=1.8e-11, deformation_m=20e3,
+                       delta=0.25, u1=0.0, u2=0.0, bottom_drag=4e-7, jet=jet)
+    u = jet.velocity(model.ny, model.dy_m)
+    assert u.argmax() == 16 and abs(u.mean()) < 1e-12 and u.max() < 1.0  # the mean taken out
+    ```
+    """
+
+    speed: float
+    width_m: float
+    position: float
+    timescale_s: float
+
+    def __post_init__(self) -> None:
+        for name in ("width_m", "timescale_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        if isinstance(self.speed, bool) or not (isinstance(self.speed, (int, float)) and math.isfinite(self.speed)):
+            raise ValueError(f"speed must be a finite number (m/s), got {self.speed!r}")
+        if isinstance(self.position, bool) or not (isinstance(self.position, (int, float)) and 0 <= self.position < 1):
+            raise ValueError(f"position must be a fraction of the box in [0, 1), got {self.position!r}")
+
+    def velocity(self, ny: int, dy_m: float) -> np.ndarray:
+        r""":math:`U^*(y)` on the ``ny`` rows ``dy_m`` apart (m/s), its mean taken out."""
+        y = dy_m * np.arange(ny)
+        profile = self.speed * np.exp(-(((y - self.position * ny * dy_m) / self.width_m) ** 2))
+        return profile - profile.mean()
+
+    def streamfunction(self, ny: int, dy_m: float) -> np.ndarray:
+        r""":math:`\Psi^*(y)` (m²/s), zero-mean: :math:`\hat\Psi^* = i \hat U^* / l`
+        (:math:`-\partial_y` in spectral space inverted; 0 at :math:`l = 0`)."""
+        l = 2.0 * np.pi * np.fft.fftfreq(ny, d=dy_m)  # noqa: E741 (the wavenumber's usual name)
+        velocity = np.fft.fft(self.velocity(ny, dy_m))
+        psi = np.zeros(ny, dtype=complex)
+        psi[1:] = 1j * velocity[1:] / l[1:]
+        return np.fft.ifft(psi).real
+
+    def target(self, ny: int, nx: int, dy_m: float, f1: float) -> np.ndarray:
+        r"""The ``k = 0`` column of the ``rfft2`` spectrum of :math:`Q^*`, ``(ny,)`` complex:
+        :math:`\hat Q^* = -(l^2 + F_1)\, \hat\Psi^*`, times ``nx`` (the zonal sum of a field
+        that does not vary along :math:`x`)."""
+        l = 2.0 * np.pi * np.fft.fftfreq(ny, d=dy_m)  # noqa: E741 (the wavenumber's usual name)
+        return nx * -(l**2 + f1) * np.fft.fft(self.streamfunction(ny, dy_m))
+
+
+@dataclasses.dataclass(frozen=True)
 class TwoLayerQG:
     r"""The two-layer model on an ``(ny, nx)`` grid of spacings ``dx_m`` (zonal) and ``dy_m``
     (meridional), in SI units: ``beta`` (m⁻¹ s⁻¹), ``deformation_m`` (:math:`L_d`),
-    ``delta`` (:math:`H_1 / H_2`), ``u1``, ``u2`` (m/s), ``bottom_drag`` (:math:`r`, s⁻¹) and
-    ``filter_strength`` (:math:`a`). States are ``rfft2`` spectra of the potential vorticity,
-    ``(2, ny, nx // 2 + 1)`` complex; see the module docstring for the equations.
+    ``delta`` (:math:`H_1 / H_2`), ``u1``, ``u2`` (m/s), ``bottom_drag`` (:math:`r`, s⁻¹),
+    ``filter_strength`` (:math:`a`) and an optional ``jet`` (`JetRelaxation`). States are
+    ``rfft2`` spectra of the potential vorticity, ``(2, ny, nx // 2 + 1)`` complex; see the module
+    docstring for the equations.
 
     Examples
     --------
@@ -102,6 +177,7 @@ class TwoLayerQG:
     u2: float
     bottom_drag: float
     filter_strength: float = 23.6
+    jet: JetRelaxation | None = None
 
     def __post_init__(self) -> None:
         for name in ("ny", "nx"):
@@ -194,7 +270,8 @@ class TwoLayerQG:
 
     def tendency(self, qh: np.ndarray) -> np.ndarray:
         r""":math:`\partial_t \hat q` of the PV spectra ``qh`` ``(2, ny, nx // 2 + 1)``: advection by
-        the eddies and the mean flow, the mean PV gradients and the bottom drag (no filter). Computed
+        the eddies and the mean flow, the mean PV gradients, the bottom drag and the jet's
+        relaxation if there is one (no filter). Computed
         in the precision of ``qh`` (complex128 or complex64)."""
         out = np.empty_like(qh)
         self._tendency_into(qh, out)
@@ -226,6 +303,14 @@ class TwoLayerQG:
         np.negative(out, out=out)
         np.multiply(ph[1], self.bottom_drag * k2, out=scratch[1])
         out[1] += scratch[1]
+        if self.jet is not None:
+            out[0, :, 0] -= (qh[0, :, 0] - self._jet_target(qh.dtype)) / self.jet.timescale_s
+
+    def _jet_target(self, dtype: np.dtype) -> np.ndarray:
+        key = ("jet", np.dtype(dtype).type)
+        if key not in self._operators:
+            self._operators[key] = self.jet.target(self.ny, self.nx, self.dy_m, self.f1).astype(dtype)
+        return self._operators[key]
 
     def _workspace(self, dtype: np.dtype) -> tuple[np.ndarray, ...]:
         """Scratch arrays for `tendency`, per precision (so a model is not thread-safe)."""

@@ -1,22 +1,28 @@
 r"""The SSH OSSE: `simulate`, a spun-up ocean model seen by altimeters.
 
 ``model="two_layer"`` (the default) is the two-layer quasi-geostrophic model of
-`pipekit_cycle.ssh.qg` (pyqg's ``QGModel``): baroclinic instability of an imposed vertically
-sheared zonal flow :math:`U_1 - U_2`, bottom drag, the exponential small-scale filter, on a
-doubly periodic :math:`\beta`-plane box. Its settings (`TwoLayerSettings`) are chosen for the
-eddy-rich Gulf Stream region: the deformation radius :math:`L_d` = 20 km (Chelton et al. 1998
-give 20-30 km there), a thin upper layer (:math:`H_1 / H_2 = 1/4`), :math:`U_1 - U_2` = 8 cm/s,
-2.2 times the Phillips threshold :math:`\beta / F_2` at 38° N, and a 30-day bottom drag. The
-sea-surface height is the upper layer's geostrophic streamfunction scaled by :math:`f_0 / g`,
+`pipekit_cycle.ssh.qg` (pyqg's ``QGModel``) on a doubly periodic :math:`\beta`-plane box, forced
+by a meandering eastward jet: the upper layer's zonal-mean potential vorticity is relaxed toward
+that of a Gaussian jet over a lower layer at rest (`pipekit_cycle.ssh.JetRelaxation`), whose
+baroclinic and barotropic instability makes the meanders, rings and eddies; bottom drag and the
+exponential small-scale filter take the energy out. Its settings (`TwoLayerSettings`) are chosen
+for the eddy-rich Gulf Stream region: the deformation radius :math:`L_d` = 20 km (Chelton et
+al. 1998 give 20-30 km there), a thin upper layer (:math:`H_1 / H_2 = 1/4`), a jet of 1 m/s
+with an e-folding half-width of 30 km relaxed over 20 days, its axis a quarter of the way up
+the box (the middle of the driver's maps), and a 30-day bottom drag. There is no imposed
+uniform flow by default (``u1 = u2 = 0``); ``jet_speed=0`` with ``u1=0.08`` is the earlier
+configuration, eddies of a uniform shear everywhere and no jet. The sea-surface height is the
+upper layer's geostrophic streamfunction scaled by :math:`f_0 / g`,
 
 .. math::
     \eta = \frac{f_0}{g}\, \psi_1, \qquad f_0 = 2\Omega \sin\varphi_0, \quad
     \beta = 2\Omega \cos\varphi_0 / R_E,
 
 (the surface pressure :math:`\rho_0 g \eta` is the upper layer's pressure
-:math:`\rho_0 f_0 \psi_1`), :math:`\varphi_0` the model box's central latitude. The imposed
-flow's own tilt, :math:`-(f_0 / g)\, U_1 y` (7 cm per 100 km), is uniform and not periodic: it
-is left out, so the maps are the eddy field, the anomaly an altimetry product maps.
+:math:`\rho_0 f_0 \psi_1`), :math:`\varphi_0` the model box's central latitude. The jet is part of
+:math:`\psi_1` (the zonal-mean column of the spectra), so the maps carry its step in SSH, as
+the 2020a challenge's NATL60 maps carry the Gulf Stream's; an imposed uniform flow's tilt,
+:math:`-(f_0 / g)\, U_1 y`, is not periodic and is left out.
 
 The box. The model runs on a doubly periodic grid of 128 points each way (``box_points``: a
 10° box), ``dx_deg`` apart from ``(lat0, lon0)`` (default 33° N, 65° W, the 2020a data
@@ -26,16 +32,19 @@ is larger, with metric spacings :math:`\Delta y` = ``dx_deg`` :math:`\times` 111
 points from that corner: a smaller box is a window onto the same ocean (not periodic itself),
 so the windows of one seed on one box show the same flow and share one spin-up. Maps of at
 most a quarter of ``box_points`` each way (32 points: the tests' sizes) run on a box of half
-of it (64 points, a 5° box), eight times cheaper; its largest eddies are cut by the box, its
-other statistics are alike (measured: SSH std 0.18 m, slope -4.8, Laplacian kurtosis 3.7). The
+of it (64 points, a 5° box), eight times cheaper, its jet a quarter of the way up that box
+(the middle of a 32-point map); its largest eddies are cut by the box and its jet's step is
+smaller (measured over 150 days on the whole 64-point box: SSH std 0.24 m, kurtosis 2.1, a
+0.61 m step, slope -4.4, Laplacian kurtosis 3.6). The
 step is chosen daily from the CFL condition (`pipekit_cycle.ssh.TwoLayerQG.run_days`; 50-80
 steps a day).
 
-Spin-up. The run starts from a random large-scale field (a spectrum peaked at 400 km, 15 cm
-of SSH, the lower layer at half the upper one's streamfunction), drawn from the seed, and is
-integrated ``spinup_days`` (default 200) days before the first map; the energy levels off
-after about 120 days. ``time`` counts from `START_DATE`, 2012-10-01 (the start of the 2020a
-challenge's NATL60 year), one map a day.
+Spin-up. The run starts from the jet plus a random large-scale field (a spectrum peaked at
+400 km, 15 cm of SSH, the lower layer at half the upper one's streamfunction), drawn from the
+seed, and is integrated ``spinup_days`` (default 200) days before the first map; the jet's
+instability grows out of it in about 60 days and the SSH variance levels off after about 150.
+``time`` counts from `START_DATE`, 2012-10-01 (the start of the 2020a challenge's NATL60 year),
+one map a day.
 
 Cache. The spun-up state and the daily maps are kept on disk, keyed by every setting and the
 seed, under ``$PIPEKIT_CACHE`` or else ``$XDG_CACHE_HOME/pipekit_cycle``
@@ -44,23 +53,24 @@ are written atomically (a temporary file renamed into place); a shorter run read
 days of a longer one (the days do not depend on how many follow), a longer one recomputes from
 the cached spin-up. A cold and a warm cache give identical arrays.
 
-Measured with the defaults on the 128-point box (seed 1, 730 days after the spin-up; the
-spectrum is the time-mean isotropic power spectrum of the periodic maps, one point per shell
-of width :math:`2\pi / L_y`, fitted in log-log over the 11 shells between 70 and 250 km): the
-SSH has a standard deviation of 0.19 m (extremes :math:`\pm` 0.8 m) and falls as
-:math:`k^{-4.55}` (the zonal spectrum as :math:`k^{-4.8}`); its skewness is 0.05 and its
-kurtosis 3.0 (QG is symmetric under :math:`(y, \psi) \to (-y, -\psi)`: no skewness), while
-its Laplacian (:math:`f_0/g` times the relative vorticity) has kurtosis 4.0: fat tails, the
-coherent eddies; the daily maps' autocorrelation falls to :math:`1/e` in 12 days (0.49 at 10
-days). The 1.5-layer model measured alike: 0.10 m, :math:`k^{-7.2}`, Laplacian kurtosis 3.2.
-Published values for the Gulf Stream region: SSH wavenumber spectra of :math:`k^{-4}` to
-:math:`k^{-5}` over 70-250 km in eddy-rich regions (Xu & Fu 2012); SSH anomaly standard
-deviations of 0.1-0.2 m away from the Stream and 0.3-0.4 m along its axis (Ducet et al.
-2000); temporal correlation scales of order 10-20 days in the DUACS mapping there (Pujol et
-al. 2016). There is no jet: these are eddies, whose variance lies below the Stream axis's. Generation,
-on two shared CPU cores (load 5-8): the driver's default 1020 days on 64 x 64 (the 128-point
-box) 205 s cold, milliseconds from the cache; 32 x 32 for 16 days (the 64-point box) 2.2 s
-cold.
+Measured with the defaults on the 128-point box (seed 0, 730 days after the spin-up;
+``python -m benchmarks.ssh_ocean_statistics``, which says how each number is computed): over
+the driver's 64 x 64 map the SSH has a standard deviation of 0.46 m, its skewness is -0.05 and
+its kurtosis 1.46, far from a Gaussian's 3: a bimodal distribution, the two sides of the jet,
+whose time- and zonal-mean SSH steps by 0.99 m across it; the anomaly from the time mean has a
+standard deviation of 0.22 m, skewness -0.20 and kurtosis 3.6; the Laplacian (:math:`f_0/g`
+times the relative vorticity) has kurtosis 4.9: fat tails, the rings and the meanders' fronts.
+The time-mean isotropic wavenumber spectrum of the periodic maps falls as :math:`k^{-4.26}`
+between 70 and 250 km (the zonal one as :math:`k^{-4.56}`), and the anomaly's autocorrelation
+falls to :math:`1/e` in 16 days. Published values for the Gulf Stream region: an SSH step of
+about 1 m across the Stream; SSH wavenumber spectra of :math:`k^{-4}` to :math:`k^{-5}` over
+70-250 km in eddy-rich regions (Xu & Fu 2012); SSH anomaly standard deviations of 0.1-0.2 m away
+from the Stream and 0.3-0.4 m along its axis (Ducet et al. 2000); temporal correlation scales
+of order 10-20 days in the DUACS mapping there (Pujol et al. 2016). Without the jet (the earlier
+configuration) the SSH was near-Gaussian (kurtosis 3.0) with a 0.19 m standard deviation.
+Generation, on two CPU cores: 930 days (the spin-up and 730) on the 128-point box in 51 s
+cold; the driver's default 1020 days on 64 x 64 in 65 s cold, milliseconds from the cache;
+32 x 32 for 150 days (the 64-point box) 4 s cold.
 
 ``model="one_and_half_layer"`` is the earlier forced 1.5-layer model, `pipekit_cycle.ssh.ssh_osse`
 (its defaults, 40 days of spin-up); the observations are this module's either way
@@ -91,7 +101,7 @@ from .observations import (
     resolve_instruments,
 )
 from .osse import DEFAULT_DX_DEG, EARTH_ROTATION, GRAVITY, ssh_osse
-from .qg import TwoLayerQG
+from .qg import JetRelaxation, TwoLayerQG
 
 __all__ = ["CACHE_ENV", "MODELS", "START_DATE", "SSHSimulation", "TwoLayerSettings", "cache_directory", "simulate"]
 
@@ -99,16 +109,19 @@ START_DATE = np.datetime64("2012-10-01", "D")
 MODELS = ("two_layer", "one_and_half_layer")
 CACHE_ENV = "PIPEKIT_CACHE"
 _CACHE_OFF = ("", "0", "off", "false", "no", "none")
-_CACHE_VERSION = 1  # bump when the model's arithmetic changes: old files then no longer match
+_CACHE_VERSION = 2  # bump when the model's arithmetic changes: old files then no longer match
 
 
 @dataclasses.dataclass(frozen=True)
 class TwoLayerSettings:
     """The two-layer model's settings: ``deformation_km`` (:math:`L_d`), ``delta``
-    (:math:`H_1 / H_2`), ``u1``, ``u2`` (m/s), ``drag_days`` (the bottom drag's e-folding time),
-    ``filter_strength``, ``cfl``, ``spinup_days``, ``box_points`` (the smallest model grid, each
-    way), and the initial state: ``initial_ssh`` (m) at ``initial_wavelength_km``, the lower
-    layer's streamfunction ``initial_ratio`` times the upper one's.
+    (:math:`H_1 / H_2`), ``u1``, ``u2`` (m/s: a uniform imposed flow), ``drag_days`` (the bottom
+    drag's e-folding time), ``filter_strength``, ``cfl``, ``spinup_days``, ``box_points`` (the
+    smallest model grid, each way); the jet (`pipekit_cycle.ssh.JetRelaxation`): ``jet_speed``
+    (m/s; 0 for none), ``jet_width_km``, ``jet_position`` (its axis, as a fraction of the box
+    from its southern edge) and ``jet_relaxation_days``; and the initial state: ``initial_ssh``
+    (m) of eddies at ``initial_wavelength_km``, the lower layer's streamfunction
+    ``initial_ratio`` times the upper one's.
 
     Examples
     --------
@@ -118,31 +131,42 @@ class TwoLayerSettings:
     quick = TwoLayerSettings(spinup_days=5, box_points=32)
     run = simulate(3, shape=(16, 16), seed=0, settings=quick, cache=False)
     assert run.parameters["box_points"] == 32 and TwoLayerSettings().deformation_km == 20.0
+    eddies_alone = TwoLayerSettings(u1=0.08, jet_speed=0.0)  # no jet: baroclinic eddies everywhere
     ```
     """
 
     deformation_km: float = 20.0
     delta: float = 0.25
-    u1: float = 0.08
+    u1: float = 0.0
     u2: float = 0.0
     drag_days: float = 30.0
     filter_strength: float = 23.6
     cfl: float = 0.6
     spinup_days: int = 200
     box_points: int = 128
+    jet_speed: float = 1.0
+    jet_width_km: float = 30.0
+    jet_position: float = 0.25
+    jet_relaxation_days: float = 20.0
     initial_ssh: float = 0.15
     initial_wavelength_km: float = 400.0
     initial_ratio: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("deformation_km", "delta", "drag_days", "cfl", "initial_ssh", "initial_wavelength_km"):
+        positive = ("deformation_km", "delta", "drag_days", "cfl", "jet_width_km", "jet_relaxation_days",
+                    "initial_ssh", "initial_wavelength_km")
+        for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a number > 0, got {value!r}")
-        for name in ("u1", "u2", "filter_strength", "initial_ratio"):
+        for name in ("u1", "u2", "jet_speed", "filter_strength", "initial_ratio"):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if isinstance(self.jet_position, bool) or not (
+            isinstance(self.jet_position, (int, float)) and 0 <= self.jet_position < 1
+        ):
+            raise ValueError(f"jet_position must be a fraction of the box in [0, 1), got {self.jet_position!r}")
         check_int("spinup_days", self.spinup_days, 0)
         check_int("box_points", self.box_points, 16)
 
@@ -248,15 +272,26 @@ def _store(path: Path | None, array: np.ndarray) -> None:
 
 def _initial_state(model: TwoLayerQG, settings: TwoLayerSettings, f0: float, rng: np.random.Generator) -> np.ndarray:
     """Random large-scale PV spectra: an upper streamfunction with an isotropic spectrum peaked
-    at ``initial_wavelength_km`` and ``initial_ssh`` of SSH, the lower one proportional."""
+    at ``initial_wavelength_km`` and ``initial_ssh`` of SSH, the lower one proportional; plus
+    the jet's own streamfunction in the upper layer, if there is a jet."""
     k0 = 2.0 * np.pi / (settings.initial_wavelength_km * 1e3)
     envelope = (model.k2 / k0**2) * np.exp(-model.k2 / k0**2)
     psi = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((model.ny, model.nx))) * envelope, s=(model.ny, model.nx))
     psi *= settings.initial_ssh * GRAVITY / f0 / psi.std()
-    ph = np.fft.rfft2(np.stack([psi, settings.initial_ratio * psi]))
+    lower = settings.initial_ratio * psi
+    if model.jet is not None:
+        psi = psi + model.jet.streamfunction(model.ny, model.dy_m)[:, None]
+    ph = np.fft.rfft2(np.stack([psi, lower]))
     return np.stack(
         [-model.k2 * ph[0] + model.f1 * (ph[1] - ph[0]), -model.k2 * ph[1] + model.f2 * (ph[0] - ph[1])]
     ) * model.spectral_filter
+
+
+def _jet(settings: TwoLayerSettings) -> JetRelaxation | None:
+    if settings.jet_speed == 0:
+        return None
+    return JetRelaxation(speed=settings.jet_speed, width_m=settings.jet_width_km * 1e3, position=settings.jet_position,
+                         timescale_s=settings.jet_relaxation_days * 86400.0)
 
 
 def _two_layer(
@@ -284,7 +319,7 @@ def _two_layer(
     model = TwoLayerQG(
         ny=box[0], nx=box[1], dx_m=dx_m, dy_m=dy_m, beta=beta, deformation_m=settings.deformation_km * 1e3,
         delta=settings.delta, u1=settings.u1, u2=settings.u2, bottom_drag=1.0 / (settings.drag_days * 86400.0),
-        filter_strength=settings.filter_strength,
+        filter_strength=settings.filter_strength, jet=_jet(settings),
     )
     parameters: dict[str, float | str] = {
         **dataclasses.asdict(settings), "f0": f0, "beta": beta, "box_lat": box[0], "box_lon": box[1],

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pipekit_cycle import ssh as mapping
+from pipekit_cycle.experiment.ssh import SSHTask
 from pipekit_cycle.ssh.baselines import linear_interpolation_time, optimal_interpolation
 
 SSH = {
@@ -17,6 +18,8 @@ SSH = {
     "prior_hidden_dim": 3, "window_length": 4, "patch_size": 16, "patch_stride": 8, "train_days": 8,
     "test_days": 8, "grid": 32,
 }
+# The OI the driver runs by default (its scales swept on training days: README).
+OI_SCALES = {"space_scale": SSHTask().defaults["oi_space_km"], "time_scale": SSHTask().defaults["oi_time_days"]}
 
 
 def ssh_flags(**changes: object) -> list[str]:
@@ -50,7 +53,7 @@ def test_ssh_run_writes_the_scores_of_its_maps(tmp_path, cli):
         np.testing.assert_array_equal(np.isnan(written["obs"].values), np.isnan(test.obs))
         maps = {name: written[name].values for name in ("learned", "oi", "interpolation")}
     # OI and interpolation recomputed from the public baselines, on the held-out days alone.
-    oi = optimal_interpolation(test.obs, space_scale=70.0, time_scale=7.0, noise_var=0.03**2, lat=test.lat,
+    oi = optimal_interpolation(test.obs, **OI_SCALES, noise_var=0.03**2, lat=test.lat,
                                lon=test.lon, time=test.time)
     np.testing.assert_array_equal(maps["oi"], oi.astype(np.float32))
     np.testing.assert_array_equal(maps["interpolation"], linear_interpolation_time(test.obs).astype(np.float32))
@@ -80,7 +83,7 @@ def test_learned_map_is_the_oi_plus_the_solvers_stitched_departure(tmp_path, cli
     train, test = data.period(0, 8), data.period(8, 16)
 
     def oi_of(period: mapping.GriddedData) -> np.ndarray:
-        return optimal_interpolation(period.obs, space_scale=70.0, time_scale=7.0, noise_var=0.03**2,
+        return optimal_interpolation(period.obs, **OI_SCALES, noise_var=0.03**2,
                                      lat=period.lat, lon=period.lon, time=period.time)
 
     departure = train.truth - oi_of(train)
@@ -117,7 +120,7 @@ def test_ssh_run_on_a_users_netcdf_file(tmp_path, cli):
     assert metrics["data"] == str(file)
     assert (metrics["train_days"], metrics["held_out_days"], metrics["grid"]) == (14, 6, [32, 32])
     test = data.period(14, 20)
-    oi = optimal_interpolation(test.obs, space_scale=70.0, time_scale=7.0, noise_var=0.03**2, lat=test.lat,
+    oi = optimal_interpolation(test.obs, **OI_SCALES, noise_var=0.03**2, lat=test.lat,
                                lon=test.lon, time=np.arange(6.0))
     assert metrics["scores"]["oi"]["mu"] == pytest.approx(_scores_of(oi, test.truth, test.dx_deg)["mu"], rel=1e-9)
 

@@ -5,6 +5,7 @@ and the flag, and a CF-1.8 writer whose files read back to the same maps and dat
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -163,7 +164,7 @@ def test_without_xarray_reading_and_writing_name_the_extra(tmp_path, monkeypatch
         read_netcdf(tmp_path / "x.nc", "sla")
     data = GriddedData(truth=None, obs=np.zeros((1, 2, 2)), lat=np.zeros(2), lon=np.zeros(2), time=np.zeros(1),
                        dates=np.array(["2012-10-01"], dtype="datetime64[D]"), land=np.zeros((2, 2), bool),
-                       dx_deg=1.0, dy_deg=1.0, dx_km=1.0, noise_std=None, source="here")
+                       dx_deg=1.0, dy_deg=1.0, noise_std=None, source="here")
     with pytest.raises(ImportError, match=r"pipekit-cycle\[netcdf\]"):
         write_netcdf(tmp_path / "x.nc", data, {})
 
@@ -230,7 +231,8 @@ def test_observations_only_periods_and_field_checks(tmp_path):
     obs[1, 0, 2] = 0.25
     data = GriddedData(truth=None, obs=obs, lat=np.array([10.0, 11.0]), lon=np.array([-1.0, 0.0, 1.0]),
                        time=np.arange(3.0), dates=dates, land=np.zeros((2, 3), bool), dx_deg=1.0, dy_deg=1.0,
-                       dx_km=109.5, noise_std=None, source="binned tracks")
+                       noise_std=None, source="binned tracks")
+    assert data.dx_km == pytest.approx(111.195 * math.cos(math.radians(10.5)), rel=1e-5)  # derived: 1 deg at 10.5 N
     tail = data.period(1, 3)
     assert tail.truth is None and tail.obs.shape == (2, 2, 3) and tail.dates[0] == dates[1]
     path = tmp_path / "obs.nc"
@@ -251,7 +253,7 @@ def test_observations_only_periods_and_field_checks(tmp_path):
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     data = GriddedData(truth=np.zeros((1, 2, 2)), obs=np.zeros((1, 2, 2)), lat=np.array([0.0, 1.0]),
                        lon=np.array([0.0, 1.0]), time=np.zeros(1), dates=np.array(["2012-10-01"], "datetime64[D]"),
-                       land=np.zeros((2, 2), bool), dx_deg=1.0, dy_deg=1.0, dx_km=111.0, noise_std=None, source="s")
+                       land=np.zeros((2, 2), bool), dx_deg=1.0, dy_deg=1.0, noise_std=None, source="s")
     path = tmp_path / "out.nc"
     path.write_bytes(b"the old file")
 

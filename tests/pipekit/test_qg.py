@@ -1,13 +1,13 @@
 """The two-layer quasi-geostrophic model (`pipekit_cycle.ssh.qg`): its right-hand side and its
-stepper against pyqg-jax's ``QGModel`` (the dev extra; float64), its inversion, and linear
-baroclinic instability against the dispersion relation."""
+stepper against pyqg-jax's ``QGModel`` (the dev extra; float64), its inversion, the jet's
+relaxation, and linear baroclinic instability against the dispersion relation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipekit_cycle.ssh import TwoLayerQG
+from pipekit_cycle.ssh import JetRelaxation, TwoLayerQG
 
 # A non-square grid of non-square cells, both layers moving, drag and beta: every term counts.
 PARAMETERS = {"beta": 1.8e-11, "deformation_m": 20e3, "delta": 0.25, "u1": 0.08, "u2": -0.01, "bottom_drag": 4e-7}
@@ -177,3 +177,29 @@ def test_bad_parameters_raise(changes: dict, match: str):
     arguments = {"ny": NY, "nx": NX, "dx_m": DX, "dy_m": DY, **PARAMETERS, **changes}
     with pytest.raises(ValueError, match=match):
         TwoLayerQG(**arguments)
+
+
+def test_the_jet_relaxes_the_upper_zonal_mean_toward_its_profile():
+    # The forcing is -(q1_bar - Q*) / tau on the k = 0 column of the upper layer, nothing else;
+    # Q* is the PV of the jet U*(y) over a lower layer at rest.
+    jet = JetRelaxation(speed=0.8, width_m=40e3, position=0.3, timescale_s=10 * 86400.0)
+    common = dict(ny=48, nx=32, dx_m=9e3, dy_m=11e3, beta=1.7e-11, deformation_m=20e3, delta=0.25, u1=0.0,
+                  u2=0.0, bottom_drag=3e-7)
+    plain, forced = TwoLayerQG(**common), TwoLayerQG(**common, jet=jet)
+    qh = np.fft.rfft2(1e-6 * np.random.default_rng(3).standard_normal((2, 48, 32)))
+    difference = forced.tendency(qh) - plain.tendency(qh)
+    target = jet.target(48, 32, 11e3, plain.f1)
+    np.testing.assert_allclose(difference[0, :, 0], -(qh[0, :, 0] - target) / jet.timescale_s, rtol=1e-12)
+    assert not difference[1].any() and not difference[0, :, 1:].any()
+    # The target state (upper PV Q*, lower PV F2 Psi*: psi2 = 0) inverts to the jet's velocity.
+    psi_star = jet.streamfunction(48, 11e3)
+    state = np.stack([target, 32 * plain.f2 * np.fft.fft(psi_star)])
+    full = np.zeros((2, 48, 17), complex)
+    full[:, :, 0] = state
+    psi = np.fft.irfft2(plain.invert(full), s=(48, 32))
+    u = -np.gradient(np.pad(psi[0, :, 0], 1, mode="wrap"), 11e3)[1:-1]  # -d psi / dy, periodic
+    y = 11e3 * np.arange(48)
+    expected = 0.8 * np.exp(-(((y - 0.3 * 48 * 11e3) / 40e3) ** 2))
+    np.testing.assert_allclose(u, expected - expected.mean(), atol=0.02)  # centred differences, 11 km
+    np.testing.assert_allclose(psi[1], 0.0, atol=1e-9 * np.abs(psi[0]).max())
+    np.testing.assert_allclose(psi[0, :, 0], psi_star, rtol=1e-10, atol=1e-10 * np.abs(psi_star).max())

@@ -1,6 +1,7 @@
 """The SSH OSSE (`pipekit_cycle.ssh.simulate`): what it returns, its observing system (four
 nadirs, a SWOT-like swath), its cache, the 1.5-layer model by name, and the statistics of the
-two-layer ocean on a small box (the default box's are measured in the module docstring)."""
+two-layer ocean with its jet on a small box (the default box's are measured by
+``python -m benchmarks.ssh_ocean_statistics`` and reported in the module docstring)."""
 
 from __future__ import annotations
 
@@ -206,23 +207,43 @@ def _kurtosis(values: np.ndarray) -> float:
     return float((anomaly**4).mean() / (anomaly**2).mean() ** 2)
 
 
+def _skewness(values: np.ndarray) -> float:
+    anomaly = values - values.mean()
+    return float((anomaly**3).mean() / (anomaly**2).mean() ** 1.5)
+
+
 def test_statistics_of_the_two_layer_ocean_on_a_small_box(tmp_path):
-    # The whole periodic 64-point box (5°): the default settings, spun up 200 days, 150 days.
+    # The whole periodic 64-point box (5°): the default settings (a jet a quarter of the way up
+    # the box), spun up 200 days, 150 days.
     run = simulate(150, shape=(64, 64), seed=0, settings=TwoLayerSettings(box_points=64), cache=tmp_path)
     ssh = run.truth - run.truth.mean(axis=(1, 2), keepdims=True)
-    assert 0.1 < ssh.std() < 0.3  # m: Gulf-Stream-like eddies
+    assert 0.15 < ssh.std() < 0.4  # m: the jet's step and its eddies
+    profile = ssh.mean(axis=(0, 2))
+    assert profile.max() - profile.min() > 0.4  # m: the jet's step in SSH ...
+    assert profile[8] > 0.1 > -0.1 > profile[24]  # ... high south of its axis (row 16), low north
+    assert _kurtosis(ssh) < 2.5  # bimodal: the two sides of the jet, not a Gaussian
     slope = _isotropic_slope(ssh, run.dx_km, run.dy_km, 70.0, 250.0)
     assert -5.5 < slope < -3.5
     kx = 2 * np.pi * np.fft.fftfreq(64, run.dx_km)
     ky = 2 * np.pi * np.fft.fftfreq(64, run.dy_km)
     laplacian = np.fft.ifft2(-(kx[None, :] ** 2 + ky[:, None] ** 2) * np.fft.fft2(ssh)).real
-    assert _kurtosis(laplacian) > 3.3  # fat-tailed vorticity: coherent eddies
+    assert _kurtosis(laplacian) > 3.3  # fat-tailed vorticity: the rings and the jet's meanders
     anomaly = ssh - ssh.mean(axis=0)
     correlation = [(anomaly[lag:] * anomaly[: 150 - lag]).mean() / (anomaly**2).mean() for lag in range(40)]
     efold = int(np.argmax(np.array(correlation) < 1 / math.e))
     assert 5 <= efold <= 30  # days
-    halves = ssh[:75].std(), ssh[75:].std()
+    halves = anomaly[:75].std(), anomaly[75:].std()
     assert halves[1] == pytest.approx(halves[0], rel=0.35)  # spun up: statistically steady
+
+
+def test_without_a_jet_the_box_holds_eddies_alone(tmp_path):
+    # jet_speed=0 and a uniform shear: the earlier configuration, symmetric: no step, no skewness.
+    settings = TwoLayerSettings(box_points=64, u1=0.08, jet_speed=0.0)
+    run = simulate(60, shape=(64, 64), seed=0, settings=settings, cache=tmp_path)
+    ssh = run.truth - run.truth.mean(axis=(1, 2), keepdims=True)
+    profile = ssh.mean(axis=(0, 2))
+    assert profile.max() - profile.min() < 0.2  # m: no step (the jet makes 0.4 m and more)
+    assert abs(_skewness(ssh)) < 0.3
 
 
 @pytest.mark.parametrize(
@@ -247,7 +268,9 @@ def test_bad_arguments_raise(kwargs: dict, match: str):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"deformation_km": 0.0}, "deformation_km must be a number > 0"), ({"box_points": 8}, "box_points"),
-     ({"u1": float("nan")}, "u1 must be a finite number")],
+     ({"u1": float("nan")}, "u1 must be a finite number"),
+     ({"jet_position": 1.0}, "jet_position must be a fraction of the box in \\[0, 1\\)"),
+     ({"jet_width_km": -3.0}, "jet_width_km must be a number > 0")],
 )
 def test_bad_settings_raise(kwargs: dict, match: str):
     with pytest.raises(ValueError, match=match):

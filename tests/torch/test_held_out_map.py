@@ -14,7 +14,8 @@ import torch
 import vardax_torch as vt
 from pipekit_cycle import load_backend, load_params, ssh
 from pipekit_cycle.experiment import ConfigError, ExperimentConfig, latest_checkpoint, run_experiment
-from pipekit_cycle.experiment.ssh import SSH, whole_domain_map
+from pipekit_cycle.experiment.ssh import SSH
+from pipekit_cycle.ssh import whole_domain_map
 
 SMALL = {
     "system": "ssh", "steps": 2, "checkpoint_every": 2, "batch_size": 2, "solver_steps": 2, "hidden_dim": 3,
