@@ -139,9 +139,9 @@ def _build_parsers(
                        help=f"time steps per window (days for ssh); {_per_system('window_length', tasks)}")
     train.add_argument("--hidden-dim", type=int, default=None, help=_per_system("hidden_dim", tasks))
     train.add_argument("--prior-hidden-dim", type=int, default=None, help=_per_system("prior_hidden_dim", tasks))
-    train.add_argument("--checkpoint-every", type=int, default=defaults["checkpoint_every"],
-                       help=f"steps between checkpoints (one is also written at the last step); "
-                            f"default: {defaults['checkpoint_every']}")
+    train.add_argument("--checkpoint-every", type=int, default=None,
+                       help="steps between checkpoints and points of the learning curve (one is also written at "
+                            "the last step); " + _per_system("checkpoint_every", tasks))
     _add_settings(train, tasks)
     train.add_argument("--out", required=True, help="run directory (required)")
     again = train.add_mutually_exclusive_group()

@@ -17,7 +17,8 @@ __all__ = ["SHARED_FIELDS", "ExperimentConfig"]
 SHARED_FIELDS = ("system", "adjoint", "steps", "batch_size", "solver_steps", "seed", "lr", "window_length",
                  "hidden_dim", "prior_hidden_dim", "checkpoint_every")
 # Shared fields a task must give a default for (left at None, the task's value is taken).
-_TASK_DEFAULTED = ("steps", "batch_size", "solver_steps", "hidden_dim", "prior_hidden_dim", "window_length")
+_TASK_DEFAULTED = ("steps", "batch_size", "solver_steps", "hidden_dim", "prior_hidden_dim", "window_length",
+                   "checkpoint_every")
 _POSITIVE_INTS = ("steps", "batch_size", "solver_steps", "hidden_dim", "prior_hidden_dim", "checkpoint_every")
 
 
@@ -69,8 +70,7 @@ class ExperimentConfig:
 
     __slots__ = ("_fields",)
     _fields: dict[str, Any]
-    shared_defaults: ClassVar[Mapping[str, Any]] = {"adjoint": "checkpoint", "seed": 0, "lr": 3e-3,
-                                                    "checkpoint_every": 50}
+    shared_defaults: ClassVar[Mapping[str, Any]] = {"adjoint": "checkpoint", "seed": 0, "lr": 3e-3}
 
     def __init__(
         self,
@@ -85,7 +85,7 @@ class ExperimentConfig:
         window_length: int | None = None,
         hidden_dim: int | None = None,
         prior_hidden_dim: int | None = None,
-        checkpoint_every: int = 50,
+        checkpoint_every: int | None = None,
         **settings: Any,
     ) -> None:
         task = load_task(system)

@@ -56,6 +56,7 @@ __all__ = [
     "build_figures",
     "hovmoeller_figure",
     "latitude_label",
+    "learning_curve_figure",
     "longitude_label",
     "loss_figure",
     "map_figure",
@@ -258,6 +259,34 @@ def loss_figure(
     axis.set_ylabel("loss (standardised MSE)")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
+    _suptitle(figure, title)
+    return figure
+
+
+def learning_curve_figure(
+    title: str,
+    curve: Sequence[Mapping[str, float | None]],
+    panels: Sequence[tuple[str, str]],
+    references: Mapping[str, Mapping[str, float | None]],
+) -> Figure:
+    """The learning curve: one panel per ``(key, label)`` of ``panels``, the learned model's
+    score ``point[key]`` at each checkpoint of ``curve`` against its training time (minutes,
+    ``point["train_seconds"]``), each of ``references`` (``{"OI": scores}``) a dashed line at its
+    own ``scores[key]``. A score that is ``None`` (not resolved) is not drawn."""
+    figure = _new_figure(4.0 * len(panels) + 1.0, 3.8)
+    axes = np.atleast_1d(figure.subplots(1, len(panels)))
+    minutes = np.array([point["train_seconds"] for point in curve], dtype=float) / 60.0
+    for axis, (key, label) in zip(axes, panels, strict=True):
+        values = np.array([np.nan if point.get(key) is None else point[key] for point in curve], dtype=float)
+        axis.plot(minutes, values, "o-", color="tab:orange", markersize=4, label="learned")
+        for (name, scores), style in zip(references.items(), ("--", ":", "-."), strict=False):
+            if scores.get(key) is not None:
+                axis.axhline(scores[key], color="tab:gray", linestyle=style, linewidth=1.1,
+                             label=f"{name} ({scores[key]:.3f})")
+        axis.set_xlabel("training time (minutes, steps alone)")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8)
     _suptitle(figure, title)
     return figure
 

@@ -7,8 +7,11 @@ with the same flags; what differs between systems is the task's
 (`pipekit_cycle.experiment.Task`): its samples, its evaluation, its files.
 
 Checkpoints (`pipekit_cycle.experiment.run_directory`): one every ``checkpoint_every`` steps and
-one at the last step. A held-out loss (the training loss on the task's held-out samples) is
-recorded at step 0 and at every checkpoint.
+one at the last step. A held-out loss (the training loss on the task's held-out samples) and a
+point of the learning curve (the task's `pipekit_cycle.experiment.TaskData.checkpoint_scores`,
+with the step and the seconds spent in training steps so far, evaluation and writing left out)
+are recorded at step 0 and at every checkpoint; ``metrics.json`` holds the curve as
+``learning_curve``.
 
 Runs are never overwritten by accident: a directory that holds a run is refused unless
 ``resume`` (continue from the newest readable checkpoint) or ``overwrite`` (remove the run's
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -147,10 +151,16 @@ def run_experiment(
     def held_out_loss() -> float:
         return _held_out_loss(backend, training.model, *data.held_out, config.batch_size, placement)
 
+    def record_checkpoint() -> None:
+        training.held_out.append([training.step, held_out_loss()])
+        training.curve.append({"step": training.step, "train_seconds": training.train_seconds,
+                               **data.checkpoint_scores(backend, training.model, placement)})
+
     if not training.held_out:
-        training.held_out.append([0, held_out_loss()])
+        record_checkpoint()
     with progress_bar(config.steps, training.step, progress, "train") as bar:
         while training.step < config.steps:
+            started = time.perf_counter()
             # Every rank draws the same windows (the same sampler) and keeps its own slice of them.
             chosen = placement.shard(training.sampler.choice(data.n_samples, size=config.batch_size, replace=False))
             obs, truth = data.training_samples(np.asarray(chosen))
@@ -158,16 +168,19 @@ def run_experiment(
             training.model, training.opt_state, loss = backend.train_step(
                 training.model, batch, training.optimizer, training.opt_state
             )
-            training.losses.append(float(loss))
+            training.losses.append(float(loss))  # float(): the step's work is done once it is read
+            training.train_seconds += time.perf_counter() - started
             training.step += 1
             bar.update(1)
             if training.step % config.checkpoint_every == 0 or training.step == config.steps:
-                training.held_out.append([training.step, held_out_loss()])
+                record_checkpoint()
                 state = {
                     "step": training.step,
                     "sampler": training.sampler.bit_generator.state,
                     "losses": training.losses,
                     "held_out": training.held_out,
+                    "curve": training.curve,
+                    "train_seconds": training.train_seconds,
                     "experiment": config.to_dict(),
                     "backend": backend.__name__,
                 }
@@ -184,6 +197,7 @@ def run_experiment(
         **data.evaluate(backend, training.model, placement, progress),
         "final_train_loss": training.losses[-1] if training.losses else None,
         "final_held_out_loss": training.held_out[-1][1],
+        "learning_curve": training.curve,
     }
     metrics["figures"] = []
     if placement.writes:

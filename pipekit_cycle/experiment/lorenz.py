@@ -113,13 +113,15 @@ LORENZ96 = LorenzTask(
     name="l96", description="Lorenz-96, 40 variables, periodic", simulate=lorenz96, state_dim=40,
     padding="circular",
     defaults={"steps": 600, "batch_size": 8, "solver_steps": 5, "hidden_dim": 16, "prior_hidden_dim": 16,
-              "window_length": 10, "train_windows": 512, "test_windows": 16, "fourdvar_windows": 4},
+              "window_length": 10, "train_windows": 512, "test_windows": 16, "fourdvar_windows": 4,
+              "checkpoint_every": 50},
 )
 LORENZ63 = LorenzTask(
     name="l63", description="Lorenz-63, 3 variables (Fablet et al. 2021's 200-step windows)", simulate=lorenz63,
     state_dim=3, padding="zeros",
     defaults={"steps": 4000, "batch_size": 16, "solver_steps": 8, "hidden_dim": 32, "prior_hidden_dim": 32,
-              "window_length": 200, "train_windows": 1024, "test_windows": 64, "fourdvar_windows": 8},
+              "window_length": 200, "train_windows": 1024, "test_windows": 64, "fourdvar_windows": 8,
+              "checkpoint_every": 50},
 )
 
 
@@ -190,6 +192,10 @@ class LorenzData:
 
     def training_samples(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.train_obs[chosen], self.train_truth[chosen]
+
+    def checkpoint_scores(self, backend: ModuleType, model: Any, placement: Placement) -> dict[str, float | None]:
+        """None beyond the held-out loss, which is this task's learning curve (``loss.png``)."""
+        return {}
 
     def evaluate(self, backend: ModuleType, model: Any, placement: Placement, progress: bool) -> dict[str, Any]:
         config, test = self.config, self.test

@@ -6,7 +6,7 @@ Layout::
         checkpoint.safetensors         model parameters + the FourDVarNetConfig as metadata
         optimizer.safetensors          optimizer state
         state.json                     step, sampler state, training losses, held-out losses,
-                                       experiment config, backend
+                                       learning curve, training seconds, experiment config, backend
     checkpoints/step-000100/           the latest
     checkpoints/damaged-step-...       a checkpoint that could not be read, set aside on resume
     metrics.json                       the task's scores (`pipekit_cycle.experiment.run_experiment`)
@@ -269,6 +269,8 @@ class Training:
     losses: list[float]
     held_out: list[list[float]]
     step: int
+    curve: list[dict[str, float | None]] = dataclasses.field(default_factory=list)  # None: not resolved
+    train_seconds: float = 0.0  # wall time in training steps alone, over every session of the run
 
 
 def fresh_training(backend: ModuleType, config: ExperimentConfig, placement: Placement) -> Training:
@@ -307,6 +309,16 @@ def _load(
         raise CheckpointError(f"{directory / STATE_FILE}: unusable sampler state ({error!r})") from None
     training.losses = [float(loss) for loss in state["losses"]]
     training.held_out = [[int(step), float(loss)] for step, loss in state["held_out"]]
+    # Runs saved before the learning curve existed have none: it goes on from this checkpoint.
+    try:
+        training.curve = [
+            {**{str(key): None if value is None else float(value) for key, value in point.items()},
+             "step": int(point["step"])}
+            for point in state.get("curve", [])
+        ]
+        training.train_seconds = float(state.get("train_seconds", 0.0))
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{directory / STATE_FILE}: unusable learning curve ({error!r})") from None
     training.step = int(state["step"])
     return training
 

@@ -52,11 +52,14 @@ than a batch of patches (``batch_size * patch_size**2``, the memory the patch mo
 Files: ``metrics.json`` (``scores``, with a reference: ``rmse``, ``mu``, ``sigma``,
 ``lambda_x_deg``, ``lambda_t_days`` of ``learned``, ``oi`` and ``interpolation``;
 ``along_track_scores`` with ``withhold``: the 2021a OSE scores of each map against the withheld
-satellite, `pipekit_cycle.ssh.track_scores`; ``units`` names every score's unit),
+satellite, `pipekit_cycle.ssh.track_scores`; ``units`` names every score's unit;
+``learning_curve``: the learned map of the held-out period scored at step 0 and at every
+checkpoint, ``SSHData.checkpoint_scores``, with the step and the seconds spent in training steps),
 ``reconstruction.nc`` (CF-1.8, `pipekit_cycle.ssh.write_netcdf`: the reference, the observations
 and the three maps of the held-out period on the user's dates, with the backend, adjoint, steps,
-seed and package version), and the figures ``maps.png``, ``psd_score.png`` and ``loss.png`` (with
-matplotlib).
+seed and package version), and the figures ``maps.png``, ``psd_score.png``, ``loss.png`` and
+``learning_curve.png`` (held-out mu and lambda_x, or the along-track mu, against training time,
+OI's as a line; with matplotlib).
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ __all__ = [
 
 HELD_OUT_SAMPLES = 128
 RECONSTRUCTION_FILE = "reconstruction.nc"
-MAP_FILES = ("maps.png", "psd_score.png", "loss.png", RECONSTRUCTION_FILE)
+MAP_FILES = ("maps.png", "psd_score.png", "loss.png", "learning_curve.png", RECONSTRUCTION_FILE)
 BACKGROUNDS = ("oi", "none")
 HELD_OUT_MAPS = ("auto", "whole", "patches")
 HELD_OUT_MAP_DEFAULT = "auto"
@@ -164,6 +167,7 @@ class SSHTask:
     description: str = "sea-surface height maps from altimetry (simulated, gridded --data, or along-track --obs)"
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {
         "steps": 2000, "batch_size": 8, "solver_steps": 5, "hidden_dim": 16, "prior_hidden_dim": 16,
+        "checkpoint_every": 250,
         "window_length": 15, "patch_size": 32, "patch_stride": 16, "prior_downsample": 2, "test_days": 60,
         "oi_space_km": 130.0, "oi_time_days": 5.0, "background": "oi", "held_out_map": HELD_OUT_MAP_DEFAULT})
     settings: tuple[Setting, ...] = SETTINGS
@@ -403,7 +407,8 @@ class SSHData:
     def training_samples(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._samples(self._fields, self._variant[chosen], self._starts[chosen], self._origins[chosen])
 
-    def evaluate(self, backend: ModuleType, model: Any, placement: Placement, progress: bool) -> dict[str, Any]:
+    def _learned_map(self, backend: ModuleType, model: Any, placement: Placement, progress: bool) -> np.ndarray:
+        """The model's map of the held-out period (``held_out_map``: whole or patches)."""
         config, test = self.config, self.test
 
         def predict(inputs: np.ndarray) -> np.ndarray:
@@ -416,19 +421,43 @@ class SSHData:
             # As many windows per pass as hold the points of a batch of patches (at least one).
             windows = max(1, config.batch_size * config.patch_size**2 // math.prod(grid))
             with progress_bar(n_windows, 0, progress, "map held-out period (whole domain)") as bar:
-                learned = whole_domain_map(predict, test.obs, background=self.background_test, scale=self.scale,
-                                           length=config.window_length, batch_size=windows, progress=bar.update)
-        else:
-            with progress_bar(n_windows * len(self.origins), 0, progress, "map held-out period (patches)") as bar:
-                learned = learned_map(predict, test.obs, background=self.background_test, scale=self.scale,
-                                      length=config.window_length, size=config.patch_size,
-                                      stride=config.patch_stride, batch_size=config.batch_size, progress=bar.update)
+                return whole_domain_map(predict, test.obs, background=self.background_test, scale=self.scale,
+                                        length=config.window_length, batch_size=windows, progress=bar.update)
+        with progress_bar(n_windows * len(self.origins), 0, progress, "map held-out period (patches)") as bar:
+            return learned_map(predict, test.obs, background=self.background_test, scale=self.scale,
+                               length=config.window_length, size=config.patch_size, stride=config.patch_stride,
+                               batch_size=config.batch_size, progress=bar.update)
+
+    def checkpoint_scores(self, backend: ModuleType, model: Any, placement: Placement) -> dict[str, float | None]:
+        """The held-out map's scores for the learning curve: ``mu``, ``lambda_x_deg``,
+        ``lambda_t_days``, ``rmse`` against the reference, or ``along_track_mu`` and
+        ``along_track_lambda_x_km`` against the withheld satellite, or none without either
+        (``None``: not resolved)."""
+        test = self.test
+        if test.truth is None and self.withheld is None:
+            return {}
+        learned = np.where(test.land, np.nan, self._learned_map(backend, model, placement, progress=False))
+        if test.truth is not None:
+            scores = score(learned, test.truth, dx_deg=test.dx_deg, dt_days=self._dt_days)
+            return {name: scores[name] for name in ("mu", "lambda_x_deg", "lambda_t_days", "rmse")}
+        track = _json_numbers(track_scores(learned, dates=test.dates, lat=test.lat, lon=test.lon, track=self.withheld))
+        return {"along_track_mu": track["mu"], "along_track_lambda_x_km": track["lambda_x_km"]}
+
+    @property
+    def _dt_days(self) -> float:
+        time = self.test.time
+        return float(np.diff(time).mean()) if len(time) > 1 else 1.0
+
+    def evaluate(self, backend: ModuleType, model: Any, placement: Placement, progress: bool) -> dict[str, Any]:
+        config, test = self.config, self.test
+        n_days, *grid = test.obs.shape
+        learned = self._learned_map(backend, model, placement, progress)
         oi = self.background_test if config.background == "oi" else self._optimal_interpolation(test)
         interpolation = linear_interpolation_time(test.obs, time=test.time)
         # Land is NaN in every map (DESIGN 8): no estimate is made there.
         maps = {name: np.where(test.land, np.nan, field)
                 for name, field in (("learned", learned), ("oi", oi), ("interpolation", interpolation))}
-        dt_days = float(np.diff(test.time).mean()) if len(test.time) > 1 else 1.0
+        dt_days = self._dt_days
         scores = {} if test.truth is None else {
             name: score(field, test.truth, dx_deg=test.dx_deg, dt_days=dt_days) for name, field in maps.items()}
         along_track = {} if self.withheld is None else {
@@ -478,7 +507,14 @@ class SSHData:
         return written
 
     def _draw(self, out: Path, metrics: dict[str, Any], losses: list[float], held_out: list[list[float]]) -> list[str]:
-        from .figures import MATPLOTLIB_HINT, loss_figure, map_figure, psd_score_figure, save_figures
+        from .figures import (
+            MATPLOTLIB_HINT,
+            learning_curve_figure,
+            loss_figure,
+            map_figure,
+            psd_score_figure,
+            save_figures,
+        )
 
         maps, test = self._drawn["maps"], self.test
         title = (f"SSH mapping, {metrics['backend']}, adjoint {metrics['adjoint']}, {metrics['steps']} steps; "
@@ -497,6 +533,17 @@ class SSHData:
                 figures["psd_score.png"] = psd_score_figure(title, curves)
             figures["loss.png"] = loss_figure(title, losses, held_out,
                                               held_out_label=f"{len(self.held_out[0])} samples")
+            curve = metrics.get("learning_curve", [])
+            if "scores" in metrics and any("mu" in point for point in curve):
+                panels = (("mu", "held-out mu"), ("lambda_x_deg", "held-out lambda_x (degrees)"))
+                references = {"OI": metrics["scores"]["oi"]}
+            elif "along_track_scores" in metrics and any("along_track_mu" in point for point in curve):
+                panels = (("along_track_mu", "mu against the withheld satellite"),)
+                references = {"OI": {"along_track_mu": metrics["along_track_scores"]["oi"]["mu"]}}
+            else:
+                panels = ()
+            if panels:
+                figures["learning_curve.png"] = learning_curve_figure(title, curve, panels, references)
         except ImportError as error:
             warnings.warn(
                 f"figures skipped ({error}); to get them: {MATPLOTLIB_HINT}", FiguresSkippedWarning, stacklevel=4

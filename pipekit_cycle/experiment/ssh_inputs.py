@@ -3,7 +3,7 @@ altimetry binned onto a map grid; the land; and the satellite withheld for the O
 
 Three sources, told apart by the flags given (`resolve_inputs` checks them together):
 
-* nothing: the simulation (`pipekit_cycle.ssh.simulated`, ``--grid``);
+* nothing: the simulation (`pipekit_cycle.ssh.simulated`, ``--grid``, ``--instruments``);
 * ``--data FILE --var NAME``: a gridded reference (`pipekit_cycle.ssh.read_netcdf`), with
   its gridded observations ``--obs-var`` when no ``--obs`` is given;
 * ``--obs FILE [FILE ...] --obs-var NAME``: along-track files
@@ -32,7 +32,7 @@ from ..ssh.alongtrack import MapGrid, bin_along_track, grid_box, read_along_trac
 from ..ssh.files import read_netcdf
 from ..ssh.gridded import GriddedData, simulated
 from ..ssh.land import read_land_mask
-from ..ssh.observations import AlongTrack
+from ..ssh.observations import DEFAULT_INSTRUMENTS, INSTRUMENTS, AlongTrack, resolve_instruments
 from .config import config_int, config_positive
 from .errors import ConfigError, SparseObservationsWarning
 from .task import Setting
@@ -54,6 +54,9 @@ SPARSE_CELLS = 2e-3  # the fraction of ocean cell-days observed (four nadirs on 
 INPUT_SETTINGS = (
     Setting("grid", int, f"the simulated box, grid x grid points 10/128 deg apart (default {SSH_SIMULATION['grid']}; "
             "not with --data or --obs)"),
+    Setting("instruments", str, f"the simulation's altimeters (default: the four nadirs, "
+            f"{' '.join(DEFAULT_INSTRUMENTS)}; add swot-like for the wide swath; not with --data or --obs)",
+            nargs="+", metavar="NAME", choices=tuple(sorted(INSTRUMENTS))),
     Setting("data", str, "a netCDF file of (time, lat, lon) daily maps: the reference that scores the maps, and "
             "the grid (default: none, the simulation)", metavar="FILE"),
     Setting("var", str, "the --data file's reference variable (no default: --data needs it)"),
@@ -123,9 +126,19 @@ def resolve_inputs(ssh: dict[str, Any]) -> None:
             if ssh[field] is None:
                 ssh[field] = value
         config_int("grid", ssh["grid"], 8)
+        if ssh["instruments"] is not None:
+            ssh["instruments"] = list(ssh["instruments"])
+            try:
+                resolve_instruments(ssh["instruments"])
+            except ValueError:
+                raise ConfigError("instruments", f"must be distinct names of {', '.join(sorted(INSTRUMENTS))}; got "
+                                  f"{' '.join(map(str, ssh['instruments']))}") from None
         return
     if ssh["grid"] is not None:
         raise ConfigError("grid", "sets the simulation's size; with --data or --obs the files set the grid")
+    if ssh["instruments"] is not None:
+        raise ConfigError("instruments", "sets the simulation's altimeters; with --data or --obs the files are the "
+                          "observations")
     if ssh["data"] is not None:
         _a_path("data", ssh["data"])
         _a_name("var", ssh["var"], "--data")
@@ -255,8 +268,9 @@ def load_inputs(config: ExperimentConfig) -> SSHInputs:
     """The whole period of ``config``'s source (module docstring); `ConfigError` naming the flag
     for what does not fit, before anything is written."""
     if config.data is None and config.obs is None:
-        return SSHInputs(simulated(n_days=config.train_days + config.test_days, grid=config.grid, seed=config.seed),
-                         None, None)
+        instruments = DEFAULT_INSTRUMENTS if config.instruments is None else tuple(config.instruments)
+        return SSHInputs(simulated(n_days=config.train_days + config.test_days, grid=config.grid, seed=config.seed,
+                                   instruments=instruments), None, None)
     reference = None
     if config.data is not None:
         try:

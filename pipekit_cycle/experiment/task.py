@@ -84,16 +84,22 @@ class TaskData(Protocol):
 
     ``held_out`` and `training_samples` are ``(obs, truth)`` arrays of standardised samples
     ``(n, T, *state_shape)``, ``obs`` NaN where unobserved; ``n_samples`` counts the training
-    samples `training_samples` draws from. `evaluate` returns the entries of ``metrics.json``
-    that score the model; `write_outputs` (rank 0 only) writes the task's files and figures and
-    returns the entries naming them (``figures``: the figure files, empty when ``figures`` is
-    false).
+    samples `training_samples` draws from. `checkpoint_scores` scores the model at step 0 and at
+    every checkpoint, the points of the learning curve (``metrics["learning_curve"]``, each with
+    its ``step`` and ``train_seconds``; empty for a task whose held-out loss is its curve).
+    `evaluate` returns the entries of ``metrics.json`` that score the model; `write_outputs`
+    (rank 0 only) writes the task's files and figures and returns the entries naming them
+    (``figures``: the figure files, empty when ``figures`` is false).
     """
 
     n_samples: int
     held_out: tuple[np.ndarray, np.ndarray]
 
     def training_samples(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def checkpoint_scores(
+        self, backend: ModuleType, model: Any, placement: Placement
+    ) -> dict[str, float | None]: ...
 
     def evaluate(self, backend: ModuleType, model: Any, placement: Placement, progress: bool) -> dict[str, Any]: ...
 
@@ -109,7 +115,7 @@ class Task(Protocol):
     ``name`` is its ``--system`` value, ``description`` one line for ``--help``; ``defaults``
     maps the shared `ExperimentConfig` fields it sets when they are left at ``None``
     (``steps``, ``batch_size``, ``solver_steps``, ``hidden_dim``, ``prior_hidden_dim``,
-    ``window_length``); ``settings`` are its own fields and flags; ``outputs`` the files it
+    ``window_length``, ``checkpoint_every``); ``settings`` are its own fields and flags; ``outputs`` the files it
     may write into a run directory.
 
     Examples

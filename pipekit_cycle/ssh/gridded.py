@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
-from .observations import KM_PER_DEG
+from .observations import DEFAULT_INSTRUMENTS, KM_PER_DEG
 from .simulation import simulate
 
 __all__ = ["LON_CONVENTIONS", "SEA_LEVEL_ANOMALY", "GriddedData", "simulated"]
@@ -117,10 +118,13 @@ class GriddedData:
                                    dates=self.dates[days])
 
 
-def simulated(*, n_days: int, grid: int, seed: int) -> GriddedData:
-    """The default `pipekit_cycle.ssh.simulate` (the two-layer model seen by the four nadirs) on
-    a ``grid x grid`` box (``n_days`` days from 2012-10-01; ``time`` in days from its first
-    map; open ocean: no land; a square grid, ``dy_deg == dx_deg``).
+def simulated(
+    *, n_days: int, grid: int, seed: int, instruments: Sequence[str] = DEFAULT_INSTRUMENTS
+) -> GriddedData:
+    """The default `pipekit_cycle.ssh.simulate` (the two-layer model seen by ``instruments``,
+    names of `pipekit_cycle.ssh.INSTRUMENTS`: by default the four nadirs; add ``"swot-like"``
+    for the wide swath) on a ``grid x grid`` box (``n_days`` days from 2012-10-01; ``time`` in
+    days from its first map; open ocean: no land; a square grid, ``dy_deg == dx_deg``).
 
     Examples
     --------
@@ -134,12 +138,13 @@ def simulated(*, n_days: int, grid: int, seed: int) -> GriddedData:
     assert data.dy_deg == data.dx_deg and not data.lat_descending and data.lon_convention is None
     ```
     """
-    run = simulate(n_days, shape=(grid, grid), seed=seed)
+    run = simulate(n_days, shape=(grid, grid), seed=seed, instruments=instruments)
     noise = sorted({satellite.noise_std for satellite in run.instruments})
     # One noise level for OI: the instruments' own when they share it, else their rms.
     noise_std = float(np.sqrt(np.mean(np.square(noise)))) if len(noise) > 1 else (noise[0] if noise else None)
     return GriddedData(
         truth=run.truth, obs=run.obs, lat=run.lat, lon=run.lon, time=run.days, dates=run.time, land=run.land,
         dx_deg=run.dx_deg, dy_deg=run.dx_deg, noise_std=noise_std,
-        source=f"simulate({n_days}, shape=({grid}, {grid}), seed={seed})",
+        source=f"simulate({n_days}, shape=({grid}, {grid}), seed={seed}"
+               + ("" if tuple(instruments) == DEFAULT_INSTRUMENTS else f", instruments={tuple(instruments)}") + ")",
     )

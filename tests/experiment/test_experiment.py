@@ -5,6 +5,7 @@ import pytest
 
 from pipekit_cycle import load_backend, load_params
 from pipekit_cycle.experiment import (
+    CheckpointFallbackWarning,
     ConfigError,
     ExperimentConfig,
     build_parser,
@@ -95,6 +96,23 @@ def test_resume_is_bit_exact(tmp_path, backend_name, tiny):
     metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert metrics["rmse_interpolation"] > 0 and np.isfinite(metrics["rmse_learned"])
     assert metrics["steps"] == 4 and metrics["final_held_out_loss"] == state["held_out"][-1][1]
+
+
+def test_a_run_saved_before_the_learning_curve_resumes_and_starts_its_curve_there(tmp_path, tiny):
+    backend = load_backend("vardax_torch")
+    run_experiment(backend, ExperimentConfig(**{**tiny, "steps": 2}), tmp_path, progress=False, figures=False)
+    file = latest_checkpoint(tmp_path) / "state.json"
+    state = json.loads(file.read_text())
+    assert [point["step"] for point in state["curve"]] == [0, 2] and state["train_seconds"] > 0
+    file.write_text(json.dumps({key: value for key, value in state.items() if key not in ("curve", "train_seconds")}))
+    metrics = run_experiment(backend, ExperimentConfig(**tiny), tmp_path, resume=True, progress=False, figures=False)
+    assert [point["step"] for point in metrics["learning_curve"]] == [4]  # the Lorenz task adds no scores
+    assert set(metrics["learning_curve"][0]) == {"step", "train_seconds"}
+    file = latest_checkpoint(tmp_path) / "state.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), "curve": [{"seconds": 1.0}]}))
+    with pytest.warns(CheckpointFallbackWarning, match="step-000004/state.json: unusable learning curve"):
+        run_experiment(backend, ExperimentConfig(**{**tiny, "steps": 6}), tmp_path, resume=True, progress=False,
+                       figures=False)  # set aside; the run goes on from step 2
 
 
 def test_keeps_the_last_two_checkpoints(tmp_path, tiny):

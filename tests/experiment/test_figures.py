@@ -270,3 +270,21 @@ def test_psd_score_figure_shows_every_half_contour_in_its_own_style():
     assert [to_rgba(handle.get_color()) for handle in handles] == colours
     assert (axis.get_xlabel(), axis.get_ylabel()) == ("wavelength (degrees of longitude)", "period (days)")
     assert (axis.get_xscale(), axis.get_yscale()) == ("log", "log")
+
+
+def test_learning_curve_draws_each_score_against_training_time_and_oi_as_a_line():
+    from pipekit_cycle.experiment.figures import learning_curve_figure
+
+    curve = [{"step": 0, "train_seconds": 0.0, "mu": 0.80, "lambda_x_deg": None},
+             {"step": 100, "train_seconds": 60.0, "mu": 0.84, "lambda_x_deg": 1.7},
+             {"step": 200, "train_seconds": 150.0, "mu": 0.85, "lambda_x_deg": 1.6}]
+    panels = (("mu", "held-out mu"), ("lambda_x_deg", "held-out lambda_x (degrees)"))
+    figure = learning_curve_figure("run", curve, panels, {"OI": {"mu": 0.846, "lambda_x_deg": 1.63}})
+    mu_axis, lambda_axis = figure.axes[:2]
+    learned, oi = mu_axis.get_lines()
+    np.testing.assert_allclose(learned.get_xdata(), [0.0, 1.0, 2.5])  # minutes
+    np.testing.assert_allclose(learned.get_ydata(), [0.80, 0.84, 0.85])
+    assert list(oi.get_ydata()) == [0.846, 0.846] and oi.get_linestyle() == "--"
+    assert np.isnan(lambda_axis.get_lines()[0].get_ydata()[0])  # not resolved at step 0: a gap, not a zero
+    assert [text.get_text() for text in mu_axis.get_legend().get_texts()] == ["learned", "OI (0.846)"]
+    assert (mu_axis.get_ylabel(), lambda_axis.get_ylabel()) == ("held-out mu", "held-out lambda_x (degrees)")

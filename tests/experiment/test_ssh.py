@@ -40,8 +40,15 @@ def test_ssh_run_writes_the_scores_of_its_maps(tmp_path, cli):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["system"] == "ssh" and metrics["steps"] == 4
     assert set(metrics["scores"]) == {"learned", "oi", "interpolation"}
-    assert metrics["figures"] == ["maps.png", "psd_score.png", "loss.png"]
+    assert metrics["figures"] == ["maps.png", "psd_score.png", "loss.png", "learning_curve.png"]
     assert all((tmp_path / name).stat().st_size > 0 for name in metrics["figures"])
+    # The learning curve: step 0 and each checkpoint (every 2 steps), its last point the final map's scores.
+    curve = metrics["learning_curve"]
+    assert [point["step"] for point in curve] == [0, 2, 4]
+    assert curve[0]["train_seconds"] == 0 < curve[1]["train_seconds"] < curve[2]["train_seconds"]
+    assert {key: curve[-1][key] for key in ("mu", "lambda_x_deg", "lambda_t_days", "rmse")} == {
+        key: metrics["scores"]["learned"][key] for key in ("mu", "lambda_x_deg", "lambda_t_days", "rmse")}
+    assert curve[0]["mu"] != curve[-1]["mu"]  # each point maps with the model of its step
     # The held-out period is the simulation's last 8 of 16 days; the file holds it and the maps.
     data = mapping.simulated(n_days=16, grid=32, seed=0)
     test = data.period(8, 16)
@@ -125,6 +132,18 @@ def test_ssh_run_on_a_users_netcdf_file(tmp_path, cli):
     assert metrics["scores"]["oi"]["mu"] == pytest.approx(_scores_of(oi, test.truth, test.dx_deg)["mu"], rel=1e-9)
 
 
+def test_the_simulation_seen_by_the_swath_too(tmp_path, cli):
+    status, err = cli([*ssh_flags(), "--instruments", *mapping.DEFAULT_INSTRUMENTS, "swot-like", "--out", str(tmp_path),
+                       "--no-figures"])
+    assert status == 0, err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    instruments = (*mapping.DEFAULT_INSTRUMENTS, "swot-like")
+    run = mapping.simulate(16, shape=(32, 32), seed=0, instruments=instruments)
+    assert metrics["data"] == f"simulate(16, shape=(32, 32), seed=0, instruments={instruments})"
+    assert metrics["observed_fraction"] == pytest.approx(run.mask[8:].mean(), rel=1e-12)
+    assert metrics["observed_fraction"] > 3 * mapping.simulate(16, shape=(32, 32), seed=0).mask[8:].mean()
+
+
 def test_ssh_resume_continues_exactly(tmp_path, cli):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert cli([*ssh_flags(), "--out", str(straight), "--no-figures"])[0] == 0
@@ -133,6 +152,12 @@ def test_ssh_resume_continues_exactly(tmp_path, cli):
     a = json.loads((straight / "metrics.json").read_text())
     b = json.loads((stopped / "metrics.json").read_text())
     assert a["final_train_loss"] == b["final_train_loss"] and a["scores"] == b["scores"]
+    # The learning curve goes on across the stop: the same scores at the same steps, the time summed.
+    without_time = [[{k: v for k, v in point.items() if k != "train_seconds"} for point in run["learning_curve"]]
+                    for run in (a, b)]
+    assert without_time[0] == without_time[1] and [p["step"] for p in b["learning_curve"]] == [0, 2, 4]
+    seconds = [point["train_seconds"] for point in b["learning_curve"]]
+    assert seconds == sorted(seconds) and seconds[0] == 0 < seconds[1]
     status, err = cli([*ssh_flags(patch_stride=16), "--out", str(stopped), "--resume"])
     assert status == 2 and "patch_stride=8" in err and err.count("\n") == 1
 
@@ -156,6 +181,10 @@ def test_ssh_resume_continues_exactly(tmp_path, cli):
         ([*ssh_flags(grid=None), "--data", "nothing.nc", "--var", "a"], "--obs-var", "--data without --obs needs it"),
         ([*ssh_flags(grid=None), "--obs", "a.nc", "--obs-var", "sla"], "--grid-box", "--resolution DEG --period"),
         ([*ssh_flags(), "--withhold", "a.nc"], "--withhold", "the simulation has its own"),
+        ([*ssh_flags(), "--instruments", "jason"], "--instruments", "invalid choice: 'jason'"),
+        ([*ssh_flags(), "--instruments", "jason-like", "jason-like"], "--instruments", "must be distinct names"),
+        ([*ssh_flags(grid=None), "--data", "x.nc", "--var", "a", "--obs-var", "b", "--instruments", "swot-like"],
+         "--instruments", "the files are the observations"),
         ([*ssh_flags(grid=None), "--data", "x.nc", "--var", "a", "--obs-var", "b", "--withhold", "a.nc"], "--withhold",
          "give --obs with it"),
         ([*ssh_flags(grid=None), "--data", "x.nc", "--var", "a", "--obs-var", "b", "--land-mask", "m.nc"],
