@@ -34,6 +34,7 @@ for _ in range(3):
     model, state, loss = vt.train_step(model, batch, optimizer, state)
     losses.append(float(loss))
 np.savez(sys.argv[2] + f".rank{rank}.npz", losses=np.array(losses), **vt.export_params(model))
+dist.barrier()  # both ranks leave together: gloo aborts a rank torn down while the other still talks
 dist.destroy_process_group()
 """
 
