@@ -248,7 +248,8 @@ def _check_same_experiment(state: dict[str, Any], config: ExperimentConfig, back
         # Runs saved before the length was resolved at construction stored None for the default.
         made["window_length"] = load_task(made["system"]).defaults["window_length"]
     asked = {**config.to_dict(), "backend": backend}
-    differ = [key for key in asked if key not in RESUMABLE_CHANGES and made.get(key, "<unset>") != asked[key]]
+    # A field the run was saved before reads as unset (None): the run matches a config that leaves it unset.
+    differ = [key for key in asked if key not in RESUMABLE_CHANGES and made.get(key) != asked[key]]
     if differ:
         then = ", ".join(f"{key}={made.get(key, '<unset>')}" for key in differ)
         now = ", ".join(f"{key}={asked[key]}" for key in differ)

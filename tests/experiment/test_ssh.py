@@ -162,6 +162,19 @@ def test_ssh_resume_continues_exactly(tmp_path, cli):
     assert status == 2 and "patch_stride=8" in err and err.count("\n") == 1
 
 
+def test_a_run_saved_before_a_setting_existed_resumes_with_it_unset(tmp_path, cli):
+    from pipekit_cycle.experiment import latest_checkpoint
+
+    assert cli([*ssh_flags(steps=2), "--out", str(tmp_path), "--no-figures"])[0] == 0
+    file = latest_checkpoint(tmp_path) / "state.json"
+    state = json.loads(file.read_text())
+    assert state["experiment"].pop("instruments") is None  # as a run saved before --instruments existed
+    file.write_text(json.dumps(state))
+    status, err = cli([*ssh_flags(), "--instruments", "jason-like", "--out", str(tmp_path), "--resume"])
+    assert status == 2 and "instruments=<unset>" in err and "instruments=['jason-like']" in err, err
+    assert cli([*ssh_flags(), "--out", str(tmp_path), "--resume", "--no-figures"])[0] == 0
+
+
 @pytest.mark.parametrize(
     ("argv", "flag", "words"),
     [
