@@ -15,6 +15,7 @@ from pipekit_cycle import (
     FourDVarNetConfig,
     OptimizerConfig,
     TruncatedAdjoint,
+    WarmupCosineSchedule,
     applicable_layers,
     schema,
 )
@@ -279,12 +280,17 @@ def _implicit_vs_unrolled(pair: Pair, case_id: str) -> Measurement:
 
 
 TRAJECTORY_STEPS = 5
+# Warm-up over 2 steps from a quarter of the rate, then a cosine to a tenth at step 5: every
+# branch of `pipekit_cycle.WarmupCosineSchedule` within the trajectory.
+TRAJECTORY_SCHEDULE = WarmupCosineSchedule(warmup_steps=2, decay_steps=TRAJECTORY_STEPS - 1, init_fraction=0.25,
+                                           end_fraction=0.1)
+# The schedule's factor: a handful of elementwise operations per step.
+SCHEDULE_DEPTH = 8
 
 
-@register("train_trajectory", tuple(CASES))
-def _train_trajectory(pair: Pair, case: str) -> Measurement:
-    """Five Adam steps from the same parameters: parameters after every step agree."""
-    optimizer_config = OptimizerConfig(name="adam", lr=1e-2)
+def _trajectories(pair: Pair, case: str, optimizer_config: OptimizerConfig) -> float:
+    """The largest relative difference, over ``TRAJECTORY_STEPS`` steps from the same
+    parameters, between the two backends' losses and parameters after every step."""
     params = _reference_params(pair, case)
     trajectories = []
     for backend in (pair.candidate, pair.reference):
@@ -296,18 +302,34 @@ def _train_trajectory(pair: Pair, case: str) -> Measurement:
             model, opt_state, loss = backend.train_step(model, batch, optimizer, opt_state)
             steps.append({"loss": np.asarray(float(loss)), **backend.export_params(model)})
         trajectories.append(steps)
-    error = max(relative_error(c, r) for c, r in zip(*trajectories, strict=True))
+    return max(relative_error(c, r) for c, r in zip(*trajectories, strict=True))
+
+
+@register("train_trajectory", tuple(CASES))
+def _train_trajectory(pair: Pair, case: str) -> Measurement:
+    """Five Adam steps from the same parameters: parameters after every step agree."""
+    error = _trajectories(pair, case, OptimizerConfig(name="adam", lr=1e-2))
     limit = tolerance(pair.dtype, "gradient", trajectory_depth(case, TRAJECTORY_STEPS))
     return Measurement(error, limit, f"{TRAJECTORY_STEPS} Adam steps")
+
+
+@register("scheduled_trajectory", ("1d", "2d"))
+def _scheduled_trajectory(pair: Pair, case: str) -> Measurement:
+    """Five Adam steps under `TRAJECTORY_SCHEDULE` (warm-up, then cosine decay): the rate of
+    every step, so the parameters after it, agree."""
+    error = _trajectories(pair, case, OptimizerConfig(name="adam", lr=1e-2, schedule=TRAJECTORY_SCHEDULE))
+    limit = tolerance(pair.dtype, "gradient", trajectory_depth(case, TRAJECTORY_STEPS) + SCHEDULE_DEPTH)
+    return Measurement(error, limit, f"{TRAJECTORY_STEPS} Adam steps, warm-up then cosine")
 
 
 @register("functional_step", tuple(CASES))
 def _functional_step(pair: Pair, case: str) -> Measurement:
     """The candidate's step is a function of ``(params, opt_state)``: three Adam steps, then
     the second again from the parameters and optimizer state the first returned (kept while
-    the later steps ran) gives the same parameters and state, bit for bit."""
+    the later steps ran) gives the same parameters and state, bit for bit; under
+    `TRAJECTORY_SCHEDULE`, so the state carries the schedule's position too."""
     backend = pair.candidate
-    optimizer_config = OptimizerConfig(name="adam", lr=1e-2)
+    optimizer_config = OptimizerConfig(name="adam", lr=1e-2, schedule=TRAJECTORY_SCHEDULE)
     model = _model(backend, config(case, pair.dtype), _reference_params(pair, case))
     optimizer, opt_state = backend.make_optimizer(optimizer_config, model)
     batch = _batch(backend, case, pair.dtype)

@@ -4,7 +4,7 @@ No import of jax or torch happens here, ever: backends (``vardax_jax``, ``vardax
 map these specs onto their own native machinery.
 """
 
-from . import adjoints, amortized, backends, config, errors, params, problems, protocols, validation
+from . import adjoints, amortized, backends, config, errors, params, problems, protocols, schedules, validation
 from .adjoints import (
     DYNAMICS,
     INNER_SOLVE,
@@ -30,16 +30,19 @@ from .ocean4dvarnet import ocean4dvarnet_config
 from .params import load_params, save_params, schema
 from .problems import Problem, lorenz63, lorenz96
 from .protocols import Backend, EvalStep, ForwardModel, GradModulator, InnerSolver, Prior, TrainStep
+from .schedules import AbstractSchedule, ConstantSchedule, WarmupCosineSchedule
 
 __all__ = [
     "COMPONENT_FIELDS",
     "DYNAMICS",
     "INNER_SOLVE",
     "AbstractAdjointSpec",
+    "AbstractSchedule",
     "AdjointSpec",
     "Backend",
     "BackendNotInstalledError",
     "BacksolveAdjoint",
+    "ConstantSchedule",
     "ConvergenceWarning",
     "DirectAdjoint",
     "EvalStep",
@@ -54,6 +57,7 @@ __all__ = [
     "RecursiveCheckpointAdjoint",
     "TrainStep",
     "TruncatedAdjoint",
+    "WarmupCosineSchedule",
     "adjoint_from_dict",
     "adjoints",
     "amortized",
@@ -76,6 +80,7 @@ __all__ = [
     "problems",
     "protocols",
     "save_params",
+    "schedules",
     "schema",
     "validation",
 ]

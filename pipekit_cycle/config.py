@@ -16,6 +16,7 @@ from .adjoints import (
     check_layer,
     check_solver_adjoint,
 )
+from .schedules import AbstractSchedule, ConstantSchedule, schedule_from_dict
 from .validation import check_field_float, check_field_int
 
 __all__ = [
@@ -244,6 +245,8 @@ class OptimizerConfig:
     the gradient before the update (``torch.optim``'s convention; ``optax.add_decayed_weights``
     placed before the update in JAX). ``clip_norm`` clips the global gradient norm first:
     ``g <- g * clip_norm / max(norm(g), clip_norm)`` (``optax.clip_by_global_norm``).
+    ``schedule`` (`pipekit_cycle.schedules`) scales ``lr`` at each step: constant by default,
+    or `WarmupCosineSchedule`.
 
     Examples
     --------
@@ -262,6 +265,7 @@ class OptimizerConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     clip_norm: float | None = None
+    schedule: AbstractSchedule = dataclasses.field(default_factory=ConstantSchedule)
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -280,10 +284,16 @@ class OptimizerConfig:
         check_field_float(owner, "weight_decay", self.weight_decay, positive=False)
         if self.clip_norm is not None:
             check_field_float(owner, "clip_norm", self.clip_norm, positive=True)
+        if isinstance(self.schedule, dict):
+            object.__setattr__(self, "schedule", schedule_from_dict(self.schedule))
+        if not isinstance(self.schedule, AbstractSchedule):
+            raise ValueError(f"{owner}.schedule must be a learning-rate schedule (pipekit_cycle.schedules), got "
+                             f"{self.schedule!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["betas"] = list(self.betas)
+        data["schedule"] = self.schedule.to_dict()
         return data
 
     @classmethod

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Generic, Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import adjoints as specs
 from .errors import ConvergenceWarning
@@ -345,7 +346,7 @@ class DynamicsApi(Generic[Field, Model]):
     to_numpy: Callable[[Any], np.ndarray]
 
     def make_vector_field(
-        self, system: str, parameters: Mapping[str, Any] | None = None, *, state_dim: int | None = None
+        self, system: str, parameters: Mapping[str, npt.ArrayLike] | None = None, *, state_dim: int | None = None
     ) -> Field:
         """``"lorenz63"`` (``sigma, rho, beta``), ``"lorenz96"`` (``forcing``; ``state_dim``,
         default 40) or ``"linear"`` (``matrix``, required) with ``parameters`` by name (missing
@@ -369,7 +370,7 @@ class DynamicsApi(Generic[Field, Model]):
         system: str,
         dt: float,
         *,
-        parameters: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, npt.ArrayLike] | None = None,
         state_dim: int | None = None,
         **options: Any,
     ) -> Model:
@@ -401,7 +402,7 @@ class DynamicsApi(Generic[Field, Model]):
         n_steps: int,
         dt: float,
         *,
-        parameters: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, npt.ArrayLike] | None = None,
         **options: Any,
     ) -> np.ndarray:
         """The trajectory ``(..., n_steps + 1, N)`` from ``x0`` (``(..., N)``), as numpy.
@@ -429,7 +430,7 @@ class DynamicsApi(Generic[Field, Model]):
         dt: float,
         *,
         target: np.ndarray | None = None,
-        parameters: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, npt.ArrayLike] | None = None,
         adjoint: Any = "direct",
         **options: Any,
     ) -> tuple[float, dict[str, np.ndarray]]:
@@ -462,8 +463,8 @@ class DynamicsApi(Generic[Field, Model]):
         dt: float,
         *,
         background_cov: np.ndarray,
-        obs_var: Any,
-        parameters: Mapping[str, Any] | None = None,
+        obs_var: npt.ArrayLike,
+        parameters: Mapping[str, npt.ArrayLike] | None = None,
         rtol: float = FOURDVAR_RTOL,
         atol: float = FOURDVAR_ATOL,
         max_steps: int = FOURDVAR_MAX_STEPS,

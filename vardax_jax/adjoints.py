@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools as ft
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import equinox.internal as eqxi
@@ -38,10 +38,14 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import lineax as lx
 import optimistix as optx
+from jaxtyping import PyTree
 
 import pipekit_cycle as pk
 from pipekit_cycle.adjoints import DYNAMICS, LINEAR_SOLVERS, checkpoint_schedule
 from pipekit_cycle.errors import ConvergenceWarning
+
+if TYPE_CHECKING:
+    import diffrax
 
 __all__ = [
     "AbstractAdjoint",
@@ -101,7 +105,7 @@ assert all(np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(mine, exact, 
 DEFAULT_MAX_STEPS = 1000
 
 
-def nondiff(tree: Any) -> Any:
+def nondiff(tree: PyTree) -> PyTree:
     """``lax.stop_gradient`` on every inexact array leaf of ``tree``; other leaves unchanged."""
     return jtu.tree_map(lambda x: jax.lax.stop_gradient(x) if eqx.is_inexact_array(x) else x, tree)
 
@@ -553,7 +557,9 @@ class ImplicitAdjoint(optx.ImplicitAdjoint):
         return optx.ImplicitAdjoint(linear_solver=self.lineax_solver).apply(primal_fn, rewrite_fn, inputs, tags)
 
 
-def to_native_adjoint(spec: Any, layer: str = pk.INNER_SOLVE) -> Any:
+def to_native_adjoint(
+    spec: pk.AdjointSpec | str | optx.AbstractAdjoint | diffrax.AbstractAdjoint | None, layer: str = pk.INNER_SOLVE
+) -> optx.AbstractAdjoint | diffrax.AbstractAdjoint:
     """The optimistix adjoint for ``spec`` at ``layer`` (see the module table).
 
     A native ``optx.AbstractAdjoint`` passes through unchanged; a spec is mapped by its class
@@ -609,7 +615,7 @@ assert vd.to_optimistix_adjoint(pk.TruncatedAdjoint(k=2)) == vd.KStepAdjoint(k=2
 """
 
 
-def to_spec(native: Any) -> pk.AdjointSpec:
+def to_spec(native: optx.AbstractAdjoint) -> pk.AdjointSpec:
     """The `pipekit_cycle` spec of a native inner-solve adjoint (inverse of `to_native_adjoint`)."""
     if isinstance(native, ImplicitAdjoint):
         return pk.ImplicitAdjoint(native.linear_solver, native.rtol, native.atol, native.max_steps)  # type: ignore[arg-type]

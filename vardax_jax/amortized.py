@@ -31,13 +31,14 @@ assert shapes == pk.amortized.amortized_schema("regression", (4,), 2, hidden=8)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from pipekit_cycle.amortized import (
@@ -54,6 +55,9 @@ from pipekit_cycle.validation import require_target
 
 from .heads import AffineCoupling, EncoderMLP, FlowHead, Linear, RegressionHead
 from .training import make_train_step
+
+if TYPE_CHECKING:
+    from .model import AbstractBatch
 
 __all__ = [
     "AffineCoupling",
@@ -119,7 +123,7 @@ class AmortizedPosterior(eqx.Module):
         return "regression" if isinstance(self.head, RegressionHead) else "flow"
 
     @property
-    def dtype(self) -> Any:
+    def dtype(self) -> jnp.dtype:
         return self.encoder.layers[0].weight.dtype
 
     @property
@@ -129,25 +133,25 @@ class AmortizedPosterior(eqx.Module):
         hidden = int(self.encoder.layers[0].weight.shape[0])
         return amortized_config(self.kind, self.state_shape, self.n_time, hidden, len(self.encoder.layers), n_coupling)
 
-    def _check(self, batch: Any, x: Any = None) -> None:
+    def _check(self, batch: AbstractBatch, x: Array | None = None) -> None:
         check_amortized_batch(
             batch, state_shape=self.state_shape, n_time=self.n_time, dtype=str(self.dtype),
             x_shape=None if x is None else x.shape,
         )
 
-    def encode(self, batch: Any) -> Float[Array, "B F"]:
+    def encode(self, batch: AbstractBatch) -> Float[Array, "B F"]:
         """Features ``c = encoder(concat(input * mask, mask))`` of each window, ``(B, F)``."""
         self._check(batch)
         size = batch.input.shape[0]
         mask = batch.mask.reshape(size, -1)
         return self.encoder(jnp.concatenate([batch.input.reshape(size, -1) * mask, mask], axis=-1))
 
-    def log_prob(self, x: Float[Array, "B T *S"], batch: Any) -> Float[Array, " B"]:
+    def log_prob(self, x: Float[Array, "B T *S"], batch: AbstractBatch) -> Float[Array, " B"]:
         """``log q(x | batch)`` per window, ``(B,)``; ``x`` shaped like ``batch.input``."""
         self._check(batch, x)
         return self.head.log_prob(x.reshape(x.shape[0], -1), self.encode(batch))
 
-    def sample(self, batch: Any, n: int, key: PRNGKeyArray) -> Float[Array, "n B T *S"]:
+    def sample(self, batch: AbstractBatch, n: int, key: PRNGKeyArray) -> Float[Array, "n B T *S"]:
         """``n`` independent draws per window, ``(n, B, T, *state_shape)``: ``x = f(z; c)``,
         ``z ~ N(0, I)`` from ``key``."""
         context = self.encode(batch)
@@ -155,7 +159,7 @@ class AmortizedPosterior(eqx.Module):
         x, _ = self.head.forward(z, jnp.broadcast_to(context, (int(n), *context.shape)))
         return x.reshape(int(n), *batch.input.shape)
 
-    def __call__(self, batch: Any) -> Float[Array, "B T *S"]:
+    def __call__(self, batch: AbstractBatch) -> Float[Array, "B T *S"]:
         """MAP estimate, ``(B, T, *state_shape)``: the regression mean / the flow's ``f(0; c)``."""
         return self.head.map(self.encode(batch)).reshape(batch.input.shape)
 
@@ -169,7 +173,7 @@ def build_amortized(
     n_layers: int = 2,
     n_coupling: int = 4,
     seed: int = 0,
-    dtype: Any = None,
+    dtype: DTypeLike | None = None,
 ) -> AmortizedPosterior:
     """An `AmortizedPosterior` with ``kind`` ``"regression"`` or ``"flow"`` (names and shapes:
     `amortized_schema`). ``seed`` seeds ``jax.random``; the two backends draw different
@@ -207,7 +211,7 @@ def _build(
     n_layers: int,
     n_coupling: int,
     seed: int,
-    dtype: Any,
+    dtype: DTypeLike | None,
 ) -> AmortizedPosterior:
     flat = n_time * int(np.prod(state_shape))
     enc_key, head_key = jax.random.split(jax.random.key(seed))
@@ -299,11 +303,11 @@ def import_amortized_params(model: AmortizedPosterior, params: Mapping[str, np.n
 # ----------------------------------------------------------------------------- losses, training
 
 
-def _nll(model: AmortizedPosterior, batch: Any) -> Float[Array, ""]:
+def _nll(model: AmortizedPosterior, batch: AbstractBatch) -> Float[Array, ""]:
     return -jnp.mean(model.log_prob(batch.target, batch))
 
 
-def amortized_nll_loss_fn(model: AmortizedPosterior, batch: Any) -> Float[Array, ""]:
+def amortized_nll_loss_fn(model: AmortizedPosterior, batch: AbstractBatch) -> Float[Array, ""]:
     r"""Mean negative log-likelihood of the truth, :math:`-\frac1B \sum_b \log q(x^\star_b \mid y_b, m_b)`;
     needs ``batch.target`` (``ValueError`` otherwise).
 
@@ -334,7 +338,7 @@ class _Arrays(eqx.Module):
     target: Array
 
 
-def _arrays(batch: Any, where: str) -> _Arrays:
+def _arrays(batch: AbstractBatch, where: str) -> _Arrays:
     require_target(getattr(batch, "target", None), where)
     return _Arrays(jnp.asarray(batch.input), jnp.asarray(batch.mask), jnp.asarray(batch.target))
 
@@ -344,7 +348,7 @@ def _value_and_grad(model: AmortizedPosterior, arrays: _Arrays) -> tuple[Array, 
     return eqx.filter_value_and_grad(_nll)(model, arrays)
 
 
-def amortized_loss_and_grads(model: AmortizedPosterior, batch: Any) -> tuple[float, dict[str, np.ndarray]]:
+def amortized_loss_and_grads(model: AmortizedPosterior, batch: AbstractBatch) -> tuple[float, dict[str, np.ndarray]]:
     """``(amortized_nll_loss_fn(model, batch), its gradients keyed by canonical names)``.
 
     Examples
@@ -371,8 +375,8 @@ _amortized_step = make_train_step(amortized_nll_loss_fn, name="amortized_train_s
 
 
 def amortized_train_step(
-    model: AmortizedPosterior, batch: Any, optimizer: optax.GradientTransformation, opt_state: Any
-) -> tuple[AmortizedPosterior, Any, Array]:
+    model: AmortizedPosterior, batch: AbstractBatch, optimizer: optax.GradientTransformation, opt_state: optax.OptState
+) -> tuple[AmortizedPosterior, optax.OptState, Array]:
     """One optimizer step on `amortized_nll_loss_fn`: ``(model, opt_state, loss)``, the
     `make_train_step` step on the batch's three arrays (any batch class: they are taken out
     first). ``optimizer`` an optax ``GradientTransformation``, e.g. from ``make_optimizer``,
@@ -401,7 +405,7 @@ def amortized_train_step(
 
 
 def coverage(
-    model: AmortizedPosterior, batch: Any, level: float = 0.9, n_samples: int = 500, *, key: PRNGKeyArray
+    model: AmortizedPosterior, batch: AbstractBatch, level: float = 0.9, n_samples: int = 500, *, key: PRNGKeyArray
 ) -> float:
     """Fraction of ``batch.target`` entries inside the central ``level`` posterior interval,
     estimated per entry from ``n_samples`` draws (linear-interpolated empirical quantiles at

@@ -16,18 +16,18 @@ assert error == 0.0  # the same function: the same Jacobian
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
 from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, PRNGKeyArray, PyTree
 
 __all__ = ["assert_adjoint_calibrated"]
 
 
-def _unit_probes(key, like: Any, n_probes: int):
+def _unit_probes(key, like: PyTree[Array], n_probes: int):
     flat, unravel = ravel_pytree(like)
     probes = jr.normal(key, (n_probes, flat.size), flat.dtype)
     probes = probes / jnp.linalg.norm(probes, axis=1, keepdims=True)
@@ -44,11 +44,11 @@ def _vjps(fn, inputs, probes):
 
 
 def assert_adjoint_calibrated(
-    fast_fn: Callable[[Any], Any],
-    exact_fn: Callable[[Any], Any],
-    inputs: Any,
+    fast_fn: Callable[[PyTree[Array]], PyTree[Array]],
+    exact_fn: Callable[[PyTree[Array]], PyTree[Array]],
+    inputs: PyTree[Array],
     *,
-    key,
+    key: PRNGKeyArray,
     threshold: float = 0.05,
     n_probes: int = 10,
     mode: str = "auto",

@@ -16,8 +16,6 @@ assert arrays["opt_state.0000"].tolist() == [0]  # optax's Adam state exists bef
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,7 +54,9 @@ def export_optimizer_state(opt_state: optax.OptState) -> dict[str, np.ndarray]:
     return {_name(i): np.atleast_1d(leaf) for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state))}
 
 
-def import_optimizer_state(optimizer: Any, opt_state: optax.OptState, arrays: dict[str, np.ndarray]) -> optax.OptState:
+def import_optimizer_state(
+    optimizer: optax.GradientTransformation, opt_state: optax.OptState, arrays: dict[str, np.ndarray]
+) -> optax.OptState:
     """``opt_state``'s structure filled with ``arrays`` (from `export_optimizer_state`).
 
     ``optimizer`` is unused in JAX (the state is a value) and kept for the torch twin's

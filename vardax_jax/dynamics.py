@@ -46,7 +46,7 @@ import optimistix as optx
 from jaxtyping import Array, ArrayLike
 
 from pipekit_cycle import dynamics as shared
-from pipekit_cycle.adjoints import checkpoint_schedule
+from pipekit_cycle.adjoints import AdjointSpec, checkpoint_schedule
 from pipekit_cycle.dynamics import DEFAULT_ATOL, DEFAULT_MAX_STEPS, DEFAULT_RTOL, SolverName
 from pipekit_cycle.validation import check_count as _check_count
 from pipekit_cycle.validation import check_state_shape as _check_state
@@ -221,7 +221,7 @@ class MatchedBacksolveAdjoint(diffrax.BacksolveAdjoint):
         return on_grid.loop(stepsize_controller=stepsize_controller, **kwargs)
 
 
-def to_dynamics_adjoint(spec: Any = None) -> diffrax.AbstractAdjoint:
+def to_dynamics_adjoint(spec: AdjointSpec | str | diffrax.AbstractAdjoint | None = None) -> diffrax.AbstractAdjoint:
     """Map an adjoint spec of the ``"dynamics"`` layer onto diffrax's own mechanism.
 
     ``None`` is the layer's default, ``RecursiveCheckpointAdjoint()``: a
@@ -322,7 +322,7 @@ class DiffraxForwardModel(eqx.Module):
         rtol: float = DEFAULT_RTOL,
         atol: float = DEFAULT_ATOL,
         max_steps: int = DEFAULT_MAX_STEPS,
-        adjoint: Any = None,
+        adjoint: AdjointSpec | str | diffrax.AbstractAdjoint | None = None,
     ) -> None:
         settings = shared.check_solver_settings(solver, substeps, rtol, atol, max_steps)
         self.vector_field = vector_field
@@ -334,7 +334,7 @@ class DiffraxForwardModel(eqx.Module):
     def state_dim(self) -> int:
         return self.vector_field.state_dim
 
-    def with_adjoint(self, spec: Any) -> DiffraxForwardModel:
+    def with_adjoint(self, spec: AdjointSpec | str | diffrax.AbstractAdjoint | None) -> DiffraxForwardModel:
         """A new model differentiated by ``spec`` (``ValueError`` for a spec of another layer)."""
         return eqx.tree_at(lambda model: model.adjoint, self, to_dynamics_adjoint(spec))
 

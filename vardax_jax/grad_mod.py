@@ -32,6 +32,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from pipekit_cycle.validation import check_batch_grid, float_dtype_name
@@ -55,7 +56,7 @@ Padding = Literal["zeros", "circular"]
 _CHANNELS_LAST = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC")}
 
 
-def default_dtype(dtype=None) -> jnp.dtype:
+def default_dtype(dtype: DTypeLike | None = None) -> jnp.dtype:
     """``dtype`` as a numpy dtype (`pipekit_cycle.validation.float_dtype_name`'s rule); ``None``
     follows ``jax_enable_x64`` (float64 on, float32 off).
 
@@ -135,7 +136,7 @@ class Conv(eqx.Module):
         padding: Padding = "zeros",
         *,
         key: PRNGKeyArray,
-        dtype=None,
+        dtype: DTypeLike | None = None,
     ):
         dtype = default_dtype(dtype)
         wkey, bkey = jr.split(key)
@@ -227,7 +228,7 @@ class AbstractConvLSTMGradMod(eqx.Module):
         padding: Padding = "zeros",
         *,
         key: PRNGKeyArray,
-        dtype=None,
+        dtype: DTypeLike | None = None,
     ):
         gkey, okey = jr.split(key)
         in_channels = 2 * n_time + hidden_dim  # concat(grad, state, hidden)
@@ -342,7 +343,7 @@ class AbstractNormalizedConvLSTMGradMod(eqx.Module):
         padding: Padding = "zeros",
         *,
         key: PRNGKeyArray,
-        dtype=None,
+        dtype: DTypeLike | None = None,
         downsample: int = 1,
     ):
         gkey, okey = jr.split(key)

@@ -33,12 +33,12 @@ Every weight is laid out ``(out, in)`` like ``torch.nn.Linear``; ``y = x @ W.T +
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from pipekit_cycle.amortized import coupling_permutation
@@ -60,7 +60,7 @@ class Linear(eqx.Module):
     weight: Float[Array, "out in"]
     bias: Float[Array, " out"]
 
-    def __init__(self, n_in: int, n_out: int, *, key: PRNGKeyArray, dtype: Any = None, zero: bool = False):
+    def __init__(self, n_in: int, n_out: int, *, key: PRNGKeyArray, dtype: DTypeLike | None = None, zero: bool = False):
         dtype = default_dtype(dtype)
         if zero:
             self.weight = jnp.zeros((n_out, n_in), dtype)
@@ -99,7 +99,7 @@ class EncoderMLP(eqx.Module):
 
     layers: tuple[Linear, ...]
 
-    def __init__(self, in_dim: int, hidden: int, n_layers: int, *, key: PRNGKeyArray, dtype: Any = None):
+    def __init__(self, in_dim: int, hidden: int, n_layers: int, *, key: PRNGKeyArray, dtype: DTypeLike | None = None):
         keys = jax.random.split(key, n_layers)
         self.layers = tuple(
             Linear(in_dim if i == 0 else hidden, hidden, key=keys[i], dtype=dtype) for i in range(n_layers)
@@ -145,7 +145,7 @@ class RegressionHead(eqx.Module):
 
     linear: Linear
 
-    def __init__(self, feature_dim: int, flat_dim: int, *, key: PRNGKeyArray, dtype: Any = None):
+    def __init__(self, feature_dim: int, flat_dim: int, *, key: PRNGKeyArray, dtype: DTypeLike | None = None):
         self.linear = Linear(feature_dim, 2 * flat_dim, key=key, dtype=dtype)
 
     @property
@@ -213,7 +213,7 @@ class AffineCoupling(eqx.Module):
         permutation: np.ndarray,
         *,
         key: PRNGKeyArray,
-        dtype: Any = None,
+        dtype: DTypeLike | None = None,
     ):
         half = flat_dim // 2
         keys = jax.random.split(key, n_layers)
@@ -298,7 +298,7 @@ class FlowHead(eqx.Module):
         n_coupling: int,
         *,
         key: PRNGKeyArray,
-        dtype: Any = None,
+        dtype: DTypeLike | None = None,
     ):
         keys = jax.random.split(key, n_coupling + 1)
         self.affine = Linear(feature_dim, 2 * flat_dim, key=keys[0], dtype=dtype)

@@ -24,6 +24,9 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import numpy.typing as npt
+import optimistix as optx
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import pipekit_cycle as pk
@@ -112,7 +115,10 @@ class Batch2D(AbstractBatch):
     """
 
 
-def make_batch(obs: Any, target: Any = None, dtype: Any = None, sharding: Any = None) -> AbstractBatch:
+def make_batch(
+    obs: npt.ArrayLike, target: npt.ArrayLike | None = None, dtype: DTypeLike | None = None,
+    sharding: jax.sharding.Sharding | None = None,
+) -> AbstractBatch:
     """Numpy ``obs`` (NaN where unobserved) -> `Batch1D` (3-D) or `Batch2D` (4-D).
 
     ``mask = isfinite(obs)``, ``input = nan_to_num(obs)``; ``dtype`` ``None`` is float64 iff
@@ -164,14 +170,14 @@ def make_batch(obs: Any, target: Any = None, dtype: Any = None, sharding: Any = 
     return cls(**{name: place(array) for name, array in arrays.items()})
 
 
-def _batch_shards(sharding: Any, ndim: int) -> int:
+def _batch_shards(sharding: jax.sharding.Sharding, ndim: int) -> int:
     """How many pieces ``sharding`` cuts an ``ndim``-dimensional array's first (batch) axis
     into: the tiling of a probe shape every mesh divides (each axis the device count)."""
     n_devices = len(sharding.device_set)
     return n_devices // sharding.shard_shape((n_devices,) * ndim)[0]
 
 
-def to_numpy(array: Any) -> np.ndarray:
+def to_numpy(array: Array | npt.ArrayLike) -> np.ndarray:
     """A numpy copy of a JAX array (or anything array-like).
 
     Examples
@@ -188,7 +194,7 @@ def to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
-def check_batch(model, batch) -> None:
+def check_batch(model: AbstractFourDVarNet, batch: AbstractBatch) -> None:
     """The shared shape and dtype checks (same words as vardax_torch). The grid is free within
     `pipekit_cycle.validation.grid_rule` (the model is fully convolutional; ``config.state_shape``
     is its training size, not a gate); the time axis is fixed, being the channels."""
@@ -227,12 +233,13 @@ class AbstractFourDVarNet(eqx.Module):
     cost: AbstractCost
     step_rule: AbstractStepRule
     output: AbstractOutput
-    solver_adjoint: Any
+    solver_adjoint: optx.AbstractAdjoint
 
     ndim: ClassVar[int]
 
-    def _build(self, state_shape: tuple[int, ...], n_time: int, solver_adjoint: Any, key: PRNGKeyArray, dtype: Any,
-               fields: dict[str, Any]) -> None:
+    def _build(self, state_shape: tuple[int, ...], n_time: int,
+               solver_adjoint: pk.AdjointSpec | str | optx.AbstractAdjoint, key: PRNGKeyArray,
+               dtype: DTypeLike | None, fields: dict[str, Any]) -> None:
         native = to_native_adjoint(solver_adjoint)
         # The config validates every field with the shared error words.
         config = pk.FourDVarNetConfig(state_shape=tuple(state_shape), n_time=n_time,
@@ -256,7 +263,7 @@ class AbstractFourDVarNet(eqx.Module):
     def dtype(self) -> jnp.dtype:
         return self.prior.conv_in.weight.dtype
 
-    def checked_adjoint(self, adjoint: Any) -> Any:
+    def checked_adjoint(self, adjoint: pk.AdjointSpec | str | optx.AbstractAdjoint) -> optx.AbstractAdjoint:
         """``adjoint`` as a native adjoint, after the shared solver check (``ImplicitAdjoint``
         needs ``solver="fixed_point"``). An adjoint of the user's own, which no spec
         describes, is taken as it is."""
@@ -264,7 +271,7 @@ class AbstractFourDVarNet(eqx.Module):
         pk.check_solver_adjoint(self.config.solver, _spec_or_default(native))
         return native
 
-    def with_adjoint(self, spec: Any):
+    def with_adjoint(self, spec: pk.AdjointSpec | str | optx.AbstractAdjoint) -> AbstractFourDVarNet:
         """This model, differentiated by ``spec`` (spec or native adjoint); the value it
         computes is unchanged."""
         native = self.checked_adjoint(spec)
@@ -275,7 +282,9 @@ class AbstractFourDVarNet(eqx.Module):
         return eqx.tree_at(lambda m: (m.prior, m.grad_mod, m.solver_adjoint), skeleton,
                            (self.prior, self.grad_mod, native))
 
-    def __call__(self, batch: AbstractBatch, *, adjoint: Any = None) -> Float[Array, "batch time *space"]:
+    def __call__(
+        self, batch: AbstractBatch, *, adjoint: pk.AdjointSpec | str | optx.AbstractAdjoint | None = None
+    ) -> Float[Array, "batch time *space"]:
         """``x_K``, the output of the model's solver, differentiated by ``adjoint`` (``None``:
         ``solver_adjoint``)."""
         check_batch(self, batch)
@@ -287,7 +296,7 @@ _DEFAULT_ADJOINT = pk.RecursiveCheckpointAdjoint()
 _GRID = ("state_shape", "n_time")
 
 
-def _spec_or_default(native: Any) -> pk.AdjointSpec:
+def _spec_or_default(native: optx.AbstractAdjoint) -> pk.AdjointSpec:
     # A user's own adjoint has no spec: validate the rest of the config with the default.
     try:
         return to_spec(native)
@@ -327,8 +336,8 @@ class FourDVarNet1D(AbstractFourDVarNet):
 
     ndim: ClassVar[int] = 1
 
-    def __init__(self, state_dim: int, n_time: int, *, key: PRNGKeyArray, dtype: Any = None,
-                 solver_adjoint: Any = _DEFAULT_ADJOINT, **fields: Any):
+    def __init__(self, state_dim: int, n_time: int, *, key: PRNGKeyArray, dtype: DTypeLike | None = None,
+                 solver_adjoint: pk.AdjointSpec | str | optx.AbstractAdjoint = _DEFAULT_ADJOINT, **fields: Any):
         self._build((state_dim,), n_time, solver_adjoint, key, dtype, fields)
 
 
@@ -353,12 +362,12 @@ class FourDVarNet2D(AbstractFourDVarNet):
 
     ndim: ClassVar[int] = 2
 
-    def __init__(self, n_time: int, height: int, width: int, *, key: PRNGKeyArray, dtype: Any = None,
-                 solver_adjoint: Any = _DEFAULT_ADJOINT, **fields: Any):
+    def __init__(self, n_time: int, height: int, width: int, *, key: PRNGKeyArray, dtype: DTypeLike | None = None,
+                 solver_adjoint: pk.AdjointSpec | str | optx.AbstractAdjoint = _DEFAULT_ADJOINT, **fields: Any):
         self._build((height, width), n_time, solver_adjoint, key, dtype, fields)
 
 
-def build_model(config: pk.FourDVarNetConfig, *, seed: int, dtype: Any = None) -> AbstractFourDVarNet:
+def build_model(config: pk.FourDVarNetConfig, *, seed: int, dtype: DTypeLike | None = None) -> AbstractFourDVarNet:
     """The model ``config`` describes, initialised from ``jax.random.PRNGKey(seed)``.
 
     Examples

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import functools as ft
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
 from pipekit_cycle.params import schema, validate_params
+
+if TYPE_CHECKING:
+    from .model import AbstractFourDVarNet
 
 __all__ = ["export_params", "import_params"]
 
@@ -32,7 +36,7 @@ def get_param(tree, name: str):
     return ft.reduce(getattr, name.split("."), tree)
 
 
-def export_params(model) -> dict[str, np.ndarray]:
+def export_params(model: AbstractFourDVarNet) -> dict[str, np.ndarray]:
     """Every parameter under its canonical name, as numpy in the model's dtype.
 
     Examples
@@ -56,7 +60,7 @@ def export_params(model) -> dict[str, np.ndarray]:
     return {name: np.asarray(get_param(model, name)) for name in schema(model.config)}
 
 
-def import_params(model, params: Mapping[str, np.ndarray]):
+def import_params(model: AbstractFourDVarNet, params: Mapping[str, np.ndarray]) -> AbstractFourDVarNet:
     """A new model holding ``params`` (validated against the schema first, then cast to the
     model's dtype); ``model`` itself is unchanged.
 

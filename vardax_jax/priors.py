@@ -30,6 +30,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from pipekit_cycle.validation import check_batch_grid
@@ -62,7 +63,7 @@ class AbstractBilinAEPrior(eqx.Module):
         padding: Padding = "zeros",
         *,
         key: PRNGKeyArray,
-        dtype=None,
+        dtype: DTypeLike | None = None,
         downsample: int = 1,
         bilin_quad: bool = False,
     ):

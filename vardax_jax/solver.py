@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools as ft
 import warnings
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
@@ -51,10 +52,13 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float
 
-from pipekit_cycle.adjoints import check_solver_adjoint
+from pipekit_cycle.adjoints import AdjointSpec, check_solver_adjoint
 from pipekit_cycle.errors import fixed_point_not_converged
 
 from .adjoints import KStepAdjoint, RecursiveCheckpointAdjoint, to_native_adjoint
+
+if TYPE_CHECKING:
+    from .model import AbstractBatch, AbstractFourDVarNet
 
 __all__ = [
     "fixedpoint_map",
@@ -70,7 +74,7 @@ __all__ = [
 State = Float[Array, "batch time *space"]
 
 
-def variational_cost(model, x: State, batch) -> Float[Array, " batch"]:
+def variational_cost(model: AbstractFourDVarNet, x: State, batch: AbstractBatch) -> Float[Array, " batch"]:
     """``U(x)`` per sample ``(B,)``: the misfits ``sum(m (x - y)^2)`` and ``sum((x - phi(x))^2)``
     of each sample, combined by the model's cost component (`SumCost`: weighted sums, samples
     independent; `MeanCost`: each sample's share of the batch-wide means, as ocean4dvarnet).
@@ -169,7 +173,9 @@ def _solve_fixed_point(model, batch, adjoint) -> State:
 _SOLVERS = {"learned": _solve_learned, "fixed_point": _solve_fixed_point}
 
 
-def solve_4dvarnet(model, batch, adjoint=None) -> State:
+def solve_4dvarnet(
+    model: AbstractFourDVarNet, batch: AbstractBatch, adjoint: AdjointSpec | str | optx.AbstractAdjoint | None = None
+) -> State:
     """The model's inner solve (``model.config.solver``) on ``batch``, differentiated by
     ``adjoint`` (a spec or any ``optx.AbstractAdjoint``; ``None``: ``model.solver_adjoint``).
     The value does not depend on the adjoint. Nothing is checked here: the model's call,
@@ -214,7 +220,7 @@ class _Unrolled(optx.AbstractAdjoint):
         return primal_fn((*inputs, _unrolled_while_loop))
 
 
-def solve_4dvarnet_unrolled(model, batch) -> State:
+def solve_4dvarnet_unrolled(model: AbstractFourDVarNet, batch: AbstractBatch) -> State:
     """The model's solve with plain backprop through every step (the reference; memory O(K)).
 
     Examples
@@ -237,7 +243,9 @@ def solve_4dvarnet_unrolled(model, batch) -> State:
     return solve_4dvarnet(model, batch, _Unrolled())
 
 
-def solve_4dvarnet_checkpointed(model, batch, checkpoints: int | None = None) -> State:
+def solve_4dvarnet_checkpointed(
+    model: AbstractFourDVarNet, batch: AbstractBatch, checkpoints: int | None = None
+) -> State:
     """The solve under `RecursiveCheckpointAdjoint` ``(checkpoints)``: exact gradient, memory
     ``O(checkpoints)`` states (``None``: ``pipekit_cycle.checkpoint_schedule``, ``ceil(log2 K)``).
 
@@ -261,7 +269,7 @@ def solve_4dvarnet_checkpointed(model, batch, checkpoints: int | None = None) ->
     return solve_4dvarnet(model, batch, RecursiveCheckpointAdjoint(checkpoints))
 
 
-def solve_4dvarnet_kstep(model, batch, k: int) -> State:
+def solve_4dvarnet_kstep(model: AbstractFourDVarNet, batch: AbstractBatch, k: int) -> State:
     """The solve under `KStepAdjoint` ``(k)``: the steps before the last ``k`` run with state AND
     carry cut from the graph, the last ``k`` carry the gradient.
 
@@ -284,7 +292,7 @@ def solve_4dvarnet_kstep(model, batch, k: int) -> State:
     return solve_4dvarnet(model, batch, KStepAdjoint(k))
 
 
-def fixedpoint_unrolled(model, batch, n_iterations: int) -> State:
+def fixedpoint_unrolled(model: AbstractFourDVarNet, batch: AbstractBatch, n_iterations: int) -> State:
     """Plain backprop through exactly ``n_iterations`` iterations ``x <- T(x)`` from ``x_0 = m y``,
     no stopping test (the reference the implicit gradient is checked against).
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 import optax
+import optimistix as optx
 from jaxtyping import Array, Float, Scalar
 
 import pipekit_cycle as pk
@@ -33,7 +34,7 @@ from pipekit_cycle.errors import check_no_dropout_in_training
 from pipekit_cycle.validation import require_target
 
 from .adjoints import nondiff
-from .model import check_batch
+from .model import AbstractBatch, AbstractFourDVarNet, check_batch
 from .params import get_param
 
 M = TypeVar("M")
@@ -78,7 +79,10 @@ def reconstruction_loss(pred: Float[Array, "..."], target: Float[Array, "..."]) 
     return jnp.sum(error**2) / jnp.sum(valid)
 
 
-def train_loss_fn(model, batch, *, adjoint: Any = None) -> Scalar:
+def train_loss_fn(
+    model: AbstractFourDVarNet, batch: AbstractBatch, *,
+    adjoint: pk.AdjointSpec | str | optx.AbstractAdjoint | None = None,
+) -> Scalar:
     """``reconstruction_loss(model(batch), batch.target)``; needs ``batch.target``.
 
     Examples
@@ -113,7 +117,10 @@ def _value_and_grad(model, batch, adjoint):
     return eqx.filter_value_and_grad(lambda m: train_loss_fn(m, batch, adjoint=adjoint))(model)
 
 
-def loss_and_grads(model, batch, *, adjoint: Any = None) -> tuple[float, dict[str, np.ndarray]]:
+def loss_and_grads(
+    model: AbstractFourDVarNet, batch: AbstractBatch, *,
+    adjoint: pk.AdjointSpec | str | optx.AbstractAdjoint | None = None,
+) -> tuple[float, dict[str, np.ndarray]]:
     """The loss and its gradients keyed by schema names (what conformance compares).
 
     Examples
@@ -139,14 +146,26 @@ def loss_and_grads(model, batch, *, adjoint: Any = None) -> tuple[float, dict[st
     return float(loss), {name: np.asarray(get_param(grads, name)) for name in pk.schema(model.config)}
 
 
+def _learning_rate(cfg: pk.OptimizerConfig) -> float | optax.Schedule:
+    """``lr`` itself when the schedule is constant (the optax state of a plain rate, as checkpoints
+    made before schedules existed hold it), else optax's schedule ``count -> lr * s(count)``."""
+    schedule = cfg.schedule
+    if isinstance(schedule, pk.ConstantSchedule):
+        return cfg.lr
+    # The count as the default float (float64 under x64): int32 arithmetic would round in float32.
+    return lambda count: cfg.lr * schedule.factor(jnp.asarray(count, dtype=jnp.result_type(float)), jnp)
+
+
 # The update rule by OptimizerConfig.name, chosen once when the optimizer is built.
 _OPTIMIZERS: dict[str, Callable[[pk.OptimizerConfig], optax.GradientTransformation]] = {
-    "adam": lambda cfg: optax.adam(cfg.lr, b1=cfg.betas[0], b2=cfg.betas[1], eps=cfg.eps),
-    "sgd": lambda cfg: optax.sgd(cfg.lr),
+    "adam": lambda cfg: optax.adam(_learning_rate(cfg), b1=cfg.betas[0], b2=cfg.betas[1], eps=cfg.eps),
+    "sgd": lambda cfg: optax.sgd(_learning_rate(cfg)),
 }
 
 
-def make_optimizer(optimizer_config: pk.OptimizerConfig, model) -> tuple[optax.GradientTransformation, Any]:
+def make_optimizer(
+    optimizer_config: pk.OptimizerConfig, model: eqx.Module
+) -> tuple[optax.GradientTransformation, optax.OptState]:
     """The optax chain of ``optimizer_config`` and its state on the model's parameters.
 
     Examples
@@ -163,6 +182,9 @@ def make_optimizer(optimizer_config: pk.OptimizerConfig, model) -> tuple[optax.G
     optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-3, clip_norm=1.0), model)
     assert isinstance(optimizer, optax.GradientTransformation)  # clip, then Adam: one optax chain
     ```
+
+    A schedule other than constant (`pipekit_cycle.schedules`) becomes optax's learning-rate
+    schedule ``count -> lr * s(count)``; its count is in ``opt_state`` (and its export).
     """
     cfg = optimizer_config
     parts = []
@@ -305,7 +327,7 @@ def _eval(model, batch):
     return train_loss_fn(nondiff(model), batch)
 
 
-def eval_step(model, batch) -> Scalar:
+def eval_step(model: AbstractFourDVarNet, batch: AbstractBatch) -> Scalar:
     """The training loss, without any gradient.
 
     Examples
@@ -333,7 +355,7 @@ def _prior_of(model, x):
     return model.prior(x)
 
 
-def predict(model, batch) -> Float[Array, "batch time *space"]:
+def predict(model: AbstractFourDVarNet, batch: AbstractBatch) -> Float[Array, "batch time *space"]:
     """The inference output, without gradient: the model's output component applied to
     ``x_K = model(batch)``, `PriorOutput` ``phi(x_K)`` (``config.output="prior"``,
     ocean4dvarnet's eval mode) or `StateOutput` ``x_K``.

@@ -18,12 +18,13 @@ assert field(jnp.zeros((2, 8))).shape == (2, 8)
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike
 
 from pipekit_cycle import dynamics as shared
@@ -33,7 +34,7 @@ from pipekit_cycle.problems import L63_BETA, L63_RHO, L63_SIGMA, L96_FORCING
 __all__ = ["LinearField", "Lorenz63", "Lorenz96", "field_parameters"]
 
 
-def _default_float() -> Any:
+def _default_float() -> DTypeLike:
     # The framework's own precision switch decides, as for the rest of the backend.
     return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
 
@@ -67,7 +68,8 @@ class Lorenz63(eqx.Module):
     parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz63"]
 
     def __init__(
-        self, sigma: ArrayLike = L63_SIGMA, rho: ArrayLike = L63_RHO, beta: ArrayLike = L63_BETA, *, dtype: Any = None
+        self, sigma: ArrayLike = L63_SIGMA, rho: ArrayLike = L63_RHO, beta: ArrayLike = L63_BETA, *,
+        dtype: DTypeLike | None = None,
     ) -> None:
         dtype = _default_float() if dtype is None else dtype
         self.sigma = jnp.asarray(sigma, dtype)
@@ -103,7 +105,7 @@ class Lorenz96(eqx.Module):
     parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz96"]
 
     def __init__(
-        self, state_dim: int = shared.L96_STATE_DIM, forcing: ArrayLike = L96_FORCING, *, dtype: Any = None
+        self, state_dim: int = shared.L96_STATE_DIM, forcing: ArrayLike = L96_FORCING, *, dtype: DTypeLike | None = None
     ) -> None:
         self.state_dim = shared.check_l96_state_dim(state_dim)
         dtype = _default_float() if dtype is None else dtype
@@ -139,7 +141,7 @@ class LinearField(eqx.Module):
     matrix: Array
     parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["linear"]
 
-    def __init__(self, matrix: ArrayLike, *, dtype: Any = None) -> None:
+    def __init__(self, matrix: ArrayLike, *, dtype: DTypeLike | None = None) -> None:
         shared.check_square_matrix(matrix)
         self.matrix = jnp.asarray(matrix, _default_float() if dtype is None else dtype)
 

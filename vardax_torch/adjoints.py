@@ -36,7 +36,7 @@ import dataclasses
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
@@ -46,6 +46,9 @@ import pipekit_cycle
 from pipekit_cycle import adjoints as specs
 from pipekit_cycle.adjoints import binomial_split, checkpoint_schedule
 from pipekit_cycle.errors import ConvergenceWarning
+
+if TYPE_CHECKING:
+    from .dynamics import AbstractOdeintAdjoint
 
 __all__ = [
     "AbstractAdjoint",
@@ -240,7 +243,8 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
     def __post_init__(self) -> None:
         specs.RecursiveCheckpointAdjoint(self.checkpoints)  # same validation, same words
 
-    def loop(self, step, carry, args, max_steps, *, converged=None):
+    def loop(self, step: Step, carry: Carry, args: Args, max_steps: int, *,
+             converged: Converged | None = None) -> Carry:
         if not torch.is_grad_enabled():
             return iterate(step, carry, args, max_steps, converged, graph=False)[0]
         n_steps = max_steps if converged is None else iterate(step, carry, args, max_steps, converged, graph=False)[1]
@@ -281,7 +285,8 @@ class KStepAdjoint(AbstractAdjoint):
     def __post_init__(self) -> None:
         specs.TruncatedAdjoint(self.k)
 
-    def loop(self, step, carry, args, max_steps, *, converged=None):
+    def loop(self, step: Step, carry: Carry, args: Args, max_steps: int, *,
+             converged: Converged | None = None) -> Carry:
         carry = tuple(carry)
         if not torch.is_grad_enabled():
             return iterate(step, carry, args, max_steps, converged, graph=False)[0]
@@ -422,7 +427,8 @@ class ImplicitAdjoint(AbstractAdjoint):
         """``max_steps`` with the default filled in."""
         return DEFAULT_MAX_STEPS if self.max_steps is None else self.max_steps
 
-    def loop(self, step, carry, args, max_steps, *, converged=None):
+    def loop(self, step: Step, carry: Carry, args: Args, max_steps: int, *,
+             converged: Converged | None = None) -> Carry:
         fixed_point = iterate(step, tuple(carry), args, max_steps, converged, graph=False)[0]
         if not torch.is_grad_enabled():
             return fixed_point
@@ -495,7 +501,9 @@ class _Implicit(torch.autograd.Function):
         return (None, None, *(None for _ in range(plan.n_carry)), *(next(grads) if need else None for need in needs))
 
 
-def to_native_adjoint(spec: Any, layer: str = specs.INNER_SOLVE) -> Any:
+def to_native_adjoint(
+    spec: specs.AdjointSpec | str | AbstractAdjoint | AbstractOdeintAdjoint | None, layer: str = specs.INNER_SOLVE
+) -> AbstractAdjoint | AbstractOdeintAdjoint:
     """Map an adjoint spec (a `pipekit_cycle` spec, an identically shaped object, or its text
     form) onto the torch-native adjoint of ``layer``; a native adjoint passes through.
 

@@ -31,9 +31,10 @@ assert shapes == pk.amortized.amortized_schema("regression", (4,), 2, hidden=8)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -52,6 +53,9 @@ from pipekit_cycle.validation import check_same_device, require_target
 
 from .heads import AffineCoupling, EncoderMLP, FlowHead, RegressionHead
 from .training import make_train_step
+
+if TYPE_CHECKING:
+    from .model import Batch1D, Batch2D
 
 __all__ = [
     "AffineCoupling",
@@ -126,7 +130,7 @@ class AmortizedPosterior(nn.Module):
         hidden = int(self.encoder.layers[0].weight.shape[0])
         return amortized_config(self.kind, self.state_shape, self.n_time, hidden, len(self.encoder.layers), n_coupling)
 
-    def _check(self, batch: Any, x: Any = None) -> None:
+    def _check(self, batch: Batch1D | Batch2D, x: Tensor | None = None) -> None:
         check_amortized_batch(
             batch, state_shape=self.state_shape, n_time=self.n_time, dtype=str(self.dtype),
             x_shape=None if x is None else x.shape,
@@ -135,20 +139,20 @@ class AmortizedPosterior(nn.Module):
             if tensor is not None:
                 check_same_device(name, str(tensor.device), str(self.device))
 
-    def encode(self, batch: Any) -> Float[Tensor, "B F"]:
+    def encode(self, batch: Batch1D | Batch2D) -> Float[Tensor, "B F"]:
         """Features ``c = encoder(concat(input * mask, mask))`` of each window, ``(B, F)``."""
         self._check(batch)
         size = batch.input.shape[0]
         mask = batch.mask.reshape(size, -1)
         return self.encoder(torch.cat([batch.input.reshape(size, -1) * mask, mask], dim=-1))
 
-    def log_prob(self, x: Float[Tensor, "B T *S"], batch: Any) -> Float[Tensor, " B"]:
+    def log_prob(self, x: Float[Tensor, "B T *S"], batch: Batch1D | Batch2D) -> Float[Tensor, " B"]:
         """``log q(x | batch)`` per window, ``(B,)``; ``x`` shaped like ``batch.input``."""
         self._check(batch, x)
         return self.head.log_prob(x.reshape(x.shape[0], -1), self.encode(batch))
 
     def sample(
-        self, batch: Any, n: int, seed: int | None = None, *, generator: torch.Generator | None = None
+        self, batch: Batch1D | Batch2D, n: int, seed: int | None = None, *, generator: torch.Generator | None = None
     ) -> Float[Tensor, "n B T *S"]:
         """``n`` independent draws per window, ``(n, B, T, *state_shape)``: ``x = f(z; c)``,
         ``z ~ N(0, I)`` from ``generator``, else a generator seeded with ``seed``, else torch's
@@ -165,7 +169,7 @@ class AmortizedPosterior(nn.Module):
         x, _ = self.head(z, context.expand(int(n), *context.shape))
         return x.reshape(int(n), *batch.input.shape)
 
-    def forward(self, batch: Any) -> Float[Tensor, "B T *S"]:
+    def forward(self, batch: Batch1D | Batch2D) -> Float[Tensor, "B T *S"]:
         """MAP estimate, ``(B, T, *state_shape)``: the regression mean / the flow's ``f(0; c)``."""
         return self.head.map(self.encode(batch)).reshape(batch.input.shape)
 
@@ -180,8 +184,8 @@ def build_amortized(
     n_coupling: int = 4,
     seed: int = 0,
     generator: torch.Generator | None = None,
-    dtype: Any = None,
-    device: Any = None,
+    dtype: torch.dtype | npt.DTypeLike | None = None,
+    device: torch.device | str | None = None,
 ) -> AmortizedPosterior:
     """An `AmortizedPosterior` with ``kind`` ``"regression"`` or ``"flow"`` (names and shapes:
     `amortized_schema`). ``seed`` seeds a private ``torch.Generator`` (or pass ``generator``);
@@ -272,7 +276,7 @@ def import_amortized_params(model: AmortizedPosterior, params: Mapping[str, np.n
 # ----------------------------------------------------------------------------- losses, training
 
 
-def amortized_nll_loss_fn(model: AmortizedPosterior, batch: Any) -> Float[Tensor, ""]:
+def amortized_nll_loss_fn(model: AmortizedPosterior, batch: Batch1D | Batch2D) -> Float[Tensor, ""]:
     r"""Mean negative log-likelihood of the truth, :math:`-\frac1B \sum_b \log q(x^\star_b \mid y_b, m_b)`;
     needs ``batch.target`` (``ValueError`` otherwise).
 
@@ -294,7 +298,9 @@ def amortized_nll_loss_fn(model: AmortizedPosterior, batch: Any) -> Float[Tensor
     return -torch.mean(model.log_prob(batch.target, batch))
 
 
-def amortized_loss_and_grads(model: AmortizedPosterior, batch: Any) -> tuple[float, dict[str, np.ndarray]]:
+def amortized_loss_and_grads(
+    model: AmortizedPosterior, batch: Batch1D | Batch2D
+) -> tuple[float, dict[str, np.ndarray]]:
     """``(amortized_nll_loss_fn(model, batch), its gradients keyed by canonical names)``.
 
     Examples
@@ -345,7 +351,7 @@ assert np.isfinite(float(loss)) and not np.array_equal(after["head.linear.bias"]
 
 def coverage(
     model: AmortizedPosterior,
-    batch: Any,
+    batch: Batch1D | Batch2D,
     level: float = 0.9,
     n_samples: int = 500,
     *,

@@ -15,16 +15,21 @@ assert error == 0.0  # the same function: the same Jacobian
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
+if TYPE_CHECKING:
+    from jaxtyping import PyTree
+
 __all__ = ["assert_adjoint_calibrated"]
 
 
-def _jvps(fn: Callable[[Any], Any], inputs: Any, probes: list[list[Tensor]]) -> list[Tensor]:
+def _jvps(
+    fn: Callable[[PyTree[Tensor]], PyTree[Tensor]], inputs: PyTree[Tensor], probes: list[list[Tensor]]
+) -> list[Tensor]:
     """``J v`` for every probe ``v`` by double VJP: with ``w(u) = J^T u`` (graph kept), ``J v``
     is the gradient of ``<w(u), v>`` w.r.t. ``u``. Reverse mode only, so custom
     ``autograd.Function``s (checkpointed segments) need no forward-mode rule."""
@@ -47,7 +52,8 @@ def _jvps(fn: Callable[[Any], Any], inputs: Any, probes: list[list[Tensor]]) -> 
 
 
 def assert_adjoint_calibrated(
-    fast_fn: Callable[[Any], Any], exact_fn: Callable[[Any], Any], inputs: Any, *, seed: int = 0,
+    fast_fn: Callable[[PyTree[Tensor]], PyTree[Tensor]], exact_fn: Callable[[PyTree[Tensor]], PyTree[Tensor]],
+    inputs: PyTree[Tensor], *, seed: int = 0,
     generator: torch.Generator | None = None, threshold: float = 0.05, n_probes: int = 10,
 ) -> float:
     """Compare the Jacobians of ``fast_fn`` and ``exact_fn`` (each called as ``fn(inputs)``;

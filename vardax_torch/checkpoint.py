@@ -21,15 +21,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipekit_cycle.schedules import ConstantSchedule
+
 from .training import snapshot_optimizer
 
 __all__ = ["export_optimizer_state", "import_optimizer_state"]
 
+# The steps taken along a learning-rate schedule (`make_optimizer` keeps them in the param groups).
+SCHEDULE_STEPS = "schedule.steps"
+
+
+def _scheduled(groups: list[dict[str, Any]]) -> bool:
+    """Whether the groups follow a schedule whose position matters (not a constant rate)."""
+    return not isinstance(groups[0].get("lr_schedule", ConstantSchedule()), ConstantSchedule)
+
 
 def export_optimizer_state(opt_state: dict[str, Any]) -> dict[str, np.ndarray]:
     """The per-parameter tensors of ``opt_state`` (an ``optimizer.state_dict()``), named
-    ``state.<parameter index>.<key>`` (e.g. ``state.0.exp_avg``). Scalars (Adam's ``step``)
-    travel with shape ``(1,)``: safetensors has no 0-d tensors.
+    ``state.<parameter index>.<key>`` (e.g. ``state.0.exp_avg``), and, under a learning-rate
+    schedule other than a constant one, the steps taken along it (``schedule.steps``). Scalars
+    (Adam's ``step``) travel with shape ``(1,)``: safetensors has no 0-d tensors.
 
     Examples
     --------
@@ -53,6 +64,8 @@ def export_optimizer_state(opt_state: dict[str, Any]) -> dict[str, np.ndarray]:
     for index, entry in opt_state["state"].items():
         for key, value in entry.items():
             arrays[f"state.{index}.{key}"] = np.atleast_1d(torch.as_tensor(value).detach().cpu().numpy()).copy()
+    if _scheduled(opt_state["param_groups"]):
+        arrays[SCHEDULE_STEPS] = np.array([opt_state["param_groups"][0]["scheduled_steps"]], dtype=np.int64)
     return arrays
 
 
@@ -86,12 +99,30 @@ def import_optimizer_state(
     ```
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    template = export_optimizer_state(opt_state)
-    if template and set(arrays) != set(template):
+    # The per-parameter names (the schedule's position is checked below): none before a first step.
+    template = set(export_optimizer_state(opt_state)) - {SCHEDULE_STEPS}
+    given = set(arrays) - {SCHEDULE_STEPS}
+    if template and given != template:
         raise ValueError(
-            f"optimizer state names do not match: missing {sorted(set(template) - set(arrays))}, "
-            f"unexpected {sorted(set(arrays) - set(template))}"
+            f"optimizer state names do not match: missing {sorted(template - given)}, "
+            f"unexpected {sorted(given - template)}"
         )
+    groups = optimizer.state_dict()["param_groups"]
+    arrays = dict(arrays)
+    steps = arrays.pop(SCHEDULE_STEPS, None)
+    if _scheduled(groups) != (steps is not None):
+        raise ValueError(
+            "the optimizer follows a learning-rate schedule but the state holds no 'schedule.steps' (it was saved "
+            "with a constant rate)" if steps is None else
+            "the state was saved under a learning-rate schedule ('schedule.steps') but the optimizer's rate is "
+            "constant: build it from the same OptimizerConfig"
+        )
+    if steps is not None:
+        steps = np.asarray(steps)
+        if steps.size != 1 or not np.issubdtype(steps.dtype, np.integer) or int(steps.reshape(())) < 0:
+            raise ValueError(f"optimizer state 'schedule.steps' must hold one count >= 0, got {steps!r}")
+        for group in groups:
+            group["scheduled_steps"] = int(steps.reshape(()))
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in arrays.items():
         parts = name.split(".", 2)
@@ -112,5 +143,5 @@ def import_optimizer_state(
                 )
             tensor = torch.from_numpy(value.copy())
         state.setdefault(index, {})[key] = tensor
-    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
     return snapshot_optimizer(optimizer)

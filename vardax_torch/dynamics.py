@@ -42,13 +42,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torchdiffeq
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from pipekit_cycle import dynamics as shared
-from pipekit_cycle.adjoints import checkpoint_schedule
+from pipekit_cycle.adjoints import AdjointSpec, checkpoint_schedule
 from pipekit_cycle.dynamics import DEFAULT_ATOL, DEFAULT_MAX_STEPS, DEFAULT_RTOL, SolverName
 from pipekit_cycle.dynamics import check_dt as _check_dt
 from pipekit_cycle.validation import check_count as _check_count
@@ -298,7 +299,7 @@ class BacksolveOdeint(AbstractOdeintAdjoint):
         )
 
 
-def to_dynamics_adjoint(spec: Any = None) -> AbstractOdeintAdjoint:
+def to_dynamics_adjoint(spec: AdjointSpec | str | AbstractOdeintAdjoint | None = None) -> AbstractOdeintAdjoint:
     """Map an adjoint spec of the ``"dynamics"`` layer onto torchdiffeq / torch's own mechanism.
 
     ``None`` is the layer's default, ``RecursiveCheckpointAdjoint()``; a native adjoint (any
@@ -373,7 +374,7 @@ class TorchDiffEqForwardModel(nn.Module):
         rtol: float = DEFAULT_RTOL,
         atol: float = DEFAULT_ATOL,
         max_steps: int = DEFAULT_MAX_STEPS,
-        adjoint: Any = None,
+        adjoint: AdjointSpec | str | AbstractOdeintAdjoint | None = None,
     ) -> None:
         settings = shared.check_solver_settings(solver, substeps, rtol, atol, max_steps)
         super().__init__()
@@ -403,7 +404,7 @@ class TorchDiffEqForwardModel(nn.Module):
         """The vector field's device: states given as arrays are placed there."""
         return next(self.vector_field.parameters()).device
 
-    def with_adjoint(self, spec: Any) -> TorchDiffEqForwardModel:
+    def with_adjoint(self, spec: AdjointSpec | str | AbstractOdeintAdjoint | None) -> TorchDiffEqForwardModel:
         """A new model differentiated by ``spec`` (``ValueError`` for a spec of another layer)."""
         native = to_dynamics_adjoint(spec)
         # A shallow copy shares the vector field (and so its parameters); only the adjoint differs.
@@ -412,17 +413,17 @@ class TorchDiffEqForwardModel(nn.Module):
         model._adjoint = native
         return model
 
-    def step(self, state: Any, dt: float | None = None) -> torch.Tensor:
+    def step(self, state: torch.Tensor | npt.ArrayLike, dt: float | None = None) -> torch.Tensor:
         """Integrate ``state`` (``(..., N)``) over ``dt`` (default: the model's ``dt``)."""
         dt = self.dt if dt is None else _check_dt(dt)
         return self._solve(state, dt, 1)[..., -1, :]
 
-    def rollout(self, state: Any, n_steps: int) -> torch.Tensor:
+    def rollout(self, state: torch.Tensor | npt.ArrayLike, n_steps: int) -> torch.Tensor:
         """The trajectory ``(..., n_steps + 1, N)``: ``state`` then ``n_steps`` steps of ``dt``."""
         n_steps = _check_count("n_steps", n_steps, 0)
         return self._solve(state, self.dt, n_steps)
 
-    def forward(self, state: Any, n_steps: int) -> torch.Tensor:
+    def forward(self, state: torch.Tensor | npt.ArrayLike, n_steps: int) -> torch.Tensor:
         """`rollout` (``nn.Module`` call syntax)."""
         return self.rollout(state, n_steps)
 
@@ -504,8 +505,8 @@ class StrongFourDVar(nn.Module):
     def __init__(
         self,
         forward_model: TorchDiffEqForwardModel,
-        background_cov: Any,
-        obs_var: Any,
+        background_cov: npt.ArrayLike,
+        obs_var: npt.ArrayLike,
         *,
         n_steps: int | None = None,
         rtol: float = shared.FOURDVAR_RTOL,
@@ -549,7 +550,9 @@ class StrongFourDVar(nn.Module):
         observation = torch.sum(innovation * innovation / self.obs_var)
         return 0.5 * (background + observation)
 
-    def cost(self, x0: Any, xb: Any, obs: Any) -> torch.Tensor:
+    def cost(
+        self, x0: torch.Tensor | npt.ArrayLike, xb: torch.Tensor | npt.ArrayLike, obs: torch.Tensor | npt.ArrayLike
+    ) -> torch.Tensor:
         """:math:`J(x_0)` (a scalar: the sum over windows)."""
         xb, y, mask, n_steps = self._prepare(xb, obs)
         x0 = torch.as_tensor(x0, dtype=xb.dtype, device=xb.device)
@@ -563,7 +566,7 @@ class StrongFourDVar(nn.Module):
         )
         return step_small and abs(value - value_previous) < self.atol + self.rtol * abs(value)
 
-    def forward(self, xb: Any, obs: Any) -> torch.Tensor:
+    def forward(self, xb: torch.Tensor | npt.ArrayLike, obs: torch.Tensor | npt.ArrayLike) -> torch.Tensor:
         """The analysis :math:`x_a = \\arg\\min_{x_0} J(x_0)`, shaped like ``xb``."""
         xb, y, mask, n_steps = self._prepare(xb, obs)
         x0 = xb.detach().clone().requires_grad_(True)

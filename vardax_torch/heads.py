@@ -33,9 +33,9 @@ Every weight is laid out ``(out, in)`` like ``torch.nn.Linear``; ``y = x @ W.T +
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -89,7 +89,8 @@ class EncoderMLP(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, hidden: int, n_layers: int, *, generator: torch.Generator, dtype: Any = None
+        self, in_dim: int, hidden: int, n_layers: int, *, generator: torch.Generator,
+        dtype: torch.dtype | npt.DTypeLike | None = None,
     ) -> None:
         super().__init__()
         dtype = as_torch_dtype(dtype)
@@ -135,7 +136,10 @@ class RegressionHead(nn.Module):
     ```
     """
 
-    def __init__(self, feature_dim: int, flat_dim: int, *, generator: torch.Generator, dtype: Any = None) -> None:
+    def __init__(
+        self, feature_dim: int, flat_dim: int, *, generator: torch.Generator,
+        dtype: torch.dtype | npt.DTypeLike | None = None,
+    ) -> None:
         super().__init__()
         self.linear = _linear(feature_dim, 2 * flat_dim, generator=generator, dtype=as_torch_dtype(dtype))
 
@@ -204,7 +208,7 @@ class AffineCoupling(nn.Module):
         permutation: np.ndarray,
         *,
         generator: torch.Generator,
-        dtype: Any = None,
+        dtype: torch.dtype | npt.DTypeLike | None = None,
     ) -> None:
         super().__init__()
         dtype = as_torch_dtype(dtype)
@@ -289,7 +293,7 @@ class FlowHead(nn.Module):
         n_coupling: int,
         *,
         generator: torch.Generator,
-        dtype: Any = None,
+        dtype: torch.dtype | npt.DTypeLike | None = None,
     ) -> None:
         super().__init__()
         dtype = as_torch_dtype(dtype)

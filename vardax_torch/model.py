@@ -21,10 +21,11 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
-from pipekit_cycle import FourDVarNetConfig
+from pipekit_cycle import AdjointSpec, FourDVarNetConfig
 from pipekit_cycle.adjoints import RecursiveCheckpointAdjoint as _CheckpointSpec
 from pipekit_cycle.adjoints import check_solver_adjoint
 from pipekit_cycle.validation import (
@@ -98,12 +99,15 @@ class Batch2D:
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def as_torch_dtype(dtype: Any) -> torch.dtype:
+def as_torch_dtype(dtype: torch.dtype | npt.DTypeLike | None) -> torch.dtype:
     """`pipekit_cycle.validation.float_dtype_name`'s rule; ``None``: ``torch.get_default_dtype()``."""
     return _DTYPES[float_dtype_name(dtype, str(torch.get_default_dtype()))]
 
 
-def make_batch(obs: Any, target: Any = None, dtype: Any = None, device: Any = None) -> Batch1D | Batch2D:
+def make_batch(
+    obs: npt.ArrayLike, target: npt.ArrayLike | None = None, dtype: torch.dtype | npt.DTypeLike | None = None,
+    device: torch.device | str | None = None,
+) -> Batch1D | Batch2D:
     """numpy observations (NaN where unobserved) -> `Batch1D` (3-D ``obs``) or `Batch2D` (4-D):
     ``mask = isfinite(obs)``, ``input = nan_to_num(obs)``. ``dtype`` ``None`` is
     ``torch.get_default_dtype()``; also ``"float32"``, ``"float64"``, numpy or torch dtypes.
@@ -137,7 +141,7 @@ def make_batch(obs: Any, target: Any = None, dtype: Any = None, device: Any = No
     )
 
 
-def to_numpy(array: Any) -> np.ndarray:
+def to_numpy(array: Tensor | npt.ArrayLike) -> np.ndarray:
     """A tensor (or anything array-like) as a numpy array, detached and on the CPU.
 
     Examples
@@ -198,7 +202,8 @@ class FourDVarNet(nn.Module):
 
     def __init__(
         self, state_shape: tuple[int, ...], n_time: int, *, seed: int = 0, generator: torch.Generator | None = None,
-        dtype: Any = None, device: Any = None, solver_adjoint: Any = None, **fields: Any,
+        dtype: torch.dtype | npt.DTypeLike | None = None, device: torch.device | str | None = None,
+        solver_adjoint: AdjointSpec | str | AbstractAdjoint | None = None, **fields: Any,
     ) -> None:
         super().__init__()
         native = to_native_adjoint(_CheckpointSpec() if solver_adjoint is None else solver_adjoint)
@@ -235,7 +240,7 @@ class FourDVarNet(nn.Module):
         """The device the parameters live on (``build_model(..., device=)``, or ``.to``)."""
         return self.prior.conv_in.weight.device
 
-    def check_batch(self, batch: Any) -> None:
+    def check_batch(self, batch: Batch1D | Batch2D) -> None:
         """``ValueError`` for shapes other than ``(B, T, *S)`` with ``S`` a grid of
         `pipekit_cycle.validation.grid_rule` (any size the convolutions allow: ``config.state_shape``
         is the training size, not a gate; ``T`` is fixed, being the channels), ``TypeError`` for a
@@ -255,7 +260,7 @@ class FourDVarNet(nn.Module):
             if tensor is not None:
                 check_same_device(name, str(tensor.device), model_device)
 
-    def checked_adjoint(self, adjoint: Any) -> AbstractAdjoint:
+    def checked_adjoint(self, adjoint: AdjointSpec | str | AbstractAdjoint) -> AbstractAdjoint:
         """``adjoint`` as a native adjoint, after the shared solver check (``ImplicitAdjoint``
         needs ``solver="fixed_point"``). An adjoint of the user's own, which no spec
         describes, is taken as it is."""
@@ -263,7 +268,7 @@ class FourDVarNet(nn.Module):
         check_solver_adjoint(self.config.solver, _spec_or_default(native))
         return native
 
-    def with_adjoint(self, spec: Any) -> FourDVarNet:
+    def with_adjoint(self, spec: AdjointSpec | str | AbstractAdjoint) -> FourDVarNet:
         """A model sharing every parameter (the same ``Parameter`` objects) but no module state
         (hooks, training mode, submodule registries), differentiated by ``spec`` (spec or
         native); the value it computes is unchanged."""
@@ -273,7 +278,9 @@ class FourDVarNet(nn.Module):
         clone.config = self.config.replace(solver_adjoint=_spec_or_default(native))
         return clone
 
-    def forward(self, batch: Any, *, adjoint: Any = None) -> Tensor:
+    def forward(
+        self, batch: Batch1D | Batch2D, *, adjoint: AdjointSpec | str | AbstractAdjoint | None = None
+    ) -> Tensor:
         """``x_K``, the output of the model's solver ``(B, T, *S)``; ``adjoint`` (spec or native)
         overrides ``solver_adjoint`` for this call. The batch and the adjoint are checked here,
         once; the solver gets them as they are."""
@@ -323,7 +330,8 @@ class FourDVarNet1D(FourDVarNet):
 
     def __init__(
         self, state_dim: int, n_time: int, *, seed: int = 0, generator: torch.Generator | None = None,
-        dtype: Any = None, device: Any = None, solver_adjoint: Any = None, **fields: Any,
+        dtype: torch.dtype | npt.DTypeLike | None = None, device: torch.device | str | None = None,
+        solver_adjoint: AdjointSpec | str | AbstractAdjoint | None = None, **fields: Any,
     ) -> None:
         super().__init__((state_dim,), n_time, seed=seed, generator=generator, dtype=dtype, device=device,
                          solver_adjoint=solver_adjoint, **fields)
@@ -351,15 +359,16 @@ class FourDVarNet2D(FourDVarNet):
 
     def __init__(
         self, n_time: int, height: int, width: int, *, seed: int = 0, generator: torch.Generator | None = None,
-        dtype: Any = None, device: Any = None, solver_adjoint: Any = None, **fields: Any,
+        dtype: torch.dtype | npt.DTypeLike | None = None, device: torch.device | str | None = None,
+        solver_adjoint: AdjointSpec | str | AbstractAdjoint | None = None, **fields: Any,
     ) -> None:
         super().__init__((height, width), n_time, seed=seed, generator=generator, dtype=dtype, device=device,
                          solver_adjoint=solver_adjoint, **fields)
 
 
 def build_model(
-    config: FourDVarNetConfig, *, seed: int = 0, generator: torch.Generator | None = None, dtype: Any = None,
-    device: Any = None,
+    config: FourDVarNetConfig, *, seed: int = 0, generator: torch.Generator | None = None,
+    dtype: torch.dtype | npt.DTypeLike | None = None, device: torch.device | str | None = None,
 ) -> FourDVarNet1D | FourDVarNet2D:
     """The model ``config`` describes (1D for ``state_shape=(N,)``, 2D for ``(H, W)``), its
     parameters drawn from ``seed`` (or ``generator``, a CPU generator) in ``dtype`` on the host

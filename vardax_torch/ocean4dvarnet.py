@@ -77,7 +77,8 @@ def _load_checkpoint(path: str | os.PathLike[str]) -> Mapping[str, Any]:
 
 
 def from_ocean4dvarnet(
-    obj: Any, *, state_shape: tuple[int, int] | None = None, **settings: Any
+    obj: nn.Module | str | os.PathLike[str] | Mapping[str, torch.Tensor | np.ndarray], *,
+    state_shape: tuple[int, int] | None = None, **settings: Any,
 ) -> tuple[dict[str, np.ndarray], FourDVarNetConfig]:
     """``(params, config)`` of an ocean4dvarnet model: ``obj`` a ``GradSolver`` (or a module
     holding one as ``.solver``, like ``Lit4dVarNet``), the path of a Lightning checkpoint

@@ -43,16 +43,19 @@ from __future__ import annotations
 
 import functools as ft
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from pipekit_cycle.adjoints import check_solver_adjoint
+from pipekit_cycle.adjoints import AdjointSpec, check_solver_adjoint
 from pipekit_cycle.errors import fixed_point_not_converged
 
 from .adjoints import AbstractAdjoint, Args, Carry, KStepAdjoint, RecursiveCheckpointAdjoint, iterate, to_native_adjoint
+
+if TYPE_CHECKING:
+    from .model import Batch1D, Batch2D, FourDVarNet
 
 __all__ = [
     "fixedpoint_map",
@@ -81,7 +84,7 @@ def _cost(model: nn.Module, args: Args, x: Tensor) -> Tensor:
     return model.cost(obs, prior, args["m"], x)
 
 
-def variational_cost(model: nn.Module, x: Tensor, batch: Any) -> Tensor:
+def variational_cost(model: FourDVarNet, x: Tensor, batch: Batch1D | Batch2D) -> Tensor:
     """``U(x)`` per sample ``(B,)``: the misfits ``sum(m (x - y)^2)`` and ``sum((x - phi(x))^2)``
     of each sample, combined by the model's cost component (`SumCost`: weighted sums, samples
     independent; `MeanCost`: each sample's share of the batch-wide means, as ocean4dvarnet).
@@ -108,7 +111,7 @@ def variational_cost(model: nn.Module, x: Tensor, batch: Any) -> Tensor:
     return _cost(model, _args(model, batch), x)
 
 
-def _args(model: nn.Module, batch: Any) -> dict[str, Tensor]:
+def _args(model: nn.Module, batch: Batch1D | Batch2D) -> dict[str, Tensor]:
     return {**dict(model.named_parameters()), "y": batch.input, "m": batch.mask}
 
 
@@ -127,7 +130,7 @@ def _learned_step(model: nn.Module, args: Args, carry: Carry) -> Carry:
     return model.step_rule(x, update, g, count), count + 1, *modulator
 
 
-def _solve_learned(model: nn.Module, batch: Any, adjoint: AbstractAdjoint) -> Tensor:
+def _solve_learned(model: nn.Module, batch: Batch1D | Batch2D, adjoint: AbstractAdjoint) -> Tensor:
     x0 = batch.mask * batch.input
     count = torch.zeros((), dtype=x0.dtype, device=x0.device)
     step = ft.partial(_learned_step, model)
@@ -146,7 +149,7 @@ def _fixed_point_error(rtol: float, atol: float, old: Carry, new: Carry) -> Tens
     return ((new[0] - old[0]).abs() / (atol + rtol * new[0].abs())).max()
 
 
-def _solve_fixed_point(model: nn.Module, batch: Any, adjoint: AbstractAdjoint) -> Tensor:
+def _solve_fixed_point(model: nn.Module, batch: Batch1D | Batch2D, adjoint: AbstractAdjoint) -> Tensor:
     config = model.config
     rtol, atol, max_steps = float(config.fixed_point_rtol), float(config.fixed_point_atol), config.n_solver_steps
     step = ft.partial(fixedpoint_map, model)
@@ -167,7 +170,9 @@ def _solve_fixed_point(model: nn.Module, batch: Any, adjoint: AbstractAdjoint) -
 _SOLVERS = {"learned": _solve_learned, "fixed_point": _solve_fixed_point}
 
 
-def solve_4dvarnet(model: nn.Module, batch: Any, adjoint: Any = None) -> Tensor:
+def solve_4dvarnet(
+    model: FourDVarNet, batch: Batch1D | Batch2D, adjoint: AdjointSpec | str | AbstractAdjoint | None = None
+) -> Tensor:
     """The model's inner solve (``model.config.solver``) on ``batch``, differentiated by
     ``adjoint`` (a spec or any `AbstractAdjoint`; ``None``: ``model.solver_adjoint``). The value
     does not depend on the adjoint. Under ``torch.no_grad()`` the loop runs once without a
@@ -203,7 +208,7 @@ class _Unrolled(AbstractAdjoint):
         return iterate(step, tuple(carry), args, max_steps, converged, graph=torch.is_grad_enabled())[0]
 
 
-def solve_4dvarnet_unrolled(model: nn.Module, batch: Any) -> Tensor:
+def solve_4dvarnet_unrolled(model: FourDVarNet, batch: Batch1D | Batch2D) -> Tensor:
     """The model's solve with plain backprop through every step (the exact reference; memory O(K)).
 
     Examples
@@ -226,7 +231,7 @@ def solve_4dvarnet_unrolled(model: nn.Module, batch: Any) -> Tensor:
     return solve_4dvarnet(model, batch, _Unrolled())
 
 
-def solve_4dvarnet_checkpointed(model: nn.Module, batch: Any, checkpoints: int | None = None) -> Tensor:
+def solve_4dvarnet_checkpointed(model: FourDVarNet, batch: Batch1D | Batch2D, checkpoints: int | None = None) -> Tensor:
     """The solve under `RecursiveCheckpointAdjoint` ``(checkpoints)``: exact gradient, memory
     ``O(checkpoints)`` carries (``None``: ``pipekit_cycle.checkpoint_schedule``, ``ceil(log2 K)``).
 
@@ -250,7 +255,7 @@ def solve_4dvarnet_checkpointed(model: nn.Module, batch: Any, checkpoints: int |
     return solve_4dvarnet(model, batch, RecursiveCheckpointAdjoint(checkpoints))
 
 
-def solve_4dvarnet_kstep(model: nn.Module, batch: Any, k: int) -> Tensor:
+def solve_4dvarnet_kstep(model: FourDVarNet, batch: Batch1D | Batch2D, k: int) -> Tensor:
     """The solve under `KStepAdjoint` ``(k)``: the steps before the last ``k`` run with state AND
     carry cut from the graph, the last ``k`` carry the gradient.
 
@@ -273,7 +278,7 @@ def solve_4dvarnet_kstep(model: nn.Module, batch: Any, k: int) -> Tensor:
     return solve_4dvarnet(model, batch, KStepAdjoint(k))
 
 
-def fixedpoint_unrolled(model: nn.Module, batch: Any, n_iterations: int) -> Tensor:
+def fixedpoint_unrolled(model: FourDVarNet, batch: Batch1D | Batch2D, n_iterations: int) -> Tensor:
     """Plain backprop through exactly ``n_iterations`` iterations ``x <- T(x)`` from ``x_0 = m y``,
     no stopping test (the reference the implicit gradient is checked against).
 

@@ -29,11 +29,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipekit_cycle import OptimizerConfig
+from pipekit_cycle import AdjointSpec, OptimizerConfig
 from pipekit_cycle.errors import check_no_dropout_in_training
 from pipekit_cycle.validation import require_target
 
-from .model import FourDVarNet
+from .adjoints import AbstractAdjoint
+from .model import Batch1D, Batch2D, FourDVarNet
 
 M = TypeVar("M", bound=torch.nn.Module)
 LossFn = Callable[[Any, Any], Tensor]
@@ -77,7 +78,9 @@ def reconstruction_loss(pred: Tensor, target: Tensor) -> Tensor:
     return (error**2).sum() / valid.sum()
 
 
-def train_loss_fn(model: FourDVarNet, batch: Any, *, adjoint: Any = None) -> Tensor:
+def train_loss_fn(
+    model: FourDVarNet, batch: Batch1D | Batch2D, *, adjoint: AdjointSpec | str | AbstractAdjoint | None = None
+) -> Tensor:
     """``reconstruction_loss(model(batch, adjoint=adjoint), batch.target)``; ``ValueError``
     without a target.
 
@@ -114,7 +117,9 @@ def _grads(loss: Tensor, params: list[Tensor]) -> list[Tensor]:
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
 
 
-def loss_and_grads(model: FourDVarNet, batch: Any, *, adjoint: Any = None) -> tuple[float, dict[str, np.ndarray]]:
+def loss_and_grads(
+    model: FourDVarNet, batch: Batch1D | Batch2D, *, adjoint: AdjointSpec | str | AbstractAdjoint | None = None
+) -> tuple[float, dict[str, np.ndarray]]:
     """``(float(train_loss_fn), {schema name: gradient})``, differentiated as ``adjoint`` (spec
     or native; ``None``: the model's ``solver_adjoint``).
 
@@ -156,7 +161,12 @@ def make_optimizer(optimizer_config: OptimizerConfig, model: FourDVarNet) -> tup
     """``(torch.optim optimizer over model.parameters(), a snapshot of its state_dict())``.
 
     ``clip_norm`` travels in the param group (key ``"clip_norm"``), so it is part of the
-    optimizer state and `train_step` applies it before the optimizer's own update.
+    optimizer state and `train_step` applies it before the optimizer's own update. So does the
+    learning-rate schedule (`pipekit_cycle.schedules`): ``"peak_lr"``, ``"lr_schedule"`` and
+    ``"scheduled_steps"``, the steps taken along it; before each update the step sets the
+    group's ``"lr"`` to ``peak_lr * s(scheduled_steps)`` (optax's schedule, which the JAX
+    backend's state counts the same way), so a rate is changed by a new `OptimizerConfig`,
+    not by writing ``"lr"``.
 
     Examples
     --------
@@ -171,13 +181,28 @@ def make_optimizer(optimizer_config: OptimizerConfig, model: FourDVarNet) -> tup
     batch = vd.make_batch(problem.obs, target=problem.truth)
     optimizer, opt_state = vd.make_optimizer(pk.OptimizerConfig(name="adam", lr=1e-3, clip_norm=1.0), model)
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["clip_norm"] == 1.0
+    warm = pk.OptimizerConfig(name="adam", lr=1e-3, schedule=pk.WarmupCosineSchedule(warmup_steps=10, decay_steps=100))
+    optimizer, opt_state = vd.make_optimizer(warm, model)
+    model, opt_state, loss = vd.train_step(model, batch, optimizer, opt_state)
+    assert opt_state["param_groups"][0]["lr"] == 0.0 and opt_state["param_groups"][0]["scheduled_steps"] == 1
     ```
     """
     cfg = optimizer_config
     optimizer = _OPTIMIZERS[cfg.name](list(model.parameters()), cfg)
     for group in optimizer.param_groups:
         group["clip_norm"] = cfg.clip_norm
+        group["peak_lr"], group["lr_schedule"], group["scheduled_steps"] = cfg.lr, cfg.schedule, 0
     return optimizer, snapshot_optimizer(optimizer)
+
+
+def _schedule(optimizer: torch.optim.Optimizer) -> None:
+    """Each group's rate for the step about to be taken, ``peak_lr * s(k)`` with ``k`` the steps
+    it has taken (`pipekit_cycle.schedules`), and the count moved on; groups of an optimizer
+    not made by `make_optimizer` (no ``"lr_schedule"``) keep their rate."""
+    for group in optimizer.param_groups:
+        if "lr_schedule" in group:
+            group["lr"] = group["peak_lr"] * group["lr_schedule"].factor(group["scheduled_steps"])
+            group["scheduled_steps"] += 1
 
 
 def _clip(grads: list[Tensor], clip_norm: float | None) -> list[Tensor]:
@@ -325,6 +350,7 @@ def make_train_step(loss_fn: LossFn, *, name: str = "train_step") -> TrainStepFn
         grads = _clip(grads, optimizer.param_groups[0].get("clip_norm"))
         for p, g in zip(params, grads, strict=True):
             p.grad = g.detach()
+        _schedule(optimizer)
         optimizer.step()
         for p in params:  # no gradient state left on the module between calls
             p.grad = None
@@ -356,7 +382,7 @@ print(f"training loss before the third step: {float(loss):.3f}")
 """
 
 
-def eval_step(model: FourDVarNet, batch: Any) -> Tensor:
+def eval_step(model: FourDVarNet, batch: Batch1D | Batch2D) -> Tensor:
     """`train_loss_fn` under ``torch.no_grad()`` (the graph-free solve).
 
     Examples
@@ -378,7 +404,7 @@ def eval_step(model: FourDVarNet, batch: Any) -> Tensor:
         return train_loss_fn(model, batch)
 
 
-def predict(model: FourDVarNet, batch: Any) -> Tensor:
+def predict(model: FourDVarNet, batch: Batch1D | Batch2D) -> Tensor:
     """The inference output under ``torch.no_grad()``: the model's output component applied to
     ``x_K = model(batch)``, `PriorOutput` ``phi(x_K)`` (``config.output="prior"``,
     ocean4dvarnet's eval mode) or `StateOutput` ``x_K``.

@@ -18,11 +18,12 @@ assert tuple(field(torch.zeros(2, 8, dtype=field.forcing.dtype)).shape) == (2, 8
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from pipekit_cycle import dynamics as shared
 from pipekit_cycle.dynamics import FIELD_PARAMETERS
@@ -31,7 +32,9 @@ from pipekit_cycle.problems import L63_BETA, L63_RHO, L63_SIGMA, L96_FORCING
 __all__ = ["LinearField", "Lorenz63", "Lorenz96", "field_parameters"]
 
 
-def _scalar_parameter(value: Any, dtype: torch.dtype | None, device: Any = None) -> nn.Parameter:
+def _scalar_parameter(
+    value: float | Tensor | npt.ArrayLike, dtype: torch.dtype | None, device: torch.device | str | None = None
+) -> nn.Parameter:
     """``value`` as a parameter in ``dtype`` (``None``: torch's default) on ``device`` (``None``:
     the CPU; a ``torch.device`` or its name)."""
     dtype = torch.get_default_dtype() if dtype is None else dtype
@@ -64,8 +67,8 @@ class Lorenz63(nn.Module):
     parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz63"]
 
     def __init__(
-        self, sigma: Any = L63_SIGMA, rho: Any = L63_RHO, beta: Any = L63_BETA, *, dtype: torch.dtype | None = None,
-        device: Any = None,
+        self, sigma: float | Tensor = L63_SIGMA, rho: float | Tensor = L63_RHO, beta: float | Tensor = L63_BETA, *,
+        dtype: torch.dtype | None = None, device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.sigma = _scalar_parameter(sigma, dtype, device)
@@ -99,8 +102,8 @@ class Lorenz96(nn.Module):
     parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["lorenz96"]
 
     def __init__(
-        self, state_dim: int = shared.L96_STATE_DIM, forcing: Any = L96_FORCING, *, dtype: torch.dtype | None = None,
-        device: Any = None,
+        self, state_dim: int = shared.L96_STATE_DIM, forcing: float | Tensor = L96_FORCING, *,
+        dtype: torch.dtype | None = None, device: torch.device | str | None = None,
     ) -> None:
         state_dim = shared.check_l96_state_dim(state_dim)
         super().__init__()
@@ -136,7 +139,9 @@ class LinearField(nn.Module):
 
     parameter_names: ClassVar[tuple[str, ...]] = FIELD_PARAMETERS["linear"]
 
-    def __init__(self, matrix: Any, *, dtype: torch.dtype | None = None, device: Any = None) -> None:
+    def __init__(
+        self, matrix: npt.ArrayLike, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> None:
         shared.check_square_matrix(matrix)
         super().__init__()
         self.matrix = _scalar_parameter(np.asarray(matrix), dtype, device)

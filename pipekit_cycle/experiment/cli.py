@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any, NoReturn, TextIO
 
 from ..placement import Placement
-from .config import SHARED_FIELDS, ExperimentConfig
+from .config import DEFAULT_LR_SCHEDULE, SHARED_FIELDS, ExperimentConfig
 from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CheckpointError, ConfigError, RunDirectoryError
 from .loop import run_experiment
 from .run_directory import list_checkpoints
@@ -134,7 +134,12 @@ def _build_parsers(
                        help=f"seeds the simulated data, the initial parameters and the batches; "
                             f"default: {defaults['seed']}")
     train.add_argument("--lr", type=float, default=defaults["lr"],
-                       help=f"Adam's learning rate; default: {defaults['lr']}")
+                       help=f"Adam's learning rate (the peak rate under a schedule); default: {defaults['lr']}")
+    schedules = {task.name: task.defaults.get("lr_schedule", DEFAULT_LR_SCHEDULE) for task in tasks}
+    train.add_argument("--lr-schedule", default=None,
+                       help="constant, or cosine:W (a linear warm-up over W steps, then a cosine decay to 0 at the "
+                            "last step, --steps; resuming to more steps stretches the decay to the new last step); "
+                            "default: " + ", ".join(f"{value} for {name}" for name, value in schedules.items()))
     train.add_argument("--window-length", type=int, default=None,
                        help=f"time steps per window (days for ssh); {_per_system('window_length', tasks)}")
     train.add_argument("--hidden-dim", type=int, default=None, help=_per_system("hidden_dim", tasks))

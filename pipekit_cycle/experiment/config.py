@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from ..adjoints import INNER_SOLVE, SPEC_TYPES, AdjointSpec, parse_adjoint
 from ..config import FourDVarNetConfig, OptimizerConfig
+from ..schedules import parse_schedule
 from ..validation import check_int, check_positive
 from .errors import ConfigError
 from .task import Task, available_tasks, load_task
@@ -14,8 +15,11 @@ from .task import Task, available_tasks, load_task
 __all__ = ["SHARED_FIELDS", "ExperimentConfig"]
 
 # The fields every system has; a system's own fields are its task's settings.
-SHARED_FIELDS = ("system", "adjoint", "steps", "batch_size", "solver_steps", "seed", "lr", "window_length",
-                 "hidden_dim", "prior_hidden_dim", "checkpoint_every")
+SHARED_FIELDS = ("system", "adjoint", "steps", "batch_size", "solver_steps", "seed", "lr", "lr_schedule",
+                 "window_length", "hidden_dim", "prior_hidden_dim", "checkpoint_every")
+# The learning-rate schedule of a task whose ``defaults`` name none, and of runs saved before
+# schedules existed.
+DEFAULT_LR_SCHEDULE = "constant"
 # Shared fields a task must give a default for (left at None, the task's value is taken).
 _TASK_DEFAULTED = ("steps", "batch_size", "solver_steps", "hidden_dim", "prior_hidden_dim", "window_length",
                    "checkpoint_every")
@@ -82,6 +86,7 @@ class ExperimentConfig:
         solver_steps: int | None = None,
         seed: int = 0,
         lr: float = 3e-3,
+        lr_schedule: str | None = None,
         window_length: int | None = None,
         hidden_dim: int | None = None,
         prior_hidden_dim: int | None = None,
@@ -93,9 +98,12 @@ class ExperimentConfig:
         for field in settings:
             if field not in own:
                 raise ConfigError(field, _foreign(field, system))
+        if lr_schedule is None:
+            lr_schedule = task.defaults.get("lr_schedule", DEFAULT_LR_SCHEDULE)
         fields = {
             "system": system, "adjoint": adjoint, "steps": steps, "batch_size": batch_size,
-            "solver_steps": solver_steps, "seed": seed, "lr": lr, "window_length": window_length,
+            "solver_steps": solver_steps, "seed": seed, "lr": lr, "lr_schedule": lr_schedule,
+            "window_length": window_length,
             "hidden_dim": hidden_dim, "prior_hidden_dim": prior_hidden_dim, "checkpoint_every": checkpoint_every,
         }
         for field in _TASK_DEFAULTED:
@@ -106,6 +114,10 @@ class ExperimentConfig:
         config_int("seed", seed, 0)  # numpy generators refuse negative seeds
         config_int("window_length", fields["window_length"], 2)
         config_positive("lr", lr)
+        try:  # stored in its canonical text; the schedule object is built where the optimizer is
+            fields["lr_schedule"] = str(parse_schedule(fields["lr_schedule"], fields["steps"]))
+        except ValueError as error:
+            raise ConfigError("lr_schedule", str(error)) from None
         fields.update({setting.name: settings.get(setting.name, setting.default) for setting in task.settings})
         object.__setattr__(self, "_fields", fields)
         fields.update(task.resolve(self))
@@ -164,8 +176,9 @@ class ExperimentConfig:
         return self.task.model_config(self, parse_adjoint(self.adjoint))
 
     def optimizer_config(self) -> OptimizerConfig:
-        """Adam at ``lr``."""
-        return OptimizerConfig(name="adam", lr=self.lr)
+        """Adam at ``lr``, scaled by ``lr_schedule`` (`pipekit_cycle.schedules.parse_schedule`:
+        a cosine decays to 0 at step ``steps``)."""
+        return OptimizerConfig(name="adam", lr=self.lr, schedule=parse_schedule(self.lr_schedule, self.steps))
 
     def allowed_adjoints(self, task: Task | None = None) -> str:
         """The inner-solve adjoints that can differentiate this experiment's solver, in words."""

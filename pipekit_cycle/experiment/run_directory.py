@@ -44,6 +44,7 @@ from ..adjoints import parse_adjoint
 from ..config import FourDVarNetConfig
 from ..params import CONFIG_METADATA_KEY, atomic_write, save_params, validate_params
 from ..placement import Placement
+from .config import DEFAULT_LR_SCHEDULE
 from .errors import CheckpointError, CheckpointFallbackWarning, RunDirectoryError
 from .task import available_tasks, load_task
 
@@ -247,6 +248,8 @@ def _check_same_experiment(state: dict[str, Any], config: ExperimentConfig, back
     if made.get("window_length") is None and made.get("system") in available_tasks():
         # Runs saved before the length was resolved at construction stored None for the default.
         made["window_length"] = load_task(made["system"]).defaults["window_length"]
+    # Runs saved before learning-rate schedules existed trained at a constant rate.
+    made.setdefault("lr_schedule", DEFAULT_LR_SCHEDULE)
     asked = {**config.to_dict(), "backend": backend}
     # A field the run was saved before reads as unset (None): the run matches a config that leaves it unset.
     differ = [key for key in asked if key not in RESUMABLE_CHANGES and made.get(key) != asked[key]]

@@ -34,7 +34,9 @@ standard deviation of the training targets (`pipekit_cycle.ssh.Standardiser`): t
 functions a Python user calls to get the same map (README, "Mapping SSH from Python").
 
 Samples (`pipekit_cycle.ssh.samples`): every window of ``window_length`` days (stride 1)
-of the training period times every patch of ``patch_size`` at ``patch_stride``; the held-out
+of the training period times every patch of ``patch_size`` at ``patch_stride``, times the
+versions of ``augment`` (``flip-y``: each also mirrored north-south with the SSH's sign changed,
+`pipekit_cycle.ssh.MeridionalFlip`; unset: none); the held-out
 loss uses the held-out windows at stride ``window_length`` (at most `HELD_OUT_SAMPLES`).
 Scoring: the held-out period mapped whole and scored by `pipekit_cycle.ssh.score` against
 the truth, like OI and linear interpolation in time (`pipekit_cycle.ssh.linear_interpolation_time`).
@@ -78,6 +80,7 @@ import numpy as np
 
 from ..config import FourDVarNetConfig
 from ..placement import Placement
+from ..ssh.augment import AUGMENTATIONS
 from ..ssh.baselines import linear_interpolation_time
 from ..ssh.files import write_netcdf
 from ..ssh.gridded import GriddedData
@@ -137,6 +140,9 @@ SETTINGS = (
     Setting("oi_time_days", float, "OI's Gaussian time scale"),
     Setting("background", str, "oi: the solver maps the departure from OI; none: the observations alone",
             choices=BACKGROUNDS),
+    Setting("augment", str, "flip-y: every training sample also mirrored north-south with the SSH's sign changed, a "
+            "symmetry of the beta-plane QG equations (pipekit_cycle.ssh.augment); none (default): as it is",
+            choices=tuple(AUGMENTATIONS)),
     Setting("held_out_map", str, "how the held-out period is mapped: whole (the full grid per window, one pass), "
             "patches (patch by patch, stitched), auto (whole when the grid obeys the model's rule and a window of "
             "it holds at most batch-size x patch-size^2 points)", choices=HELD_OUT_MAPS),
@@ -189,6 +195,10 @@ class SSHTask:
             config_positive(field, ssh[field])
         if ssh["background"] not in BACKGROUNDS:
             raise ConfigError("background", f"must be one of {', '.join(BACKGROUNDS)}, got {ssh['background']!r}")
+        if ssh["augment"] is not None and ssh["augment"] not in AUGMENTATIONS:
+            raise ConfigError("augment", f"must be one of {', '.join(AUGMENTATIONS)}, got {ssh['augment']!r}")
+        if ssh["augment"] == "none":  # stored as unset, as runs made before the setting existed hold it
+            ssh["augment"] = None
         if ssh["held_out_map"] not in HELD_OUT_MAPS:
             raise ConfigError("held_out_map", f"must be one of {', '.join(HELD_OUT_MAPS)}, got "
                               f"{ssh['held_out_map']!r}")
@@ -295,6 +305,8 @@ class SSHData:
         self.train, self.test = inputs.data.period(train_days.start, train_days.stop), \
             inputs.data.period(test_days.start, test_days.stop)
         self.withheld = inputs.withheld
+        # The held-out days' spacing, for the scores' time spectra (one day when a single day is held out).
+        self._dt_days = float(np.diff(self.test.time).mean()) if len(self.test.time) > 1 else 1.0
         satellites = None if inputs.satellites is None else (inputs.satellites[:, train_days],
                                                              inputs.satellites[:, test_days])
         self.origins = patch_origins(self.train.obs.shape[1:], config.patch_size, config.patch_stride)
@@ -321,11 +333,14 @@ class SSHData:
         self._fields = [self.supervision.pair(variant, self.scale) for variant in range(self.supervision.variants)]
         starts = window_starts(self.train.obs.shape[0], config.window_length)
         self._variant, self._starts, self._origins = self._with_targets(self._fields, starts)
-        self.n_samples = len(self._starts)
+        # Sample i is version i // n (`pipekit_cycle.ssh.augment`) of the n samples with a target's i % n.
+        self.augmentation = AUGMENTATIONS[config.augment or "none"]
+        self.n_samples = len(self._starts) * self.augmentation.copies
         if config.batch_size > self.n_samples:
             raise ConfigError("batch_size", f"must be at most the number of training samples ({self.n_samples}: "
                               f"{len(starts)} windows x {len(self.origins)} patches x {len(self._fields)} target(s), "
-                              f"those with a target point), got {config.batch_size}")
+                              f"those with a target point, x {self.augmentation.copies} version(s)), got "
+                              f"{config.batch_size}")
         self.held_out = self._held_out(held_out)
         self.held_out_map = self._held_out_map()
         self._drawn: dict[str, Any] = {}
@@ -405,7 +420,14 @@ class SSHData:
         return obs, truth
 
     def training_samples(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._samples(self._fields, self._variant[chosen], self._starts[chosen], self._origins[chosen])
+        chosen = np.asarray(chosen)
+        version, sample = np.divmod(chosen, len(self._starts))
+        obs, truth = self._samples(self._fields, self._variant[sample], self._starts[sample], self._origins[sample])
+        for index in np.unique(version[version > 0]):
+            rows = version == index
+            obs[rows] = self.augmentation.version(int(index), obs[rows], self.scale)
+            truth[rows] = self.augmentation.version(int(index), truth[rows], self.scale)
+        return obs, truth
 
     def _learned_map(self, backend: ModuleType, model: Any, placement: Placement, progress: bool) -> np.ndarray:
         """The model's map of the held-out period (``held_out_map``: whole or patches)."""
@@ -442,11 +464,6 @@ class SSHData:
             return {name: scores[name] for name in ("mu", "lambda_x_deg", "lambda_t_days", "rmse")}
         track = _json_numbers(track_scores(learned, dates=test.dates, lat=test.lat, lon=test.lon, track=self.withheld))
         return {"along_track_mu": track["mu"], "along_track_lambda_x_km": track["lambda_x_km"]}
-
-    @property
-    def _dt_days(self) -> float:
-        time = self.test.time
-        return float(np.diff(time).mean()) if len(time) > 1 else 1.0
 
     def evaluate(self, backend: ModuleType, model: Any, placement: Placement, progress: bool) -> dict[str, Any]:
         config, test = self.config, self.test

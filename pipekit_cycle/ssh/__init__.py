@@ -16,6 +16,8 @@ One module per idea, the public names re-exported here:
 * `pipekit_cycle.ssh.track_metrics`: the 2021a challenge's scores of a map against a withheld
   satellite (`track_scores`, `effective_resolution`);
 * `pipekit_cycle.ssh.baselines`: optimal interpolation and linear interpolation in time;
+* `pipekit_cycle.ssh.augment`: training samples the equations' symmetries give for free
+  (`MeridionalFlip`);
 * `pipekit_cycle.ssh.mapping`: windows, samples, the stitched reconstruction, scores, the
   preprocessing the learned solver uses (standardisation, the OI background) and its maps of a
   period, patch by patch or the whole domain at once (`learned_map`, `whole_domain_map`).
@@ -25,6 +27,7 @@ Nothing here imports a deep-learning framework: a backend's ``predict`` is passe
 
 from . import (
     alongtrack,
+    augment,
     baselines,
     files,
     gridded,
@@ -39,6 +42,7 @@ from . import (
     track_metrics,
 )
 from .alongtrack import MapGrid, bin_along_track, grid_box, read_along_track
+from .augment import AUGMENTATIONS, AbstractAugmentation, MeridionalFlip, NoAugmentation
 from .baselines import linear_interpolation_time, optimal_interpolation
 from .files import NETCDF_HINT, read_netcdf, write_netcdf
 from .gridded import SEA_LEVEL_ANOMALY, GriddedData, simulated
@@ -79,6 +83,7 @@ from .track_metrics import (
 )
 
 __all__ = [
+    "AUGMENTATIONS",
     "DEFAULT_CONSTELLATION",
     "DEFAULT_DX_DEG",
     "DEFAULT_INSTRUMENTS",
@@ -88,11 +93,14 @@ __all__ = [
     "SEA_LEVEL_ANOMALY",
     "SSHOSSE",
     "START_DATE",
+    "AbstractAugmentation",
     "AlongTrack",
     "AlongTrackSpectrum",
     "GriddedData",
     "JetRelaxation",
     "MapGrid",
+    "MeridionalFlip",
+    "NoAugmentation",
     "SSHSimulation",
     "Satellite",
     "Standardiser",
@@ -101,6 +109,7 @@ __all__ = [
     "along_track_rmse_score",
     "along_track_spectrum",
     "alongtrack",
+    "augment",
     "baselines",
     "bin_along_track",
     "cache_directory",

@@ -116,6 +116,16 @@ def _drifting_adam() -> types.ModuleType:
     return _copy_of(vardax_torch, "drifting_adam", make_optimizer=make_optimizer)
 
 
+def _ignores_schedule() -> types.ModuleType:
+    """vardax_torch, except that its optimizer keeps the peak rate whatever the schedule says."""
+
+    def make_optimizer(config, model):
+        return vardax_torch.make_optimizer(OptimizerConfig(**{**config.to_dict(), "schedule": {"kind": "constant"}}),
+                                           model)
+
+    return _copy_of(vardax_torch, "ignores_schedule", make_optimizer=make_optimizer)
+
+
 def _flipped_kernel() -> types.ModuleType:
     """vardax_torch, except that the prior's first kernel is imported back to front."""
 
@@ -128,12 +138,19 @@ def _flipped_kernel() -> types.ModuleType:
 
 def _mutant(name: str) -> types.ModuleType:
     return {"drifting_adam": _drifting_adam, "flipped_kernel": _flipped_kernel,
-            "ignores_truncation": _ignores_truncation}[name]()
+            "ignores_truncation": _ignores_truncation, "ignores_schedule": _ignores_schedule}[name]()
 
 
 def test_a_backend_whose_optimizer_drifts_is_caught():
     report = conformance.check_backend(_drifting_adam(), only="*train_trajectory::1d")
     assert not report.ok and report.results[0].measurement.error > 1e-6
+
+
+def test_a_backend_that_ignores_the_schedule_is_caught():
+    report = conformance.check_backend(_ignores_schedule(), only="*scheduled_trajectory::1d")
+    assert not report.ok and report.results[0].measurement.error > 1e-3
+    # and its plain trajectory, at a constant rate, still passes: the check is the schedule's
+    assert conformance.check_backend(_ignores_schedule(), only="*::train_trajectory::1d").ok
 
 
 def test_a_backend_with_a_transposed_kernel_is_caught():
@@ -238,6 +255,7 @@ def test_float32_bounds_are_derived_from_the_depth_of_each_check():
 FLOAT32_MUTANTS = {
     "drifting_adam": ("*train_trajectory::1d", {"train_trajectory::1d"}),
     "flipped_kernel": ("*::forward::1d/checkpoint", {"forward::1d/checkpoint"}),
+    "ignores_schedule": ("*scheduled_trajectory::1d", {"scheduled_trajectory::1d"}),
     "ignores_truncation": ("*::[gt]*::1d/[tk]*[=:]1", {"gradients::1d/truncated:1", "truncation_biased::1d/k=1"}),
 }
 

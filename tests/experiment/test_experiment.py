@@ -1,13 +1,16 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
 
+import pipekit_cycle as pk
 from pipekit_cycle import load_backend, load_params
 from pipekit_cycle.experiment import (
     CheckpointFallbackWarning,
     ConfigError,
     ExperimentConfig,
+    RunDirectoryError,
     build_parser,
     latest_checkpoint,
     list_checkpoints,
@@ -96,6 +99,51 @@ def test_resume_is_bit_exact(tmp_path, backend_name, tiny):
     metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert metrics["rmse_interpolation"] > 0 and np.isfinite(metrics["rmse_learned"])
     assert metrics["steps"] == 4 and metrics["final_held_out_loss"] == state["held_out"][-1][1]
+
+
+@pytest.mark.parametrize("backend_name", ["vardax_jax", "vardax_torch"])
+def test_a_scheduled_run_stopped_halfway_resumes_bit_exactly(tmp_path, backend_name, tiny):
+    """A warm-up and cosine decay over the run's 4 steps, stopped after its checkpoint at step 2
+    (as by Ctrl-C) and resumed: the optimizer state carries the schedule's position."""
+    backend = load_backend(backend_name)
+    config = ExperimentConfig(**tiny, lr_schedule="cosine:1")
+    assert config.optimizer_config().schedule == pk.WarmupCosineSchedule(warmup_steps=1, decay_steps=4)
+    run_experiment(backend, config, tmp_path / "straight", progress=False, figures=False)
+    shutil.copytree(tmp_path / "straight", tmp_path / "stopped")
+    shutil.rmtree(tmp_path / "stopped" / "checkpoints" / "step-000004")
+    (tmp_path / "stopped" / "metrics.json").unlink()
+    run_experiment(backend, config, tmp_path / "stopped", resume=True, progress=False, figures=False)
+    a, _ = load_params(latest_checkpoint(tmp_path / "straight") / "checkpoint.safetensors")
+    b, _ = load_params(latest_checkpoint(tmp_path / "stopped") / "checkpoint.safetensors")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    # The constant rate's run differs: the schedule took part.
+    constant = run_experiment(backend, ExperimentConfig(**tiny), tmp_path / "constant", progress=False, figures=False)
+    c, _ = load_params(latest_checkpoint(tmp_path / "constant") / "checkpoint.safetensors")
+    assert any(not np.array_equal(a[name], c[name]) for name in a) and constant["steps"] == 4
+
+
+def test_a_run_saved_before_schedules_resumes_at_its_constant_rate(tmp_path, tiny):
+    torch_backend = load_backend("vardax_torch")
+    run_experiment(torch_backend, ExperimentConfig(**{**tiny, "steps": 2}), tmp_path, progress=False, figures=False)
+    state_file = latest_checkpoint(tmp_path) / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["experiment"]["lr_schedule"]  # as written before the setting existed
+    state_file.write_text(json.dumps(state))
+    metrics = run_experiment(torch_backend, ExperimentConfig(**tiny), tmp_path, resume=True, progress=False,
+                             figures=False)
+    assert metrics["steps"] == 4
+    with pytest.raises(RunDirectoryError, match="lr_schedule=constant; you asked lr_schedule=cosine:1"):
+        run_experiment(torch_backend, ExperimentConfig(**{**tiny, "steps": 6}, lr_schedule="cosine:1"), tmp_path,
+                       resume=True, progress=False, figures=False)
+
+
+def test_a_learning_rate_schedule_is_checked_naming_the_forms():
+    with pytest.raises(ConfigError, match="constant, or cosine:W"):
+        ExperimentConfig(system="l96", lr_schedule="linear")
+    with pytest.raises(ConfigError, match="shorter than the run"):
+        ExperimentConfig(system="l96", steps=10, lr_schedule="cosine:10")
+    assert ExperimentConfig(system="l96").lr_schedule == "constant"
 
 
 def test_a_run_saved_before_the_learning_curve_resumes_and_starts_its_curve_there(tmp_path, tiny):

@@ -177,3 +177,25 @@ def test_a_nan_target_is_no_target_in_value_and_gradient(model):
     assert all(np.all(np.isfinite(g)) for g in grads.values())
     with pytest.raises(ValueError, match="target is NaN everywhere"):
         vd.make_batch(obs, target=np.full((B, T, N), np.nan))
+
+
+def test_a_schedule_resumes_from_the_step_it_reached(model):
+    """optax keeps the schedule's count in the optimizer state: the export of a run stopped after
+    2 steps, loaded into a fresh state, takes the same third step, at the third step's rate."""
+    batch = _batch()
+    config = pk.OptimizerConfig(lr=1e-2, schedule=pk.WarmupCosineSchedule(2, 6, end_fraction=0.1))
+    optimizer, state = vd.make_optimizer(config, model)
+    current = model
+    for _ in range(2):
+        current, state, _ = vd.train_step(current, batch, optimizer, state)
+    arrays = vd.export_optimizer_state(state)
+    straight, _, _ = vd.train_step(current, batch, optimizer, state)
+    fresh, fresh_state = vd.make_optimizer(config, model)
+    resumed, _, _ = vd.train_step(current, batch, fresh, vd.import_optimizer_state(fresh, fresh_state, arrays))
+    for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed), strict=True):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    # Not the same step as from a fresh count: the position along the schedule matters.
+    restarted, _, _ = vd.train_step(current, batch, fresh, fresh_state)
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(eqx.filter(straight, eqx.is_array)),
+                                                         jax.tree.leaves(eqx.filter(restarted, eqx.is_array)),
+                                                         strict=True))

@@ -87,6 +87,27 @@ def test_adam_trajectory_matches_jax():
     assert max(rel(pt[n], pj[n]) for n in pj) < 1e-10
 
 
+def test_the_schedule_is_optaxs_and_both_backends_follow_it():
+    """`WarmupCosineSchedule` against optax's own ``warmup_cosine_decay_schedule`` (float64), then
+    six scheduled Adam steps in each backend from the same parameters."""
+    import optax
+
+    schedule = pk.WarmupCosineSchedule(warmup_steps=3, decay_steps=9, init_fraction=0.2, end_fraction=0.1)
+    reference = optax.warmup_cosine_decay_schedule(0.02, 0.1, 3, 9, 0.01)
+    assert max(abs(0.1 * schedule.factor(k) - float(reference(k))) for k in range(14)) < 1e-15
+    mj, mt, bj, bt = pair((8,), "zeros", "jax->torch")
+    cfg = pk.OptimizerConfig(name="adam", lr=1e-2, schedule=pk.WarmupCosineSchedule(2, 5, init_fraction=0.3))
+    opt_j, state_j = vj.make_optimizer(cfg, mj)
+    opt_t, state_t = vt.make_optimizer(cfg, mt)
+    start = vt.export_params(mt)
+    for _ in range(6):
+        mj, state_j, _ = vj.train_step(mj, bj, opt_j, state_j)
+        mt, state_t, _ = vt.train_step(mt, bt, opt_t, state_t)
+        pj, pt = vj.export_params(mj), vt.export_params(mt)
+        assert max(rel(pt[n], pj[n]) for n in pj) < 1e-10
+    assert max(rel(pt[n], start[n]) for n in pt) > 1e-3  # the steps moved the parameters
+
+
 def _error(fn, *args):
     with pytest.raises(Exception) as info:
         fn(*args)
