@@ -28,6 +28,7 @@ from .validation import check_field_int
 
 __all__ = [
     "SCHEDULES",
+    "WARMUP_FRACTION",
     "AbstractSchedule",
     "ConstantSchedule",
     "WarmupCosineSchedule",
@@ -124,6 +125,7 @@ class WarmupCosineSchedule(AbstractSchedule):
 
 SCHEDULES: dict[str, type[AbstractSchedule]] = {
     schedule.kind: schedule for schedule in (ConstantSchedule, WarmupCosineSchedule)}
+"""The schedules by their ``kind``, as `schedule_from_dict` reads them."""
 
 
 def schedule_from_dict(data: dict[str, Any]) -> AbstractSchedule:
@@ -135,9 +137,14 @@ def schedule_from_dict(data: dict[str, Any]) -> AbstractSchedule:
     return SCHEDULES[kind](**fields)
 
 
+WARMUP_FRACTION = 0.05
+"""The warm-up of the bare ``cosine`` form of `parse_schedule`, as a fraction of the run's steps."""
+
+
 def parse_schedule(text: str, steps: int) -> AbstractSchedule:
-    """The command line's form: ``constant``, or ``cosine:W`` (a warm-up of ``W`` steps from 0,
-    then a cosine to 0 at step ``steps``, the run's last); ``ValueError`` naming the forms.
+    """The command line's form: ``constant``; ``cosine:W`` (a linear warm-up of ``W`` steps from
+    0, then a cosine to 0 at step ``steps``, the run's last); or ``cosine``, the same with a
+    warm-up of `WARMUP_FRACTION` of the steps (100 of 2000). ``ValueError`` naming the forms.
 
     Examples
     --------
@@ -145,13 +152,17 @@ def parse_schedule(text: str, steps: int) -> AbstractSchedule:
     from pipekit_cycle.schedules import ConstantSchedule, WarmupCosineSchedule, parse_schedule
 
     assert parse_schedule("cosine:100", steps=2000) == WarmupCosineSchedule(warmup_steps=100, decay_steps=2000)
+    assert parse_schedule("cosine", steps=2000) == parse_schedule("cosine:100", steps=2000)
     assert parse_schedule("constant", steps=2000) == ConstantSchedule()
     ```
     """
-    forms = "constant, or cosine:W (a warm-up of W steps, then a cosine decay to 0 at the last step)"
-    name, _, argument = str(text).partition(":")
-    if name == "constant" and not argument:
+    forms = ("constant, cosine:W (a warm-up of W steps, then a cosine decay to 0 at the last step), or cosine (a "
+             f"warm-up of {WARMUP_FRACTION:.0%} of the steps)")
+    name, colon, argument = str(text).partition(":")
+    if name == "constant" and not colon:
         return ConstantSchedule()
+    if name == "cosine" and not colon:
+        return WarmupCosineSchedule(warmup_steps=int(WARMUP_FRACTION * steps), decay_steps=steps)
     if name == "cosine" and argument.isdigit():
         if int(argument) >= steps:
             raise ValueError(f"cosine:{argument}: the warm-up must be shorter than the run ({steps} steps)")

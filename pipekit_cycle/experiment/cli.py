@@ -137,8 +137,9 @@ def _build_parsers(
                        help=f"Adam's learning rate (the peak rate under a schedule); default: {defaults['lr']}")
     schedules = {task.name: task.defaults.get("lr_schedule", DEFAULT_LR_SCHEDULE) for task in tasks}
     train.add_argument("--lr-schedule", default=None,
-                       help="constant, or cosine:W (a linear warm-up over W steps, then a cosine decay to 0 at the "
-                            "last step, --steps; resuming to more steps stretches the decay to the new last step); "
+                       help="constant; cosine:W (a linear warm-up over W steps, then a cosine decay to 0 at the "
+                            "last step, --steps; resuming to more steps stretches the decay to the new last step); or "
+                            "cosine (a warm-up over 5%% of the steps); "
                             "default: " + ", ".join(f"{value} for {name}" for name, value in schedules.items()))
     train.add_argument("--window-length", type=int, default=None,
                        help=f"time steps per window (days for ssh); {_per_system('window_length', tasks)}")

@@ -114,8 +114,8 @@ class ExperimentConfig:
         config_int("seed", seed, 0)  # numpy generators refuse negative seeds
         config_int("window_length", fields["window_length"], 2)
         config_positive("lr", lr)
-        try:  # stored in its canonical text; the schedule object is built where the optimizer is
-            fields["lr_schedule"] = str(parse_schedule(fields["lr_schedule"], fields["steps"]))
+        try:  # checked here, stored as the text; the schedule object is built where the optimizer is
+            parse_schedule(fields["lr_schedule"], fields["steps"])
         except ValueError as error:
             raise ConfigError("lr_schedule", str(error)) from None
         fields.update({setting.name: settings.get(setting.name, setting.default) for setting in task.settings})

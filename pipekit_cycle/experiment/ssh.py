@@ -130,7 +130,7 @@ SCORE_UNITS = {"rmse": "m", "mu": "1", "sigma": "1", "lambda_x_deg": "degrees of
 # `train --help` appends the defaults that `SSHTask.defaults` holds; a text states only the others.
 SETTINGS = (
     Setting("patch_size", int, "the square patch the solver maps, in grid points"),
-    Setting("patch_stride", int, "spacing of the patches"),
+    Setting("patch_stride", int, "spacing of the patches (default: half the patch size)"),
     Setting("prior_downsample", int, "the prior works on the patch average-pooled by this factor"),
     Setting("train_days", int, f"training days before the held-out ones (default {SSH_SIMULATION['train_days']}; "
             f"with --data or --obs: all of them)"),
@@ -173,8 +173,8 @@ class SSHTask:
     description: str = "sea-surface height maps from altimetry (simulated, gridded --data, or along-track --obs)"
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {
         "steps": 2000, "batch_size": 8, "solver_steps": 5, "hidden_dim": 16, "prior_hidden_dim": 16,
-        "checkpoint_every": 250,
-        "window_length": 15, "patch_size": 32, "patch_stride": 16, "prior_downsample": 2, "test_days": 60,
+        "checkpoint_every": 250, "lr_schedule": "cosine",
+        "window_length": 15, "patch_size": 64, "prior_downsample": 2, "test_days": 60,
         "oi_space_km": 130.0, "oi_time_days": 5.0, "background": "oi", "held_out_map": HELD_OUT_MAP_DEFAULT})
     settings: tuple[Setting, ...] = SETTINGS
     outputs: tuple[str, ...] = MAP_FILES
@@ -184,7 +184,10 @@ class SSHTask:
         ssh = {name: self.defaults[name] if value is None and name in self.defaults else value
                for name, value in given.items()}
         resolve_inputs(ssh)
-        for field in ("patch_size", "patch_stride", "prior_downsample", "test_days"):
+        config_int("patch_size", ssh["patch_size"], 1)
+        if ssh["patch_stride"] is None:  # patches overlapping by half, whatever their size
+            ssh["patch_stride"] = max(1, ssh["patch_size"] // 2)
+        for field in ("patch_stride", "prior_downsample", "test_days"):
             config_int(field, ssh[field], 1)
         if ssh["patch_size"] % ssh["prior_downsample"]:
             raise ConfigError("prior_downsample", f"must divide --patch-size ({ssh['patch_size']}), got "

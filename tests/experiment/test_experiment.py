@@ -139,11 +139,14 @@ def test_a_run_saved_before_schedules_resumes_at_its_constant_rate(tmp_path, tin
 
 
 def test_a_learning_rate_schedule_is_checked_naming_the_forms():
-    with pytest.raises(ConfigError, match="constant, or cosine:W"):
+    with pytest.raises(ConfigError, match="constant, cosine:W"):
         ExperimentConfig(system="l96", lr_schedule="linear")
     with pytest.raises(ConfigError, match="shorter than the run"):
         ExperimentConfig(system="l96", steps=10, lr_schedule="cosine:10")
     assert ExperimentConfig(system="l96").lr_schedule == "constant"
+    # The bare form warms up over 5 % of the run: a short run is never refused for it.
+    assert ExperimentConfig(system="ssh", steps=4, lr_schedule="cosine").optimizer_config().schedule == \
+        pk.WarmupCosineSchedule(warmup_steps=0, decay_steps=4)
 
 
 def test_a_run_saved_before_the_learning_curve_resumes_and_starts_its_curve_there(tmp_path, tiny):

@@ -145,10 +145,12 @@ def test_the_simulation_seen_by_the_swath_too(tmp_path, cli):
 
 
 def test_ssh_resume_continues_exactly(tmp_path, cli):
+    # At a constant rate a 2-step run continued to 4 is the 4-step run (a cosine would decay over
+    # each run's own steps; its resume is tests/experiment/test_experiment.py's).
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    assert cli([*ssh_flags(), "--out", str(straight), "--no-figures"])[0] == 0
-    assert cli([*ssh_flags(steps=2), "--out", str(stopped), "--no-figures"])[0] == 0
-    assert cli([*ssh_flags(), "--out", str(stopped), "--resume", "--no-figures"])[0] == 0
+    assert cli([*ssh_flags(lr_schedule="constant"), "--out", str(straight), "--no-figures"])[0] == 0
+    assert cli([*ssh_flags(steps=2, lr_schedule="constant"), "--out", str(stopped), "--no-figures"])[0] == 0
+    assert cli([*ssh_flags(lr_schedule="constant"), "--out", str(stopped), "--resume", "--no-figures"])[0] == 0
     a = json.loads((straight / "metrics.json").read_text())
     b = json.loads((stopped / "metrics.json").read_text())
     assert a["final_train_loss"] == b["final_train_loss"] and a["scores"] == b["scores"]
@@ -158,7 +160,7 @@ def test_ssh_resume_continues_exactly(tmp_path, cli):
     assert without_time[0] == without_time[1] and [p["step"] for p in b["learning_curve"]] == [0, 2, 4]
     seconds = [point["train_seconds"] for point in b["learning_curve"]]
     assert seconds == sorted(seconds) and seconds[0] == 0 < seconds[1]
-    status, err = cli([*ssh_flags(patch_stride=16), "--out", str(stopped), "--resume"])
+    status, err = cli([*ssh_flags(patch_stride=16, lr_schedule="constant"), "--out", str(stopped), "--resume"])
     assert status == 2 and "patch_stride=8" in err and err.count("\n") == 1
 
 
