@@ -60,9 +60,6 @@ class ConstantSchedule(AbstractSchedule):
         del step, xp
         return 1.0
 
-    def __str__(self) -> str:
-        return "constant"
-
 
 @dataclasses.dataclass(frozen=True)
 class WarmupCosineSchedule(AbstractSchedule):
@@ -119,9 +116,6 @@ class WarmupCosineSchedule(AbstractSchedule):
         value = xp.where(step < warmup, rising, falling)
         return float(value) if xp is np and np.ndim(value) == 0 else value
 
-    def __str__(self) -> str:
-        return f"cosine:{self.warmup_steps}"
-
 
 SCHEDULES: dict[str, type[AbstractSchedule]] = {
     schedule.kind: schedule for schedule in (ConstantSchedule, WarmupCosineSchedule)}
@@ -134,6 +128,10 @@ def schedule_from_dict(data: dict[str, Any]) -> AbstractSchedule:
     kind = fields.pop("kind", None)
     if kind not in SCHEDULES:
         raise ValueError(f"a learning-rate schedule's kind must be one of {', '.join(SCHEDULES)}, got {kind!r}")
+    known = {field.name for field in dataclasses.fields(SCHEDULES[kind])}
+    if set(fields) - known:
+        raise ValueError(f"{SCHEDULES[kind].__name__}: unknown fields {sorted(set(fields) - known)}; known: "
+                         f"{sorted(known)}")
     return SCHEDULES[kind](**fields)
 
 

@@ -88,3 +88,20 @@ def test_optimizer_config_round_trip_and_validation():
         OptimizerConfig(betas=(0.9, 1.0))
     with pytest.raises(ValueError, match="clip_norm"):
         OptimizerConfig(clip_norm=-1.0)
+
+
+def test_a_learning_rate_schedule_round_trips_and_is_checked():
+    from pipekit_cycle import ConstantSchedule, WarmupCosineSchedule
+
+    config = OptimizerConfig(lr=1e-2, schedule=WarmupCosineSchedule(5, 50, init_fraction=0.1, end_fraction=0.01))
+    assert OptimizerConfig.from_json(config.to_json()) == config
+    assert OptimizerConfig.from_dict({"lr": 1e-2}).schedule == ConstantSchedule()  # saved before schedules
+    for bad, words in (({"kind": "linear"}, "constant, warmup_cosine"), ({"kind": "warmup_cosine", "warm": 3},
+                                                                         "unknown fields"),
+                       ({"kind": "warmup_cosine", "warmup_steps": 9, "decay_steps": 9}, "counts the warm-up"),
+                       ({"kind": "warmup_cosine", "warmup_steps": 1, "decay_steps": 9, "end_fraction": 2.0},
+                        "end_fraction")):
+        with pytest.raises(ValueError, match=words):
+            OptimizerConfig.from_dict({"schedule": bad})
+    with pytest.raises(ValueError, match="learning-rate schedule"):
+        OptimizerConfig(schedule="cosine")
