@@ -41,6 +41,8 @@ class AbstractSchedule(abc.ABC):
     """The factor :math:`s(k)` of the learning rate at optimizer step ``k`` (module docstring)."""
 
     kind: ClassVar[str]
+    # Whether s(k) = 1 at every k: the optimizer then needs no position (a plain rate, no step count).
+    is_constant: ClassVar[bool] = False
 
     @abc.abstractmethod
     def factor(self, step: int | npt.ArrayLike, xp: ModuleType = np) -> float | npt.ArrayLike:
@@ -55,6 +57,7 @@ class ConstantSchedule(AbstractSchedule):
     """:math:`s(k) = 1`: the rate ``lr`` at every step."""
 
     kind: ClassVar[str] = "constant"
+    is_constant: ClassVar[bool] = True
 
     def factor(self, step: int | npt.ArrayLike, xp: ModuleType = np) -> float | npt.ArrayLike:
         del step, xp

@@ -150,7 +150,7 @@ def _learning_rate(cfg: pk.OptimizerConfig) -> float | optax.Schedule:
     """``lr`` itself when the schedule is constant (the optax state of a plain rate, as checkpoints
     made before schedules existed hold it), else optax's schedule ``count -> lr * s(count)``."""
     schedule = cfg.schedule
-    if isinstance(schedule, pk.ConstantSchedule):
+    if schedule.is_constant:
         return cfg.lr
     # The count as the default float (float64 under x64): int32 arithmetic would round in float32.
     return lambda count: cfg.lr * schedule.factor(jnp.asarray(count, dtype=jnp.result_type(float)), jnp)

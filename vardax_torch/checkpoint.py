@@ -33,7 +33,7 @@ SCHEDULE_STEPS = "schedule.steps"
 
 def _scheduled(groups: list[dict[str, Any]]) -> bool:
     """Whether the groups follow a schedule whose position matters (not a constant rate)."""
-    return not isinstance(groups[0].get("lr_schedule", ConstantSchedule()), ConstantSchedule)
+    return not groups[0].get("lr_schedule", ConstantSchedule()).is_constant
 
 
 def export_optimizer_state(opt_state: dict[str, Any]) -> dict[str, np.ndarray]:

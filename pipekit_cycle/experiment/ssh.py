@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..config import FourDVarNetConfig
+from ..config import GRAD_MODS, FourDVarNetConfig
 from ..placement import Placement
 from ..ssh.augment import AUGMENTATIONS
 from ..ssh.baselines import linear_interpolation_time
@@ -123,6 +123,7 @@ MAP_FILES = ("maps.png", "psd_score.png", "loss.png", "learning_curve.png", RECO
 BACKGROUNDS = ("oi", "none")
 HELD_OUT_MAPS = ("auto", "whole", "patches")
 HELD_OUT_MAP_DEFAULT = "auto"
+DEFAULT_GRAD_MOD = FourDVarNetConfig.grad_mod
 # The units of metrics.json's scores, written next to them.
 SCORE_UNITS = {"rmse": "m", "mu": "1", "sigma": "1", "lambda_x_deg": "degrees of longitude", "lambda_t_days": "days",
                "lambda_x_km": "km", "n_points": "1"}
@@ -143,6 +144,9 @@ SETTINGS = (
     Setting("augment", str, "flip-y: every training sample also mirrored north-south with the SSH's sign changed, a "
             "symmetry of the beta-plane QG equations (pipekit_cycle.ssh.augment); none (default): as it is",
             choices=tuple(AUGMENTATIONS)),
+    Setting("grad_mod", str, "the solver's gradient modulator: convlstm (default) reads the gradient, the state and "
+            "its memory; convlstm_normalized (ocean4dvarnet's) the gradient over its first step's RMS and its memory "
+            "(pipekit_cycle.FourDVarNetConfig)", choices=GRAD_MODS),
     Setting("held_out_map", str, "how the held-out period is mapped: whole (the full grid per window, one pass), "
             "patches (patch by patch, stitched), auto (whole when the grid obeys the model's rule and a window of "
             "it holds at most batch-size x patch-size^2 points)", choices=HELD_OUT_MAPS),
@@ -202,6 +206,10 @@ class SSHTask:
             raise ConfigError("augment", f"must be one of {', '.join(AUGMENTATIONS)}, got {ssh['augment']!r}")
         if ssh["augment"] == "none":  # stored as unset, as runs made before the setting existed hold it
             ssh["augment"] = None
+        if ssh["grad_mod"] is not None and ssh["grad_mod"] not in GRAD_MODS:
+            raise ConfigError("grad_mod", f"must be one of {', '.join(GRAD_MODS)}, got {ssh['grad_mod']!r}")
+        if ssh["grad_mod"] == DEFAULT_GRAD_MOD:  # stored as unset, as runs made before the setting existed hold it
+            ssh["grad_mod"] = None
         if ssh["held_out_map"] not in HELD_OUT_MAPS:
             raise ConfigError("held_out_map", f"must be one of {', '.join(HELD_OUT_MAPS)}, got "
                               f"{ssh['held_out_map']!r}")
@@ -221,7 +229,7 @@ class SSHTask:
             state_shape=(config.patch_size, config.patch_size), n_time=config.window_length,
             hidden_dim=config.hidden_dim, prior_hidden_dim=config.prior_hidden_dim,
             n_solver_steps=config.solver_steps, padding="zeros", prior_downsample=config.prior_downsample,
-            solver_adjoint=adjoint,
+            grad_mod=config.grad_mod or DEFAULT_GRAD_MOD, solver_adjoint=adjoint,
         )
 
     def prepare(self, config: ExperimentConfig, *, progress: bool) -> SSHData:

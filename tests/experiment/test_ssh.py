@@ -177,6 +177,23 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_it_unset(tmp_path, cl
     assert cli([*ssh_flags(), "--out", str(tmp_path), "--resume", "--no-figures"])[0] == 0
 
 
+def test_the_modulator_is_chosen_by_a_flag_and_a_resume_must_ask_for_the_same(tmp_path, cli):
+    from pipekit_cycle import load_params
+    from pipekit_cycle.experiment import ExperimentConfig, latest_checkpoint
+
+    sizes = {key: value for key, value in SSH.items() if key != "system"}
+    # The default modulator is stored as unset, as runs saved before the flag hold it.
+    assert ExperimentConfig(system="ssh", **sizes, grad_mod="convlstm").grad_mod is None
+    assert ExperimentConfig(system="ssh", **sizes).model_config().grad_mod == "convlstm"
+    assert cli([*ssh_flags(steps=2, grad_mod="convlstm_normalized"), "--out", str(tmp_path), "--no-figures"])[0] == 0
+    params, config = load_params(latest_checkpoint(tmp_path) / "checkpoint.safetensors")
+    assert config.grad_mod == "convlstm_normalized"
+    # Its gates read [g / r, h], not [g, x, h]: window_length + hidden channels in, 4 x hidden out.
+    assert params["grad_mod.gates.weight"].shape == (4 * 3, 4 + 3, 3, 3)
+    status, err = cli([*ssh_flags(), "--out", str(tmp_path), "--resume"])
+    assert status == 2 and "grad_mod=convlstm_normalized" in err and "grad_mod=None" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     ("argv", "flag", "words"),
     [
@@ -188,6 +205,7 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_it_unset(tmp_path, cl
         (ssh_flags(patch_size=40), "--patch-size", "at most --grid"),
         (ssh_flags(test_days=3), "--test-days", "one window of 4 days"),
         (ssh_flags(background="mean"), "--background", "invalid choice"),
+        (ssh_flags(grad_mod="lstm"), "--grad-mod", "invalid choice: 'lstm'"),
         (ssh_flags(batch_size=46), "--batch-size", "45: 5 windows x 9 patches"),
         (ssh_flags(var="x"), "--var", "a setting of the user's files (--data or --obs)"),
         ([*ssh_flags(grid=None), "--data", "nothing.nc", "--var", "a", "--obs-var", "b"], "--data", "no such file"),
