@@ -33,6 +33,10 @@ maps :math:`y` directly. Either way the inputs and targets are standardised with
 standard deviation of the training targets (`pipekit_cycle.ssh.Standardiser`): the
 functions a Python user calls to get the same map (README, "Mapping SSH from Python").
 
+The model: a `pipekit_cycle.FourDVarNetConfig` on the ``patch_size`` patch with the run's
+widths, K and ``prior_downsample``, and ``grad_mod`` its gradient modulator (unset: this
+project's ``convlstm``; ``convlstm_normalized``: ocean4dvarnet's).
+
 Samples (`pipekit_cycle.ssh.samples`): every window of ``window_length`` days (stride 1)
 of the training period times every patch of ``patch_size`` at ``patch_stride``, times the
 versions of ``augment`` (``flip-y``: each also mirrored north-south with the SSH's sign changed,

@@ -31,3 +31,15 @@ def test_a_usage_error_is_the_drivers_line_and_its_status_not_a_row(tmp_path, ca
     out, err = capfd.readouterr()
     assert status == 2 and out == "" and not (tmp_path / "summary.json").exists()
     assert "--patch-stride" in err and "Traceback" not in err and "exit status 2" in err
+
+
+def test_the_gpu_configuration_is_4dvarnet_starters_sizes_on_the_240_box(tmp_path):
+    from pipekit_cycle.experiment import build_parser
+    from pipekit_cycle.experiment.cli import _config_from_args
+
+    argv = ssh_gpu.train_argv(tmp_path / "run", ssh_gpu.GRID, "cuda", [*ssh_gpu.STARTER_SIZES, "--steps", "4000"])
+    config = _config_from_args(build_parser("python -m vardax_torch").parse_args(argv))  # what the child builds
+    model = config.model_config()
+    assert model.state_shape == (240, 240) and model.n_time == 15 and model.n_solver_steps == 10
+    assert (model.hidden_dim, model.prior_hidden_dim, config.lr, config.steps) == (48, 32, 1e-3, 4000)
+    assert (config.train_days, config.test_days, config.lr_schedule) == (300, 60, "cosine")
