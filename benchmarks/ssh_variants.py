@@ -71,15 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", required=True, choices=VARIANTS)
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 5, 10], help="k-curriculum: K in each part")
     parser.add_argument("--gradient-weight", type=float, default=10.0, help="gradient-loss: w")
+    parser.add_argument("--steps", type=int, default=SSH.defaults["steps"], help="train's --steps")
     args, train = parser.parse_known_args(argv)
-    steps = int(train[train.index("--steps") + 1]) if "--steps" in train else SSH.defaults["steps"]
+    if args.variant == "k-curriculum" and "--resume" in train:
+        parser.error("--variant k-curriculum runs fresh only (its parts are counted from this process's first "
+                     "step): drop --resume, or --overwrite to start again")
     backend = types.ModuleType(vd.__name__)  # the backend the driver sees: vardax_torch, one step replaced
     backend.__dict__.update(vars(vd))
     if args.variant == "k-curriculum":
-        backend.train_step = k_curriculum(args.ks, steps)
+        backend.train_step = k_curriculum(args.ks, args.steps)
     else:
         backend.train_step = vd.make_train_step(gradient_loss(args.gradient_weight), name="gradient_loss_step")
-    return driver(backend, ["train", "--system", "ssh", *train])
+    return driver(backend, ["train", "--system", "ssh", "--steps", str(args.steps), *train])
 
 
 if __name__ == "__main__":

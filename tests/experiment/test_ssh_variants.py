@@ -51,3 +51,10 @@ def test_the_k_curriculum_trains_each_part_at_its_k_and_maps_at_the_last(tmp_pat
     assert config.n_solver_steps == 3
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["backend"] == "vardax_torch" and [p["step"] for p in metrics["learning_curve"]] == [0, 3, 6]
+
+
+def test_a_curriculum_is_not_resumed(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ssh_variants.main(["--variant", "k-curriculum", *TINY, "--out", str(tmp_path), "--resume"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "runs fresh only" in err and not (tmp_path / "checkpoints").exists()
